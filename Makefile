@@ -1,0 +1,37 @@
+# Everything the project needs is installed by these targets.
+PY ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.livercad-installed
+DEMO_OUT ?= demo_out
+
+.PHONY: install test lint demo demo-fast bench clean
+
+$(STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PY) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	# torch/torchvision: the CPU-capable releases that lie on local disk (see README)
+	$(BIN)/pip install -q "torch==2.14.1" "torchvision==0.29.1"
+	$(BIN)/pip install -q -e ".[dev]"
+	touch $(STAMP)
+
+install: $(STAMP)
+
+test: $(STAMP)
+	$(BIN)/ruff check livercad tests benchmarks
+	$(BIN)/python -m pytest -q -x --durations=15
+
+lint: $(STAMP)
+	$(BIN)/ruff check livercad tests benchmarks
+
+demo: $(STAMP)
+	$(BIN)/livercad demo --out $(DEMO_OUT)
+
+demo-fast: $(STAMP)
+	$(BIN)/livercad demo --fast --out $(DEMO_OUT)
+
+bench: $(STAMP)
+	$(BIN)/python benchmarks/bench_pipeline.py
+
+clean:
+	rm -rf $(VENV) build dist *.egg-info .pytest_cache .ruff_cache

@@ -1,0 +1,1 @@
+"""livercad.report."""

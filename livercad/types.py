@@ -1,0 +1,75 @@
+"""Typed values passed between the stages (frozen dataclasses, no logic)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+
+@dataclass(frozen=True)
+class Volume:
+    """An image as read from disk, with its geometry.
+
+    Attributes:
+        data: float32 voxels, always 3-D ``(I, J, K)`` in the file's own voxel order
+            (a 2-D file becomes ``(I, J, 1)``; a 4-D file with a trailing 1 is squeezed).
+        affine: 4x4 float64 voxel->world (RAS mm) matrix of the file (the sform or qform nibabel picks).
+        header: the original nibabel header (NIfTI-1 or NIfTI-2), used to write results back.
+        spacing: voxel size in mm along I, J, K.
+        path: the file it came from (``None`` for in-memory volumes).
+        original_shape: the data shape as stored in the file (what a saved mask must have).
+    """
+
+    data: np.ndarray
+    affine: np.ndarray
+    header: Any
+    spacing: tuple[float, float, float]
+    path: Path | None = None
+    original_shape: tuple[int, ...] = ()
+
+    @property
+    def shape(self) -> tuple[int, int, int]:
+        """The 3-D shape of :attr:`data`."""
+        return tuple(self.data.shape)  # type: ignore[return-value]
+
+    @property
+    def voxel_volume_ml(self) -> float:
+        """Volume of one voxel in millilitres."""
+        return float(np.prod(self.spacing)) / 1000.0
+
+
+@dataclass(frozen=True)
+class Segmentation:
+    """Stage-1 output for one volume, on the volume's original voxel grid.
+
+    Attributes:
+        prob: float32 liver probability, same shape as ``Volume.data``.
+        mask: uint8 binary mask after post-processing, same shape as ``Volume.data``.
+    """
+
+    prob: np.ndarray
+    mask: np.ndarray
+
+
+@dataclass(frozen=True)
+class CaseResult:
+    """One case's record in a pipeline run."""
+
+    case_id: str
+    input_path: str
+    mask_path: str | None = None
+    liver_volume_ml: float | None = None
+    probabilities: dict[str, float] = field(default_factory=dict)
+    predicted_label: str | None = None
+    true_label: str | None = None
+    dice: float | None = None
+    error: str | None = None
+    seconds: float | None = None
+
+    @property
+    def ok(self) -> bool:
+        """True when the case finished without error."""
+        return self.error is None

@@ -1,0 +1,259 @@
+"""Validated configuration: one pydantic model per section, YAML load/save, dotted overrides.
+
+Every section forbids unknown keys, so a typo (``segment.model.encodr``) is a :class:`ConfigError`
+naming the key instead of a silently ignored setting.
+
+Example:
+    >>> cfg = load_config(None, overrides=["segment.train.max_minutes=1.5"])
+    >>> cfg.segment.train.max_minutes
+    1.5
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from livercad.errors import ConfigError
+
+Modality = Literal["ct", "mr-t2", "us"]
+Precision = Literal["auto", "fp32", "bf16"]
+Strategy = str  # scratch | frozen | finetune | partial:N  (validated in classify.model)
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+class PhantomConfig(_Section):
+    """Synthetic cohort used when no manifest is given (the embedded default data)."""
+
+    n: int = Field(60, ge=3)
+    modality: Modality = "ct"
+    seed: int = 0
+    shape: tuple[int, int, int] = (128, 128, 48)
+    classes: list[str] = ["normal", "steatosis", "cirrhosis"]
+    orientations: Literal["mixed", "canonical"] = "mixed"
+    sites: int = Field(1, ge=1)
+    shortcut: bool = False
+
+
+class DataConfig(_Section):
+    """Where cases come from and how they are split by patient."""
+
+    manifest: Path | None = None
+    phantom: PhantomConfig = PhantomConfig()
+    split_fractions: tuple[float, float, float] = (0.6, 0.2, 0.2)
+    split_seed: int = 0
+    liver_labels: list[int] | None = None
+
+
+class PreprocessConfig(_Section):
+    """Per-modality intensity normalisation and the in-plane model size."""
+
+    modality: Modality = "ct"
+    ct_window: tuple[float, float] = (-160.0, 240.0)
+    percentiles: tuple[float, float] = (0.5, 99.5)
+    image_size: int = Field(256, ge=32)
+
+
+class SegmentModelConfig(_Section):
+    """smp U-Net: encoder by name, weights ``none | imagenet | <path>``, 2.5-D context."""
+
+    arch: str = "Unet"
+    encoder: str = "resnet34"
+    encoder_weights: str = "none"
+    context: int = Field(1, ge=0, le=4)  # neighbours each side: 1 -> 3 input channels (2.5-D)
+    extra_channels: int = Field(0, ge=0)  # e.g. further CT phases stacked as channels
+
+
+class TrainConfig(_Section):
+    """Training loop budget and optimisation (shared by both stages)."""
+
+    max_epochs: int = Field(30, ge=1)
+    max_minutes: float = Field(4.0, gt=0)
+    batch_size: int = Field(8, ge=1)
+    lr: float = Field(1e-3, gt=0)
+    weight_decay: float = Field(1e-4, ge=0)
+    seed: int = 0
+    patience: int = Field(5, ge=1)
+    steps_per_epoch: int | None = Field(None, ge=1)
+    precision: str = "32-true"
+    accelerator: str = "auto"
+    devices: int | str = 1
+    num_nodes: int = Field(1, ge=1)
+    strategy: str = "auto"
+    num_workers: int = Field(0, ge=0)
+
+
+class PostprocessConfig(_Section):
+    """Turning a probability map into the final mask (MONAI transforms)."""
+
+    threshold: float = Field(0.5, gt=0, lt=1)
+    largest_component: bool = True
+    fill_holes: bool = True
+
+
+class SegmentConfig(_Section):
+    """Stage 1."""
+
+    model: SegmentModelConfig = SegmentModelConfig()
+    train: TrainConfig = TrainConfig()
+    postprocess: PostprocessConfig = PostprocessConfig()
+    liver_slice_fraction: float = Field(0.5, ge=0, le=1)  # share of liver-bearing slices per batch
+
+
+class ClassifyConfig(_Section):
+    """Stage 2."""
+
+    backbone: str = "resnet50"
+    weights: str = "none"
+    strategy: Strategy = "finetune"
+    region: str = "mask"
+    classes: list[str] = ["normal", "cirrhosis"]
+    image_size: int = Field(224, ge=32)
+    crop_margin: float = Field(0.1, ge=0)
+    aggregation: str = "area-weighted"
+    top_k: int = Field(3, ge=1)
+    min_liver_fraction: float = Field(0.01, ge=0, le=1)
+    backbone_lr_factor: float = Field(0.1, gt=0)
+    class_weighting: bool = True
+    train: TrainConfig = TrainConfig(lr=3e-4, batch_size=16)
+
+    @field_validator("classes")
+    @classmethod
+    def _two_or_more(cls, v: list[str]) -> list[str]:
+        if len(v) < 2 or len(set(v)) != len(v):
+            raise ValueError(f"need at least two distinct classes, got {v}")
+        return v
+
+
+class InferenceConfig(_Section):
+    """How a trained bundle is run on new volumes."""
+
+    precision: Precision = "auto"
+    batch_size: int = Field(4, ge=1)
+    channels_last: bool = True
+    compile: bool = False
+    coarse_to_fine: bool = False
+    engine: Literal["local", "ray"] = "local"
+    ray_address: str | None = None
+    write_prob: bool = False
+    qc_images: bool = True
+    report: bool = True
+
+
+class AblationConfig(_Section):
+    """Segmentation-impact ablation grid."""
+
+    regions: list[str] = ["full", "mask", "crop", "oracle-mask"]
+    strategies: list[str] = ["frozen", "finetune"]
+    backbones: list[str] = ["resnet50"]
+    seeds: int = Field(3, ge=1)
+    reference: str = "full"
+    mask_quality_targets: list[float] = [1.0, 0.95, 0.9, 0.8, 0.7]
+    saliency: bool = True
+    saliency_cases: int = Field(8, ge=0)
+    shortcut: bool = False
+    n_boot: int = Field(1000, ge=100)
+
+
+class Config(_Section):
+    """The whole configuration of a livercad run."""
+
+    data: DataConfig = DataConfig()
+    preprocess: PreprocessConfig = PreprocessConfig()
+    segment: SegmentConfig = SegmentConfig()
+    classify: ClassifyConfig = ClassifyConfig()
+    inference: InferenceConfig = InferenceConfig()
+    ablation: AblationConfig = AblationConfig()
+    seed: int = 0
+
+
+def _format_validation(err: ValidationError, source: str) -> str:
+    parts = []
+    for e in err.errors():
+        key = ".".join(str(p) for p in e["loc"])
+        if e["type"] == "extra_forbidden":
+            parts.append(f"unknown key '{key}'")
+        else:
+            parts.append(f"'{key}': {e['msg']} (got {e.get('input')!r})")
+    return f"{source}: invalid config: " + "; ".join(parts)
+
+
+def _set_dotted(tree: dict[str, Any], dotted: str) -> None:
+    if "=" not in dotted:
+        raise ConfigError(f"override '{dotted}' must look like section.key=value")
+    key, raw = dotted.split("=", 1)
+    node = tree
+    parts = key.strip().split(".")
+    for p in parts[:-1]:
+        node = node.setdefault(p, {})
+        if not isinstance(node, dict):
+            raise ConfigError(f"override '{dotted}': '{p}' is not a section")
+    node[parts[-1]] = yaml.safe_load(raw)
+
+
+def config_from_dict(tree: dict[str, Any], *, source: str = "<config>") -> Config:
+    """Validate a plain dict into a :class:`Config`, raising a one-line ConfigError."""
+    try:
+        return Config.model_validate(tree)
+    except ValidationError as err:
+        raise ConfigError(_format_validation(err, source)) from None
+
+
+def load_config(path: str | Path | None, overrides: list[str] | None = None) -> Config:
+    """Load a YAML config (or the defaults when ``path`` is None) and apply dotted overrides.
+
+    Args:
+        path: YAML file; a bare name like ``demo`` is looked up among the packaged presets.
+        overrides: ``["classify.region=crop", "segment.train.max_minutes=2"]``.
+
+    Returns:
+        The validated config.
+
+    Raises:
+        ConfigError: missing file, bad YAML, unknown key or wrong type (one line, naming the key).
+    """
+    tree: dict[str, Any] = {}
+    source = "<defaults>"
+    if path is not None:
+        p = resolve_preset(path)
+        source = str(p)
+        try:
+            loaded = yaml.safe_load(p.read_text(encoding="utf-8"))
+        except (OSError, UnicodeDecodeError, yaml.YAMLError) as exc:
+            raise ConfigError(f"{p}: cannot read config: {' '.join(str(exc).split())}") from None
+        if loaded is not None and not isinstance(loaded, dict):
+            raise ConfigError(f"{p}: expected a mapping of sections, got {type(loaded).__name__}")
+        tree = loaded or {}
+    for item in overrides or []:
+        _set_dotted(tree, item)
+    return config_from_dict(tree, source=source)
+
+
+def resolve_preset(path: str | Path) -> Path:
+    """Return ``path`` if it exists, else the packaged preset ``livercad/configs/<name>.yaml``."""
+    p = Path(path)
+    if p.is_file():
+        return p
+    packaged = Path(__file__).parent / "configs" / f"{p.stem}.yaml"
+    if packaged.is_file():
+        return packaged
+    raise ConfigError(f"{p}: config file not found (and no packaged preset named '{p.stem}')")
+
+
+def config_to_dict(cfg: Config) -> dict[str, Any]:
+    """JSON/YAML-safe dict of a config (paths as strings)."""
+    return cfg.model_dump(mode="json")
+
+
+def save_config(cfg: Config, path: str | Path) -> Path:
+    """Write a config as YAML (atomically)."""
+    from livercad.io.atomic import atomic_write_text
+
+    text = yaml.safe_dump(config_to_dict(cfg), sort_keys=False)
+    return atomic_write_text(Path(path), text)

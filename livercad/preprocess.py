@@ -1,0 +1,150 @@
+"""Preprocessing with MONAI transforms, and its exact inverse back to the input grid.
+
+Forward: the volume is reoriented to the closest canonical frame (RAS, MONAI ``Orientation``: pure
+axis flips/permutations, no resampling, so it is exactly invertible), intensities are normalised per
+modality (CT: HU window ``ScaleIntensityRange``; MR/US: ``ScaleIntensityRangePercentiles`` then
+``NormalizeIntensity``), and every axial slice is resized in-plane to the model size in one bulk
+``Resize`` call (slices are the channel axis, so one interpolate covers the whole volume).
+
+Inverse: :meth:`Prepared.to_original` resizes slice maps back to the canonical in-plane size and
+undoes the orientation, giving arrays with exactly the input voxel grid.
+
+Example:
+    >>> import numpy as np, nibabel as nib
+    >>> from livercad.types import Volume
+    >>> v = Volume(np.zeros((40, 30, 5), np.float32), np.diag([-1., -1, 3, 1]), None, (1., 1, 3))
+    >>> p = prepare(v, modality="ct", image_size=64)
+    >>> tuple(p.image.shape), p.to_original(np.ones((5, 64, 64), np.float32)).shape
+    ((5, 64, 64), (40, 30, 5))
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import nibabel as nib
+import numpy as np
+import torch
+from monai.transforms import NormalizeIntensity, Resize, ScaleIntensityRange, ScaleIntensityRangePercentiles
+
+from livercad.errors import InputError
+from livercad.types import Volume
+
+_RAS = (("L", "R"), ("P", "A"), ("I", "S"))
+
+
+@dataclass(frozen=True)
+class Prepared:
+    """A volume ready for the 2-D models.
+
+    Attributes:
+        image: float32 tensor ``(Z, S, S)``: normalised canonical axial slices at model size.
+        canonical_shape: ``(X, Y, Z)`` of the reoriented volume before resizing.
+        ornt: nibabel orientation array mapping the file's axes to canonical.
+        spacing: voxel size (mm) of the canonical axes.
+    """
+
+    image: torch.Tensor
+    canonical_shape: tuple[int, int, int]
+    ornt: np.ndarray
+    spacing: tuple[float, float, float]
+
+    def to_canonical(self, maps: np.ndarray | torch.Tensor, *, mode: str = "bilinear") -> np.ndarray:
+        """Resize ``(Z, S, S)`` slice maps back to the canonical ``(X, Y, Z)`` grid."""
+        t = torch.as_tensor(maps, dtype=torch.float32)
+        x, y, _ = self.canonical_shape
+        kwargs = {"align_corners": False} if mode == "bilinear" else {}
+        back = Resize((x, y), mode=mode, **kwargs)(t)
+        return np.ascontiguousarray(torch.as_tensor(back).permute(1, 2, 0).numpy())
+
+    def to_original(self, maps: np.ndarray | torch.Tensor, *, mode: str = "bilinear") -> np.ndarray:
+        """Map ``(Z, S, S)`` slice maps onto the original file's voxel grid (exact inverse)."""
+        canon = self.to_canonical(maps, mode=mode)
+        inverse = nib.orientations.ornt_transform(_canonical_ornt(), self.ornt)
+        return np.ascontiguousarray(nib.orientations.apply_orientation(canon, inverse))
+
+    def from_original(self, arr: np.ndarray, *, mode: str = "nearest") -> torch.Tensor:
+        """Bring an array on the original grid (e.g. a ground-truth mask) to ``(Z, S, S)`` model space."""
+        canon = nib.orientations.apply_orientation(arr.astype(np.float32), self.ornt)
+        s = self.image.shape[-1]
+        t = torch.from_numpy(np.ascontiguousarray(canon)).permute(2, 0, 1)
+        return torch.as_tensor(Resize((s, s), mode=mode)(t)).float()
+
+
+def _canonical_ornt() -> np.ndarray:
+    return nib.orientations.axcodes2ornt("RAS")
+
+
+def orientation_of(affine: np.ndarray) -> np.ndarray:
+    """The nibabel orientation mapping voxel axes to the closest canonical (RAS) axes."""
+    return nib.orientations.io_orientation(affine)
+
+
+def reorient(volume: Volume) -> tuple[np.ndarray, np.ndarray, tuple[float, float, float]]:
+    """Reorient a volume to the closest canonical frame with MONAI ``Orientation``.
+
+    Returns:
+        (canonical array ``(X, Y, Z)``, orientation array, canonical spacing).
+    """
+    from monai.data import MetaTensor
+    from monai.transforms import Orientation
+
+    data = torch.from_numpy(np.ascontiguousarray(volume.data))[None]
+    mt = MetaTensor(data, affine=torch.as_tensor(volume.affine))
+    out = Orientation(axcodes="RAS", labels=_RAS)(mt)
+    ornt = orientation_of(volume.affine)
+    spacing = tuple(float(volume.spacing[int(a)]) for a in np.argsort(ornt[:, 0]))
+    return out.as_tensor()[0].numpy(), ornt, spacing  # type: ignore[return-value]
+
+
+def normalize(arr: torch.Tensor, modality: str, *, ct_window: tuple[float, float] = (-160.0, 240.0),
+              percentiles: tuple[float, float] = (0.5, 99.5)) -> torch.Tensor:
+    """Normalise intensities per modality with MONAI transforms.
+
+    CT: the HU window maps to [0, 1] then to roughly zero mean (``x * 2 - 1``), clipped.
+    MR/US: percentile clip to [0, 1] followed by a z-score over the volume.
+    """
+    if modality == "ct":
+        lo, hi = ct_window
+        out = ScaleIntensityRange(a_min=lo, a_max=hi, b_min=-1.0, b_max=1.0, clip=True)(arr)
+    elif modality in ("mr-t2", "us"):
+        lo, hi = percentiles
+        out = ScaleIntensityRangePercentiles(lower=lo, upper=hi, b_min=0.0, b_max=1.0, clip=True)(arr)
+        out = NormalizeIntensity()(out)
+    else:
+        raise InputError(None, f"unknown modality '{modality}'; expected one of ct, mr-t2, us")
+    return torch.as_tensor(out).float()
+
+
+def prepare(volume: Volume, *, modality: str = "ct", image_size: int = 256,
+            ct_window: tuple[float, float] = (-160.0, 240.0),
+            percentiles: tuple[float, float] = (0.5, 99.5)) -> Prepared:
+    """Reorient, normalise and resize a volume to ``(Z, S, S)`` model slices.
+
+    Args:
+        volume: the loaded image.
+        modality: ``ct`` | ``mr-t2`` | ``us``.
+        image_size: the in-plane model size S.
+        ct_window: HU window for CT.
+        percentiles: clip percentiles for MR/US.
+    """
+    canon, ornt, spacing = reorient(volume)
+    t = torch.from_numpy(np.ascontiguousarray(canon)).permute(2, 0, 1)  # (Z, X, Y): slices as channels
+    t = normalize(t, modality, ct_window=ct_window, percentiles=percentiles)
+    t = torch.as_tensor(Resize((image_size, image_size), mode="bilinear", align_corners=False)(t)).float()
+    return Prepared(image=t.contiguous(), canonical_shape=tuple(canon.shape), ornt=ornt, spacing=spacing)
+
+
+def context_stack(slices: torch.Tensor, index: torch.Tensor | list[int], context: int) -> torch.Tensor:
+    """2.5-D input: for each slice index the slice and ``context`` neighbours each side as channels.
+
+    Edge slices repeat the border slice. ``slices`` is ``(Z, S, S)``; returns ``(N, 2*context+1, S, S)``.
+
+    Example:
+        >>> context_stack(torch.arange(3.).view(3, 1, 1), [0, 2], 1)[:, :, 0, 0].tolist()
+        [[0.0, 0.0, 1.0], [1.0, 2.0, 2.0]]
+    """
+    idx = torch.as_tensor(index, dtype=torch.long)
+    offsets = torch.arange(-context, context + 1)
+    nb = (idx[:, None] + offsets[None, :]).clamp(0, slices.shape[0] - 1)
+    return slices[nb]

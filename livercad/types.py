@@ -65,7 +65,9 @@ class CaseResult:
     probabilities: dict[str, float] = field(default_factory=dict)
     predicted_label: str | None = None
     true_label: str | None = None
+    patient_id: str | None = None
     dice: float | None = None
+    segmentation_metrics: dict[str, float] = field(default_factory=dict)
     error: str | None = None
     seconds: float | None = None
 

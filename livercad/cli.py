@@ -1,0 +1,272 @@
+"""The ``livercad`` command line (typer). Thin: parses, calls the library, maps errors to exit codes.
+
+Exit codes: 0 every case done; 3 finished but some cases failed; 2 usage, input or config error;
+1 internal error.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from livercad.errors import CheckpointError, ConfigError, InputError, LivercadError
+
+EXIT_OK, EXIT_INTERNAL, EXIT_USAGE, EXIT_PARTIAL = 0, 1, 2, 3
+
+app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
+                  help="livercad: liver segmentation -> classification, batch prediction and ablations.")
+train_app = typer.Typer(no_args_is_help=True, help="Train stage 1, stage 2, or the whole pipeline.")
+app.add_typer(train_app, name="train")
+
+ConfigOpt = Annotated[Path | None, typer.Option("--config", "-c", help="YAML config (or preset name).")]
+SetOpt = Annotated[list[str] | None, typer.Option("--set", "-s", help="Override, e.g. classify.region=crop")]
+QuietOpt = Annotated[bool, typer.Option("--quiet", "-q", help="Only warnings and the final summary.")]
+
+
+def _setup_logging(quiet: bool) -> None:
+    logging.basicConfig(level=logging.WARNING if quiet else logging.INFO, stream=sys.stderr,
+                        format="%(levelname)s %(name)s: %(message)s")
+    for noisy in ("lightning", "lightning.pytorch", "pytorch_lightning", "lightning.fabric"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+
+
+def _fail(exc: BaseException) -> None:
+    code = EXIT_USAGE if isinstance(exc, (InputError, ConfigError, CheckpointError)) else EXIT_INTERNAL
+    if isinstance(exc, LivercadError):
+        typer.echo(f"error: {' '.join(str(exc).split())}", err=True)
+    else:
+        typer.echo(f"internal error: {type(exc).__name__}: {' '.join(str(exc).split())}", err=True)
+    raise typer.Exit(code)
+
+
+def _config(path: Path | None, overrides: list[str] | None):  # noqa: ANN202 - Config
+    from livercad.config import load_config
+
+    return load_config(path, overrides or [])
+
+
+@app.command()
+def phantom(
+    out: Annotated[Path, typer.Option("--out", "-o", help="Output folder (images/, masks/, manifest.csv).")],
+    n: Annotated[int, typer.Option(help="Number of cases.")] = 60,
+    modality: Annotated[str, typer.Option(help="ct | mr-t2 | us")] = "ct",
+    seed: Annotated[int, typer.Option(help="Random seed (same seed, same files).")] = 0,
+    size: Annotated[str, typer.Option(help="Volume shape, e.g. 128x128x48.")] = "128x128x48",
+    orientations: Annotated[str, typer.Option(help="mixed | canonical")] = "mixed",
+    sites: Annotated[int, typer.Option(help="Number of scanner sites (intensity/noise/artifact).")] = 1,
+    shortcut: Annotated[bool, typer.Option(help="Site artifact correlated with the label in train only.")] = False,
+) -> None:
+    """Generate a synthetic abdominal cohort with liver masks and disease labels."""
+    from livercad.data.phantom import generate_cohort
+
+    try:
+        shape = tuple(int(x) for x in size.lower().split("x"))
+        if len(shape) != 3:
+            raise ConfigError(f"--size must look like 128x128x48, got '{size}'")
+        path = generate_cohort(out, n=n, modality=modality, seed=seed, shape=shape,  # type: ignore[arg-type]
+                               orientations=orientations, sites=sites, shortcut=shortcut)
+    except (LivercadError, ValueError) as exc:
+        _fail(exc if isinstance(exc, LivercadError) else ConfigError(str(exc)))
+    typer.echo(f"wrote {n} cases; manifest: {path}")
+
+
+@train_app.command("pipeline")
+def train_pipeline_cmd(
+    out: Annotated[Path, typer.Option("--out", "-o", help="Work folder; the bundle goes to OUT/model.")],
+    config: ConfigOpt = None, set_: SetOpt = None, quiet: QuietOpt = False,
+) -> None:
+    """Train stage 1 and stage 2 and write a model bundle."""
+    _setup_logging(quiet)
+    try:
+        from livercad.pipeline.train import train_pipeline
+
+        res = train_pipeline(_config(config, set_), out, progress=not quiet)
+    except LivercadError as exc:
+        _fail(exc)
+    typer.echo(f"bundle: {res['bundle']}")
+
+
+@train_app.command("segment")
+def train_segment_cmd(
+    out: Annotated[Path, typer.Option("--out", "-o", help="Output folder for segmenter.pt.")],
+    config: ConfigOpt = None, set_: SetOpt = None, quiet: QuietOpt = False,
+) -> None:
+    """Train stage 1 (liver segmentation) on the configured manifest or phantom."""
+    _setup_logging(quiet)
+    try:
+        from livercad.pipeline.train import cohort_rows
+        from livercad.segment.train import train_segmenter
+
+        cfg = _config(config, set_)
+        ckpt = train_segmenter(cohort_rows(cfg, out), cfg, out, progress=not quiet)
+    except LivercadError as exc:
+        _fail(exc)
+    typer.echo(f"segmenter: {ckpt}")
+
+
+@train_app.command("classify")
+def train_classify_cmd(
+    segmenter: Annotated[Path, typer.Option(help="Stage-1 checkpoint whose predicted masks feed stage 2.")],
+    out: Annotated[Path, typer.Option("--out", "-o", help="Output folder for classifier.pt.")],
+    config: ConfigOpt = None, set_: SetOpt = None, quiet: QuietOpt = False,
+) -> None:
+    """Train stage 2 on stage-1 predictions (or ground truth for region oracle-mask)."""
+    _setup_logging(quiet)
+    try:
+        from livercad.classify.train import train_classifier
+        from livercad.pipeline.train import cohort_rows, stage1_cache
+        from livercad.segment.infer import Segmenter
+
+        cfg = _config(config, set_)
+        cache = stage1_cache(Segmenter.load(segmenter), cohort_rows(cfg, out), cfg)
+        tr = [c.slices for c in cache if c.row.split == "train" and c.slices.label is not None]
+        va = [c.slices for c in cache if c.row.split == "val" and c.slices.label is not None]
+        train_classifier(tr, va, cfg.classify, out, seed=cfg.seed, progress=not quiet)
+    except LivercadError as exc:
+        _fail(exc)
+    typer.echo(f"classifier: {out / 'classifier.pt'}")
+
+
+@app.command()
+def predict(
+    model: Annotated[Path, typer.Option("--model", "-m", help="Model bundle folder.")],
+    input_: Annotated[Path, typer.Option("--input", "-i", help="NIfTI file, folder of them, or manifest CSV.")],
+    out: Annotated[Path, typer.Option("--out", "-o", help="Output folder.")],
+    resume: Annotated[bool, typer.Option(help="Skip cases already finished in OUT.")] = False,
+    split: Annotated[str | None, typer.Option(help="With a manifest: only this split.")] = None,
+    engine: Annotated[str | None, typer.Option(help="local | ray")] = None,
+    address: Annotated[str | None, typer.Option(help="Ray cluster address (with --engine ray).")] = None,
+    config: ConfigOpt = None, quiet: QuietOpt = False,
+) -> None:
+    """Segment and classify every case; masks keep each input's exact grid."""
+    _setup_logging(quiet)
+    try:
+        from livercad.pipeline.run import run_pipeline
+
+        res = run_pipeline(input_, out, model=model, config=config, resume=resume, progress=not quiet,
+                           split=split, engine=engine, address=address)
+    except LivercadError as exc:
+        _fail(exc)
+    n_fail = len(res.failures)
+    typer.echo(f"{len(res.cases) - n_fail} cases done, {n_fail} failed; outputs in {out}")
+    for f in res.failures:
+        typer.echo(f"  failed {f.case_id}: {f.error}", err=True)
+    raise typer.Exit(EXIT_PARTIAL if n_fail else EXIT_OK)
+
+
+@app.command()
+def evaluate(
+    model: Annotated[Path, typer.Option("--model", "-m", help="Model bundle folder.")],
+    manifest: Annotated[Path, typer.Option("--manifest", help="Manifest CSV with masks and labels.")],
+    out: Annotated[Path, typer.Option("--out", "-o", help="Output folder.")],
+    split: Annotated[str | None, typer.Option(help="Only this split (e.g. test).")] = "test",
+    quiet: QuietOpt = False,
+) -> None:
+    """Predict a manifest split and print its metrics (Dice, HD95, AUC… with 95 % CIs)."""
+    _setup_logging(quiet)
+    try:
+        from livercad.pipeline.run import run_pipeline
+
+        res = run_pipeline(manifest, out, model=model, split=split, progress=not quiet)
+    except LivercadError as exc:
+        _fail(exc)
+    typer.echo(json.dumps(_headline(res.metrics), indent=2))
+    raise typer.Exit(EXIT_PARTIAL if res.failures else EXIT_OK)
+
+
+def _headline(metrics: dict) -> dict:
+    out: dict = {"n_ok": metrics.get("n_ok"), "n_failed": metrics.get("n_failed")}
+    seg = metrics.get("segmentation", {})
+    if "dice" in seg:
+        out["dice_mean"] = seg["dice"].get("mean")
+    for k in ("accuracy", "roc_auc", "balanced_accuracy"):
+        v = metrics.get("classification", {}).get(k)
+        if isinstance(v, dict):
+            out[k] = [v.get("value"), v.get("ci_low"), v.get("ci_high")]
+    return out
+
+
+@app.command()
+def convert(
+    src: Annotated[Path, typer.Argument(help="Dataset root (MSD, nnU-Net raw or LiTS layout).")],
+    out: Annotated[Path, typer.Option("--out", "-o", help="Manifest CSV to write.")],
+    layout: Annotated[str, typer.Option(help="msd | nnunet | lits")] = "msd",
+) -> None:
+    """Write a livercad manifest for a public dataset layout."""
+    try:
+        from livercad.io.convert import convert_dataset
+
+        path = convert_dataset(src, out, layout)
+    except LivercadError as exc:
+        _fail(exc)
+    typer.echo(f"manifest: {path}")
+
+
+@app.command()
+def demo(
+    out: Annotated[Path, typer.Option("--out", "-o", help="Output folder.")] = Path("demo_out"),
+    fast: Annotated[bool, typer.Option(help="A smaller, quicker demo (< 3 min).")] = False,
+    config: ConfigOpt = None, set_: SetOpt = None, quiet: QuietOpt = False,
+) -> None:
+    """Phantom cohort -> train both stages -> predict the test split -> ablation -> report."""
+    _setup_logging(quiet)
+    try:
+        from livercad.pipeline.demo import run_demo
+
+        summary = run_demo(out, fast=fast, config=config, overrides=set_ or [], progress=not quiet)
+    except LivercadError as exc:
+        _fail(exc)
+    typer.echo(summary["table"])
+    typer.echo(f"report: {summary['report']}")
+
+
+@app.command()
+def ablate(
+    config: ConfigOpt = None, set_: SetOpt = None,
+    out: Annotated[Path, typer.Option("--out", "-o", help="Output folder.")] = Path("ablation_out"),
+    quiet: QuietOpt = False,
+) -> None:
+    """Segmentation-impact ablation: region modes x strategies x backbones x seeds, paired tests."""
+    _setup_logging(quiet)
+    try:
+        from livercad.pipeline.ablation import run_ablation_from_config
+
+        res = run_ablation_from_config(_config(config, set_), out, progress=not quiet)
+    except LivercadError as exc:
+        _fail(exc)
+    typer.echo(f"report: {res['report']}")
+
+
+def main() -> None:
+    """Console entry point with exit codes (unexpected errors -> 1, no traceback)."""
+    try:
+        code = app(standalone_mode=False)
+        sys.exit(code if isinstance(code, int) else 0)
+    except typer.Exit as exc:
+        sys.exit(exc.exit_code)
+    except SystemExit:
+        raise
+    except LivercadError as exc:
+        typer.echo(f"error: {' '.join(str(exc).split())}", err=True)
+        sys.exit(EXIT_USAGE)
+    except Exception as exc:  # noqa: BLE001 - the CLI boundary
+        import click
+
+        if isinstance(exc, click.exceptions.Abort):
+            sys.exit(130)
+        if isinstance(exc, click.ClickException):
+            exc.show()
+            sys.exit(EXIT_USAGE)
+        typer.echo(f"internal error: {type(exc).__name__}: {' '.join(str(exc).split())}", err=True)
+        if logging.getLogger().isEnabledFor(logging.DEBUG):
+            raise
+        sys.exit(EXIT_INTERNAL)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,153 @@
+"""The output folder of a run: lock, per-case records, and the tables built from them.
+
+Crash safety rests on two rules: every file is written atomically (temporary name, then rename), and
+a case counts as done only when its record ``cases/<case_id>.json`` exists — written last, after its
+mask and QC image. ``--resume`` skips exactly those cases; the tables (predictions.csv,
+failures.csv) are rebuilt from the records, so a run killed at any point resumes without loss or
+duplicates.
+
+One run per folder: ``.livercad.lock`` holds the owner's pid and host; a second run refuses, and a lock
+left by a dead process on this host is taken over.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import time
+from collections.abc import Iterable, Sequence
+from dataclasses import asdict
+from pathlib import Path
+
+from livercad.errors import InputError, LivercadError
+from livercad.io.atomic import atomic_write_text
+from livercad.types import CaseResult
+
+LOCK_NAME = ".livercad.lock"
+
+
+class OutputLockedError(LivercadError):
+    """Another live run is writing into the same output folder."""
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+class RunFolder:
+    """An output folder owned by this run (use as a context manager)."""
+
+    def __init__(self, root: str | Path) -> None:
+        self.root = Path(root)
+        self._locked = False
+
+    # -- paths -----------------------------------------------------------------------------------
+    def mask_path(self, case_id: str) -> Path:
+        """Where a case's mask goes."""
+        return self._inside(self.root / "masks" / f"{case_id}.nii.gz")
+
+    def qc_path(self, case_id: str) -> Path:
+        """Where a case's QC overlay goes."""
+        return self._inside(self.root / "qc" / f"{case_id}.png")
+
+    def record_path(self, case_id: str) -> Path:
+        """Where a case's completion record goes."""
+        return self._inside(self.root / "cases" / f"{case_id}.json")
+
+    def _inside(self, path: Path) -> Path:
+        root = self.root.resolve()
+        full = path.resolve()
+        if root not in full.parents:
+            raise InputError(str(path), f"refusing to write outside the output folder {root}")
+        full.parent.mkdir(parents=True, exist_ok=True)
+        return full
+
+    # -- lock ------------------------------------------------------------------------------------
+    def __enter__(self) -> RunFolder:
+        self.root.mkdir(parents=True, exist_ok=True)
+        lock = self.root / LOCK_NAME
+        me = {"pid": os.getpid(), "host": socket.gethostname(), "started": time.time()}
+        for _ in range(2):
+            try:
+                fd = os.open(lock, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+            except FileExistsError:
+                if not self._stale(lock):
+                    raise OutputLockedError(
+                        f"{self.root}: another livercad run is using this output folder ({lock} held by "
+                        f"{lock.read_text(errors='replace').strip()}); wait for it or choose another --out"
+                    ) from None
+                lock.unlink(missing_ok=True)
+                continue
+            with os.fdopen(fd, "w") as fh:
+                json.dump(me, fh)
+            self._locked = True
+            return self
+        raise OutputLockedError(f"{self.root}: could not take the lock {lock}")
+
+    @staticmethod
+    def _stale(lock: Path) -> bool:
+        try:
+            owner = json.loads(lock.read_text())
+        except (OSError, ValueError):
+            return time.time() - lock.stat().st_mtime > 60 if lock.exists() else True
+        if owner.get("host") != socket.gethostname():
+            return False
+        return not _pid_alive(int(owner.get("pid", -1)))
+
+    def __exit__(self, *exc: object) -> None:
+        if self._locked:
+            (self.root / LOCK_NAME).unlink(missing_ok=True)
+            self._locked = False
+
+    # -- records ---------------------------------------------------------------------------------
+    def write_record(self, result: CaseResult) -> None:
+        """Mark a case finished (successfully or not) by writing its record atomically."""
+        atomic_write_text(self.record_path(result.case_id), json.dumps(asdict(result), default=str))
+
+    def read_record(self, case_id: str) -> CaseResult | None:
+        """The finished record of a case, or None (missing or unreadable counts as not done)."""
+        path = self.root / "cases" / f"{case_id}.json"
+        try:
+            return CaseResult(**json.loads(path.read_text(encoding="utf-8")))
+        except (OSError, ValueError, TypeError):
+            return None
+
+
+def prediction_rows(results: Iterable[CaseResult], classes: Sequence[str]) -> list[dict[str, object]]:
+    """One row per successful case for predictions.csv."""
+    rows = []
+    for r in results:
+        if not r.ok:
+            continue
+        row: dict[str, object] = {"case_id": r.case_id, "predicted_label": r.predicted_label}
+        for c in classes:
+            row[f"prob_{c}"] = r.probabilities.get(c)
+        row.update({"liver_volume_ml": r.liver_volume_ml, "true_label": r.true_label, "dice": r.dice,
+                    "mask_path": r.mask_path, "input": r.input_path})
+        rows.append(row)
+    return rows
+
+
+def failure_rows(results: Iterable[CaseResult]) -> list[dict[str, object]]:
+    """One row per failed case for failures.csv."""
+    return [{"case_id": r.case_id, "input": r.input_path, "reason": r.error} for r in results if not r.ok]
+
+
+def write_csv(path: Path, rows: Sequence[dict[str, object]], columns: Sequence[str]) -> Path:
+    """Write rows as CSV atomically (numbers with full precision, None as empty)."""
+    import csv
+    import io
+
+    buf = io.StringIO()
+    w = csv.DictWriter(buf, fieldnames=list(columns), extrasaction="ignore", lineterminator="\n")
+    w.writeheader()
+    for row in rows:
+        w.writerow({k: ("" if v is None else v) for k, v in row.items()})
+    return atomic_write_text(path, buf.getvalue())

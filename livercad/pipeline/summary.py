@@ -1,0 +1,68 @@
+"""Cohort metrics of a prediction run (metrics.json), computed from the per-case records."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+
+from livercad.types import CaseResult
+
+SEG_KEYS = ("dice", "iou", "hd95_mm", "msd_mm", "volume_error_ml", "volume_error_rel")
+
+
+def _finite(values: Sequence[float | None]) -> list[float]:
+    return [float(v) for v in values if v is not None and math.isfinite(float(v))]
+
+
+def segmentation_summary(results: Sequence[CaseResult], *, seed: int = 0) -> dict[str, Any]:
+    """Mean/median/SD and bootstrap 95 % CI of every segmentation metric over cases with a reference."""
+    from livercad.metrics.segmentation import summarize
+
+    with_ref = [r for r in results if r.ok and r.segmentation_metrics]
+    out: dict[str, Any] = {}
+    for key in SEG_KEYS:
+        vals = [r.segmentation_metrics.get(key) for r in with_ref]
+        if _finite(vals):
+            out[key] = summarize([np.nan if v is None else float(v) for v in vals], seed=seed)
+    return out
+
+
+def labelled_arrays(results: Sequence[CaseResult], classes: Sequence[str]) -> tuple[np.ndarray, np.ndarray,
+                                                                                    list[str], list[CaseResult]]:
+    """(y_true, proba, patient groups, records) for successful cases whose true label is a model class."""
+    keep = [r for r in results if r.ok and r.true_label in classes]
+    y = np.array([list(classes).index(r.true_label) for r in keep], dtype=int)
+    proba = np.array([[r.probabilities[c] for c in classes] for r in keep], dtype=float).reshape(len(keep), -1)
+    groups = [r.patient_id or r.case_id for r in keep]
+    return y, proba, groups, keep
+
+
+def cohort_metrics(results: Sequence[CaseResult], classes: Sequence[str], *, n_boot: int = 1000,
+                   seed: int = 0) -> dict[str, Any]:
+    """Everything for metrics.json: counts, segmentation summary, classification report with CIs."""
+    ok = [r for r in results if r.ok]
+    out: dict[str, Any] = {"n_cases": len(results), "n_ok": len(ok), "n_failed": len(results) - len(ok)}
+    volumes = _finite([r.liver_volume_ml for r in ok])
+    if volumes:
+        out["liver_volume_ml"] = {"mean": float(np.mean(volumes)), "median": float(np.median(volumes)),
+                                  "sd": float(np.std(volumes, ddof=1)) if len(volumes) > 1 else 0.0}
+    seg = segmentation_summary(results, seed=seed)
+    if seg:
+        out["segmentation"] = seg
+    y, proba, groups, keep = labelled_arrays(results, classes)
+    if len(keep) >= 2 and len(set(y.tolist())) >= 1:
+        from livercad.metrics.classification import classification_report
+
+        out["classification"] = classification_report(y, proba, class_names=list(classes), groups=groups,
+                                                      n_boot=n_boot, seed=seed)
+        out["classification"]["n_labelled"] = len(keep)
+        dice = [r.dice for r in keep]
+        if all(d is not None for d in dice) and len(keep) >= 4:
+            from livercad.metrics.classification import stratify_by_dice
+
+            out["classification_by_mask_quality"] = stratify_by_dice(
+                y, proba, np.array(dice, dtype=float), class_names=list(classes))
+    return out

@@ -1,0 +1,115 @@
+"""Training a whole pipeline: cohort -> stage 1 -> stage-1 predictions -> stage 2 -> bundle.
+
+Stage 2 is trained on stage-1 *predicted* masks (as at inference), taken from one pass of the trained
+segmenter over every case; that pass (:func:`stage1_cache`) is kept so the ablation study can reuse it
+without re-segmenting.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from livercad.config import Config
+from livercad.io.manifest import ManifestRow
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Stage1Case:
+    """A case after stage 1: the classifier's input cache plus the original-grid Dice."""
+
+    row: ManifestRow
+    slices: Any  # classify.data.CaseSlices
+    seg_metrics: dict[str, float]
+
+
+def cohort_rows(cfg: Config, work_dir: Path) -> list[ManifestRow]:
+    """The cases to train on: the configured manifest, or a freshly generated phantom cohort.
+
+    Rows without a split are split by patient (stratified, seeded).
+    """
+    from livercad.data.splits import patient_split
+    from livercad.io.manifest import read_manifest
+
+    manifest = cfg.data.manifest
+    if manifest is None:
+        from livercad.data.phantom import generate_cohort
+
+        ph = cfg.data.phantom
+        manifest = generate_cohort(work_dir / "data", n=ph.n, modality=ph.modality, seed=ph.seed,
+                                   shape=ph.shape, classes=tuple(ph.classes), sites=ph.sites,
+                                   shortcut=ph.shortcut, orientations=ph.orientations)
+    rows = read_manifest(manifest)
+    if any(not r.split for r in rows):
+        rows = patient_split(rows, fractions=cfg.data.split_fractions, seed=cfg.data.split_seed)
+    return rows
+
+
+def stage1_cache(segmenter: Any, rows: list[ManifestRow], cfg: Config) -> list[Stage1Case]:
+    """Run the trained segmenter once over every case and keep what stage 2 needs."""
+    from livercad.classify.data import case_slices_from_segment
+    from livercad.io.nifti import load_mask, load_volume
+    from livercad.metrics.segmentation import segmentation_metrics
+    from livercad.segment.infer import segment_volume
+
+    out: list[Stage1Case] = []
+    classes = list(cfg.classify.classes)
+    for row in rows:
+        vol = load_volume(row.image)
+        seg = segment_volume(segmenter, vol, batch_size=cfg.inference.batch_size,
+                             postprocess=cfg.segment.postprocess)
+        gt = gt_model = None
+        metrics: dict[str, float] = {}
+        if row.mask is not None:
+            labels = row.extra.get("liver_labels") if row.extra else None
+            gt = load_mask(row.mask, vol, liver_labels=[int(x) for x in labels.split(",")] if labels else None)
+            gt_model = seg.prepared.from_original(gt.astype("uint8"))
+            metrics = segmentation_metrics(seg.segmentation.mask.astype(bool), gt.astype(bool), vol.spacing)
+        label = classes.index(row.label) if row.label in classes else None
+        cs = case_slices_from_segment(seg, row.case_id, row.patient_id, label, gt=gt_model)
+        out.append(Stage1Case(row=row, slices=cs, seg_metrics=metrics))
+    return out
+
+
+def train_pipeline(cfg: Config, out_dir: str | Path, *, progress: bool = True) -> dict[str, Any]:
+    """Train both stages and write a bundle to ``out_dir/model``.
+
+    Returns:
+        A dict with ``bundle`` (path), ``rows`` (the split cohort), ``stage1`` (the stage-1 cache of every
+        case), ``classifier`` (the trained classifier object) and ``timing``.
+    """
+    from livercad.classify.train import train_classifier
+    from livercad.pipeline.bundle import write_bundle
+    from livercad.segment.infer import Segmenter
+    from livercad.segment.train import train_segmenter
+
+    out = Path(out_dir)
+    timing: dict[str, float] = {}
+    t = time.perf_counter()
+    rows = cohort_rows(cfg, out)
+    timing["data_s"] = time.perf_counter() - t
+    t = time.perf_counter()
+    seg_ckpt = train_segmenter(rows, cfg, out / "work" / "segment", progress=progress)
+    timing["train_segment_s"] = time.perf_counter() - t
+    t = time.perf_counter()
+    segmenter = Segmenter.load(seg_ckpt, precision=cfg.inference.precision)
+    stage1 = stage1_cache(segmenter, rows, cfg)
+    timing["stage1_inference_s"] = time.perf_counter() - t
+    t = time.perf_counter()
+    train = [s.slices for s in stage1 if s.row.split == "train" and s.slices.label is not None]
+    val = [s.slices for s in stage1 if s.row.split == "val" and s.slices.label is not None]
+    trained = train_classifier(train, val, cfg.classify, out / "work" / "classify", seed=cfg.seed,
+                               progress=progress)
+    timing["train_classify_s"] = time.perf_counter() - t
+    clf_ckpt = out / "work" / "classify" / "classifier.pt"
+    weights = {"segmenter": segmenter.meta.get("weights"), "classifier": trained.meta.get("weights")}
+    bundle = write_bundle(out / "model", segmenter=seg_ckpt, classifier=clf_ckpt, config=cfg,
+                          extra={"weights": weights, "training": {"timing_s": timing,
+                                                                  "segment": segmenter.meta.get("history"),
+                                                                  "classify": trained.meta.get("history")}})
+    return {"bundle": bundle, "rows": rows, "stage1": stage1, "classifier": trained, "timing": timing}

@@ -9,7 +9,6 @@ DIR/report.html
 
 from __future__ import annotations
 
-import json
 import logging
 import time
 from pathlib import Path
@@ -80,7 +79,7 @@ def run_demo(out_dir: str | Path, *, fast: bool = False, config: str | Path | No
 def _write_demo_report(out: Path, cfg: Config, pred: Any, ablation: dict[str, Any] | None,
                        timing: dict[str, float], manifest: Path) -> Path:
     from livercad.config import config_to_dict
-    from livercad.report.html import HtmlReport
+    from livercad.report.html import HtmlReport, json_block
 
     page = HtmlReport("livercad demo report")
     page.paragraph(f"Phantom cohort: {manifest}. Model bundle: {out / 'model'}. "
@@ -93,7 +92,7 @@ def _write_demo_report(out: Path, cfg: Config, pred: Any, ablation: dict[str, An
     if ablation and Path(ablation.get("report", "")).is_file():
         page.heading("Segmentation-impact ablation")
         page.raw(_body_of(Path(ablation["report"]).read_text(encoding="utf-8")))
-    page.details("config", f"<pre>{json.dumps(config_to_dict(cfg), indent=1)}</pre>")
+    page.details("config", json_block(config_to_dict(cfg)))
     return page.write(out / "report.html")
 
 

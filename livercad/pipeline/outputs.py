@@ -51,22 +51,22 @@ class RunFolder:
     # -- paths -----------------------------------------------------------------------------------
     def mask_path(self, case_id: str) -> Path:
         """Where a case's mask goes."""
-        return self._inside(self.root / "masks" / f"{case_id}.nii.gz")
+        return self._inside("masks", f"{case_id}.nii.gz")
 
     def qc_path(self, case_id: str) -> Path:
         """Where a case's QC overlay goes."""
-        return self._inside(self.root / "qc" / f"{case_id}.png")
+        return self._inside("qc", f"{case_id}.png")
 
     def record_path(self, case_id: str) -> Path:
         """Where a case's completion record goes."""
-        return self._inside(self.root / "cases" / f"{case_id}.json")
+        return self._inside("cases", f"{case_id}.json")
 
-    def _inside(self, path: Path) -> Path:
-        root = self.root.resolve()
-        full = path.resolve()
-        if root not in full.parents:
-            raise InputError(str(path), f"refusing to write outside the output folder {root}")
-        full.parent.mkdir(parents=True, exist_ok=True)
+    def _inside(self, sub: str, name: str) -> Path:
+        folder = (self.root / sub).resolve()
+        full = (folder / name).resolve()
+        if full.parent != folder or not name or "/" in name or "\\" in name:
+            raise InputError(name, f"refusing to write outside the output folder {folder}")
+        folder.mkdir(parents=True, exist_ok=True)
         return full
 
     # -- lock ------------------------------------------------------------------------------------

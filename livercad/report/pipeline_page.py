@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-import json
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from livercad.report.html import json_block
 from livercad.types import CaseResult
 
 
@@ -38,7 +38,7 @@ def _classification_section(page: Any, results: Sequence[CaseResult], metrics: d
                    caption="Rows: true class; columns: predicted class")
     strat = metrics.get("classification_by_mask_quality")
     if strat:
-        page.details("Classification by segmentation quality (Dice)", f"<pre>{json.dumps(strat, indent=1)}</pre>")
+        page.details("Classification by segmentation quality (Dice)", json_block(strat))
 
 
 def _segmentation_section(page: Any, results: Sequence[CaseResult], metrics: dict[str, Any]) -> None:
@@ -83,11 +83,6 @@ def write_pipeline_report(path: Path, results: Sequence[CaseResult], metrics: di
             if png.is_file():
                 page.image(png.read_bytes(), caption=f"{r.case_id}", width=320)
     page.heading("Provenance")
-    page.details("run.json", f"<pre>{_escape(json.dumps(run_info, indent=1, default=str))}</pre>")
+    page.details("run.json", json_block(run_info))
     return page.write(path)
 
-
-def _escape(text: str) -> str:
-    import html
-
-    return html.escape(text)

@@ -1,0 +1,71 @@
+"""Config validation, presets and overrides."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from livercad.config import Config, config_to_dict, load_config, save_config
+from livercad.errors import ConfigError
+
+PRESETS = sorted(p.stem for p in (Path(__file__).parents[1] / "livercad" / "configs").glob("*.yaml"))
+
+
+@pytest.mark.parametrize("name", PRESETS)
+def test_every_packaged_preset_validates(name: str) -> None:
+    cfg = load_config(name)
+    assert isinstance(cfg, Config)
+
+
+def test_root_configs_folder_is_the_packaged_one() -> None:
+    root = Path(__file__).parents[1]
+    assert (root / "configs" / "segment.yaml").read_text() == (root / "livercad/configs/segment.yaml").read_text()
+
+
+def test_unknown_key_is_named(tmp_path: Path) -> None:
+    p = tmp_path / "c.yaml"
+    p.write_text("segment:\n  model:\n    encodr: resnet34\n")
+    with pytest.raises(ConfigError, match=r"unknown key 'segment.model.encodr'") as info:
+        load_config(p)
+    assert str(p) in str(info.value) and "\n" not in str(info.value)
+
+
+def test_wrong_type_is_named() -> None:
+    with pytest.raises(ConfigError, match=r"'classify.image_size'"):
+        load_config(None, ["classify.image_size=big"])
+
+
+def test_overrides_apply_and_parse_yaml_scalars() -> None:
+    cfg = load_config("segment", ["segment.train.max_minutes=1.25", "classify.classes=[normal, steatosis]"])
+    assert cfg.segment.train.max_minutes == 1.25
+    assert cfg.classify.classes == ["normal", "steatosis"]
+
+
+def test_bad_override_syntax() -> None:
+    with pytest.raises(ConfigError, match="section.key=value"):
+        load_config(None, ["segment.train.max_minutes"])
+
+
+def test_missing_file_and_bad_yaml(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="not found"):
+        load_config(tmp_path / "nope.yaml")
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("a: [1, 2\n")
+    with pytest.raises(ConfigError, match="cannot read config"):
+        load_config(bad)
+    lst = tmp_path / "list.yaml"
+    lst.write_text("- 1\n- 2\n")
+    with pytest.raises(ConfigError, match="expected a mapping"):
+        load_config(lst)
+
+
+def test_save_and_reload_roundtrip(tmp_path: Path) -> None:
+    cfg = load_config("classify", ["classify.region=crop"])
+    path = save_config(cfg, tmp_path / "out.yaml")
+    assert config_to_dict(load_config(path)) == config_to_dict(cfg)
+
+
+def test_classes_must_be_distinct() -> None:
+    with pytest.raises(ConfigError, match="distinct"):
+        load_config(None, ["classify.classes=[normal, normal]"])

@@ -195,16 +195,16 @@ def _headline(metrics: dict) -> dict:
 def convert(
     src: Annotated[Path, typer.Argument(help="Dataset root (MSD, nnU-Net raw or LiTS layout).")],
     out: Annotated[Path, typer.Option("--out", "-o", help="Manifest CSV to write.")],
-    layout: Annotated[str, typer.Option(help="msd | nnunet | lits")] = "msd",
+    layout: Annotated[str, typer.Option(help="auto | msd | nnunet | lits")] = "auto",
 ) -> None:
     """Write a livercad manifest for a public dataset layout."""
     try:
         from livercad.io.convert import convert_dataset
 
-        path = convert_dataset(src, out, layout)
+        rows = convert_dataset(src, out, layout)
     except LivercadError as exc:
         _fail(exc)
-    typer.echo(f"manifest: {path}")
+    typer.echo(f"wrote {len(rows)} cases; manifest: {out}")
 
 
 @app.command()

@@ -53,6 +53,7 @@ def cohort_rows(cfg: Config, work_dir: Path) -> list[ManifestRow]:
 def stage1_cache(segmenter: Any, rows: list[ManifestRow], cfg: Config) -> list[Stage1Case]:
     """Run the trained segmenter once over every case and keep what stage 2 needs."""
     from livercad.classify.data import case_slices_from_segment
+    from livercad.io.manifest import parse_liver_labels
     from livercad.io.nifti import load_mask, load_volume
     from livercad.metrics.segmentation import segmentation_metrics
     from livercad.segment.infer import segment_volume
@@ -66,8 +67,8 @@ def stage1_cache(segmenter: Any, rows: list[ManifestRow], cfg: Config) -> list[S
         gt = gt_model = None
         metrics: dict[str, float] = {}
         if row.mask is not None:
-            labels = row.extra.get("liver_labels") if row.extra else None
-            gt = load_mask(row.mask, vol, liver_labels=[int(x) for x in labels.split(",")] if labels else None)
+            labels = parse_liver_labels(row.extra.get("liver_labels", "")) if row.extra else None
+            gt = load_mask(row.mask, vol, liver_labels=labels)
             gt_model = seg.prepared.from_original(gt.astype("uint8"))
             metrics = segmentation_metrics(seg.segmentation.mask.astype(bool), gt.astype(bool), vol.spacing)
         label = classes.index(row.label) if row.label in classes else None

@@ -1,0 +1,306 @@
+"""CSV manifests: one row per case, validated on load.
+
+Columns: ``case_id, patient_id, image, mask, label, split`` plus any free extra columns (``modality``,
+``site``, ``severity``, ``liver_labels`` ...), kept as strings in :attr:`ManifestRow.extra`.
+
+* ``image`` is the only required column. Without a ``case_id`` column, ids are the image file names
+  without ``.nii``/``.nii.gz``; with one, every cell must hold a safe id (see :func:`safe_case_id`).
+* ``mask``, ``label``, ``split`` and ``patient_id`` may be empty in any row (empty = missing;
+  ``patient_id`` then defaults to the case id). ``split`` is one of ``train``, ``val``, ``test``.
+* Relative paths resolve against the manifest's folder; header names are matched case-insensitively.
+* Row numbers in messages are those a spreadsheet shows: the header is row 1, the first case row 2.
+
+Every problem of a file is collected and raised as ONE :class:`~livercad.errors.InputError`.
+"""
+
+from __future__ import annotations
+
+import codecs
+import csv
+import difflib
+import io
+import logging
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from livercad.errors import InputError
+from livercad.io.atomic import atomic_write_text
+
+logger = logging.getLogger(__name__)
+
+STANDARD_COLUMNS = ("case_id", "patient_id", "image", "mask", "label", "split")
+SPLITS = ("train", "val", "test")
+MAX_CASE_ID_LENGTH = 128
+_FORBIDDEN = '/\\<>:"|?*'
+
+
+@dataclass(frozen=True)
+class ManifestRow:
+    """One case of a manifest (paths absolute after :func:`read_manifest`)."""
+
+    case_id: str
+    patient_id: str
+    image: Path
+    mask: Path | None = None
+    label: str | None = None
+    split: str | None = None
+    extra: dict[str, str] = field(default_factory=dict)
+
+
+def _case_id_problem(case_id: str) -> str | None:
+    """Why ``case_id`` is unsafe as a file name, or None when it is fine."""
+    if not case_id:
+        return "empty case_id"
+    if len(case_id) > MAX_CASE_ID_LENGTH:
+        return f"case_id longer than {MAX_CASE_ID_LENGTH} characters ({len(case_id)})"
+    if case_id != case_id.strip():
+        return f"case_id {case_id!r} has leading or trailing spaces"
+    if case_id.startswith("."):
+        return f"case_id {case_id!r} starts with '.'"
+    if ".." in case_id:
+        return f"case_id {case_id!r} contains '..'"
+    bad = sorted({c for c in case_id if c in _FORBIDDEN or ord(c) < 32 or ord(c) == 127})
+    if bad:
+        return f"case_id {case_id!r} contains characters unsafe in file names: {' '.join(map(repr, bad))}"
+    return None
+
+
+def safe_case_id(case_id: str) -> str:
+    """Return ``case_id`` when it is safe as a file name, else raise.
+
+    Unsafe: empty, longer than 128 characters, leading/trailing spaces, a leading ``.``, ``..``,
+    path separators ``/`` ``\\``, characters Windows forbids (``<>:"|?*``) and control characters.
+
+    Raises:
+        InputError: naming the id and the reason.
+
+    Example:
+        >>> safe_case_id("liver_007")
+        'liver_007'
+    """
+    problem = _case_id_problem(case_id)
+    if problem:
+        raise InputError(None, f"{problem}; use letters, digits, '-', '_' or '.'")
+    return case_id
+
+
+def case_id_from_path(path: str | Path) -> str:
+    """The file name without ``.nii.gz``/``.nii`` (or its last suffix for other files).
+
+    Example:
+        >>> case_id_from_path("/data/imagesTr/liver_0.nii.gz")
+        'liver_0'
+    """
+    name = Path(path).name
+    for suffix in (".nii.gz", ".nii"):
+        if name.lower().endswith(suffix):
+            return name[: -len(suffix)]
+    return Path(name).stem
+
+
+def parse_liver_labels(text: str | None) -> tuple[int, ...] | None:
+    """Parse an ``extra['liver_labels']`` value such as ``"1,2"``; empty means "every label > 0".
+
+    Raises:
+        InputError: when the text is not a comma-separated list of integers.
+
+    Example:
+        >>> parse_liver_labels("1, 2"), parse_liver_labels("")
+        ((1, 2), None)
+    """
+    if text is None or not text.strip():
+        return None
+    try:
+        return tuple(int(part) for part in text.split(","))
+    except ValueError:
+        raise InputError(None, f"liver_labels {text!r} is not a comma-separated list of integers") from None
+
+
+def _row_problems(row: ManifestRow, classes: Sequence[str] | None, check_files: bool) -> list[str]:
+    problems = [p for p in [_case_id_problem(row.case_id)] if p]
+    if row.split is not None and row.split not in SPLITS:
+        problems.append(f"split {row.split!r} (expected train, val, test or empty)")
+    if classes is not None and row.label is not None and row.label not in classes:
+        close = difflib.get_close_matches(row.label, list(classes), n=1)
+        hint = f"; did you mean {close[0]!r}?" if close else ""
+        problems.append(f"unknown label {row.label!r} (expected one of {', '.join(classes)}){hint}")
+    if check_files:
+        problems += [f"{what} file not found: {p}" for what, p in (("image", row.image), ("mask", row.mask))
+                     if p is not None and not Path(p).is_file()]
+    try:
+        parse_liver_labels(row.extra.get("liver_labels"))
+    except InputError as exc:
+        problems.append(exc.reason)
+    return problems
+
+
+def validate_rows(rows: Sequence[ManifestRow], source: str | Path, *, classes: Sequence[str] | None = None,
+                  check_files: bool = True, row_names: Sequence[str] | None = None) -> None:
+    """Check manifest rows and raise ONE error listing every offending row.
+
+    Args:
+        rows: The rows.
+        source: The file the rows came from (named in the error).
+        classes: Allowed labels; ``None`` accepts any.
+        check_files: Require image (and mask, when given) files to exist.
+        row_names: How to name each row in messages (default ``"row N"`` with N = index + 2, as the
+            rows would appear in a manifest under its header).
+
+    Raises:
+        InputError: ``"<source>: 2 problems: row 3: ...; row 5: ..."``.
+    """
+    _raise_problems(source, _problems(rows, classes, check_files, row_names))
+
+
+def _problems(rows: Sequence[ManifestRow], classes: Sequence[str] | None, check_files: bool,
+              row_names: Sequence[str] | None) -> list[str]:
+    names = list(row_names) if row_names is not None else [f"row {i + 2}" for i in range(len(rows))]
+    problems: list[str] = []
+    first_seen: dict[str, str] = {}
+    for name, row in zip(names, rows, strict=True):
+        found = _row_problems(row, classes, check_files)
+        if row.case_id in first_seen:
+            found.append(f"duplicate case_id {row.case_id!r} (first at {first_seen[row.case_id]})")
+        first_seen.setdefault(row.case_id, name)
+        problems += [f"{name}: {p}" for p in found]
+    return problems
+
+
+def _raise_problems(source: str | Path, problems: Sequence[str]) -> None:
+    if problems:
+        raise InputError(source, f"{len(problems)} problem(s): " + "; ".join(problems))
+
+
+def _decode(raw: bytes, path: Path) -> str:
+    start = len(codecs.BOM_UTF8) if raw.startswith(codecs.BOM_UTF8) else 0
+    try:
+        return raw[start:].decode("utf-8")
+    except UnicodeDecodeError as exc:
+        offset = start + exc.start
+        line = raw[:offset].count(b"\n") + 1
+        raise InputError(path, f"not UTF-8 text: byte 0x{raw[offset]:02x} at offset {offset} (line {line}); "
+                               "re-save the manifest as UTF-8") from None
+
+
+def _records(path: Path) -> list[list[str]]:
+    if not path.is_file():
+        raise InputError(path, "manifest file not found")
+    text = _decode(path.read_bytes(), path)
+    try:
+        records = list(csv.reader(io.StringIO(text, newline="")))
+    except csv.Error as exc:
+        raise InputError(path, f"malformed CSV ({exc})") from None
+    if not records or not any(cell.strip() for cell in records[0]):
+        raise InputError(path, "manifest is empty (expected a header row such as 'case_id,image,mask,label')")
+    return records
+
+
+def _header(cells: list[str], path: Path) -> list[str]:
+    names = [c.strip().lower() if c.strip().lower() in STANDARD_COLUMNS else c.strip() for c in cells]
+    dupes = sorted({n for n in names if names.count(n) > 1})
+    if dupes or "" in names:
+        raise InputError(path, f"header row has duplicate or empty column names: {dupes or ['']}")
+    if "image" not in names:
+        hint = next((f"; the file seems to use {sep!r} as separator, expected ','"
+                     for sep in (";", "\t") if len(cells) == 1 and sep in cells[0]), "")
+        raise InputError(path, f"missing required column 'image' (found columns: {', '.join(names)}){hint}")
+    return names
+
+
+def _resolve(cell: str, base: Path) -> Path:
+    return Path(os.path.normpath(base / Path(cell).expanduser()))
+
+
+def _make_row(values: dict[str, str], base: Path) -> ManifestRow:
+    case_id = values["case_id"] if "case_id" in values else case_id_from_path(values["image"])
+    mask = values.get("mask", "")
+    return ManifestRow(case_id=case_id, patient_id=values.get("patient_id") or case_id,
+                       image=_resolve(values["image"], base), mask=_resolve(mask, base) if mask else None,
+                       label=values.get("label") or None, split=values.get("split", "").lower() or None,
+                       extra={k: v for k, v in values.items() if k not in STANDARD_COLUMNS})
+
+
+def read_manifest(path: str | Path, *, classes: Sequence[str] | None = None,
+                  check_files: bool = True) -> list[ManifestRow]:
+    """Read and validate a CSV manifest.
+
+    Args:
+        path: The manifest (UTF-8, with or without BOM, comma-separated, header row first).
+        classes: Allowed labels; ``None`` accepts any label.
+        check_files: Require every image and mask file to exist.
+
+    Returns:
+        The rows in file order (blank rows skipped), with absolute paths.
+
+    Raises:
+        InputError: ONE error naming the manifest and listing every offending row (spreadsheet row
+            numbers: header = row 1): wrong number of fields, missing image, unsafe or duplicate case
+            ids, bad split, unknown label, missing files, bad ``liver_labels``; or non-UTF-8 bytes.
+
+    Example:
+        >>> import tempfile
+        >>> p = Path(tempfile.mkdtemp()) / "manifest.csv"
+        >>> _ = p.write_text("case_id,image,label\\na1,images/a1.nii.gz,normal\\n")
+        >>> [(r.case_id, r.patient_id, r.image.name, r.label) for r in read_manifest(p, check_files=False)]
+        [('a1', 'a1', 'a1.nii.gz', 'normal')]
+    """
+    file = Path(path)
+    records = _records(file)
+    names, base = _header(records[0], file), Path(os.path.abspath(file)).parent
+    rows, row_names, problems = [], [], []
+    for number, cells in enumerate(records[1:], start=2):
+        if not any(c.strip() for c in cells):
+            continue
+        if len(cells) != len(names):
+            problems.append(f"row {number}: {len(cells)} fields, the header has {len(names)}")
+            continue
+        values = {n: c.strip() for n, c in zip(names, cells, strict=True)}
+        if not values["image"]:
+            problems.append(f"row {number}: empty image")
+            continue
+        rows.append(_make_row(values, base))
+        row_names.append(f"row {number}")
+    problems += _problems(rows, classes, check_files, row_names)
+    _raise_problems(file, sorted(problems, key=lambda p: int(p.split(":", 1)[0].split()[-1])))  # by row
+    logger.info("read %d cases from %s", len(rows), file)
+    return rows
+
+
+def _relative(path: Path | None, base: Path) -> str:
+    if path is None:
+        return ""
+    full = Path(os.path.abspath(path))
+    try:
+        return full.relative_to(base).as_posix()
+    except ValueError:
+        return str(full)
+
+
+def write_manifest(rows: Sequence[ManifestRow], path: str | Path) -> Path:
+    """Write rows as a CSV manifest (atomic); paths inside the manifest's folder are written relative.
+
+    Columns are the standard ones followed by every extra column in first-seen order.
+
+    Example:
+        >>> import tempfile
+        >>> d = Path(tempfile.mkdtemp())
+        >>> p = write_manifest([ManifestRow("a", "p1", d / "img" / "a.nii.gz", extra={"site": "s1"})], d / "m.csv")
+        >>> p.read_text().splitlines()
+        ['case_id,patient_id,image,mask,label,split,site', 'a,p1,img/a.nii.gz,,,,s1']
+    """
+    file = Path(path)
+    base = Path(os.path.abspath(file)).parent
+    extras = list(dict.fromkeys(k for row in rows for k in row.extra if k not in STANDARD_COLUMNS))
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, lineterminator="\n")
+    writer.writerow([*STANDARD_COLUMNS, *extras])
+    for r in rows:
+        writer.writerow([r.case_id, r.patient_id, _relative(r.image, base), _relative(r.mask, base),
+                         r.label or "", r.split or "", *(r.extra.get(k, "") for k in extras)])
+    return atomic_write_text(file, buffer.getvalue())
+
+
+__all__ = ["ManifestRow", "STANDARD_COLUMNS", "SPLITS", "read_manifest", "write_manifest", "validate_rows",
+           "safe_case_id", "case_id_from_path", "parse_liver_labels"]

@@ -65,13 +65,12 @@ def _cases_from_files(files: Sequence[Path]) -> tuple[list[CaseInput], list[Inpu
 
 
 def _cases_from_manifest(path: Path) -> list[CaseInput]:
-    from livercad.io.manifest import read_manifest
+    from livercad.io.manifest import parse_liver_labels, read_manifest
 
     rows = read_manifest(path, classes=None, check_files=False)
     cases = []
     for r in rows:
-        ll = r.extra.get("liver_labels") if r.extra else None
-        labels = tuple(int(x) for x in ll.split(",")) if ll else None
+        labels = parse_liver_labels(r.extra.get("liver_labels")) if r.extra else None
         cases.append(CaseInput(r.case_id, Path(r.image), r.mask, r.label or None, r.patient_id, labels))
     return cases
 

@@ -88,8 +88,17 @@ class RunFolder:
             with os.fdopen(fd, "w") as fh:
                 json.dump(me, fh)
             self._locked = True
+            self._remove_stale_temps()
             return self
         raise OutputLockedError(f"{self.root}: could not take the lock {lock}")
+
+    def _remove_stale_temps(self) -> None:
+        """Delete temporary files a killed run left behind (never files under a final name)."""
+        for sub in ("", "masks", "qc", "cases"):
+            folder = self.root / sub
+            if folder.is_dir():
+                for tmp in folder.glob(".*.tmp*"):
+                    tmp.unlink(missing_ok=True)
 
     @staticmethod
     def _stale(lock: Path) -> bool:

@@ -35,7 +35,8 @@ def labelled_arrays(results: Sequence[CaseResult], classes: Sequence[str]) -> tu
     """(y_true, proba, patient groups, records) for successful cases whose true label is a model class."""
     keep = [r for r in results if r.ok and r.true_label in classes]
     y = np.array([list(classes).index(r.true_label) for r in keep], dtype=int)
-    proba = np.array([[r.probabilities[c] for c in classes] for r in keep], dtype=float).reshape(len(keep), -1)
+    proba = np.array([[r.probabilities[c] for c in classes] for r in keep], dtype=float).reshape(
+        len(keep), len(classes))
     groups = [r.patient_id or r.case_id for r in keep]
     return y, proba, groups, keep
 

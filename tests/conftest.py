@@ -1,0 +1,48 @@
+"""Shared fixtures: a tiny phantom cohort and a tiny trained bundle (built once per test session)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from livercad.config import Config, load_config
+
+TINY = [
+    "data.phantom.n=8",
+    "data.phantom.shape=[64, 64, 12]",
+    "data.phantom.classes=[normal, cirrhosis]",
+    "data.phantom.seed=3",
+    "preprocess.image_size=64",
+    "segment.model.encoder=resnet18",
+    "segment.train.max_epochs=1",
+    "segment.train.steps_per_epoch=3",
+    "segment.train.batch_size=4",
+    "classify.backbone=resnet18",
+    "classify.image_size=64",
+    "classify.classes=[normal, cirrhosis]",
+    "classify.train.max_epochs=1",
+    "classify.train.steps_per_epoch=2",
+    "classify.train.batch_size=8",
+    "inference.precision=fp32",
+]
+
+
+def tiny_config(*extra: str) -> Config:
+    """The smallest config that exercises every stage (seconds, not minutes)."""
+    return load_config(None, [*TINY, *extra])
+
+
+@pytest.fixture(scope="session")
+def tiny_trained(tmp_path_factory: pytest.TempPathFactory) -> dict:
+    """Train both stages on a tiny phantom once; returns train_pipeline's result."""
+    from livercad.pipeline.train import train_pipeline
+
+    root = tmp_path_factory.mktemp("tiny_pipeline")
+    return train_pipeline(tiny_config(), root, progress=False)
+
+
+@pytest.fixture(scope="session")
+def tiny_bundle(tiny_trained: dict) -> Path:
+    """Path of the tiny model bundle."""
+    return Path(tiny_trained["bundle"])

@@ -255,11 +255,9 @@ def main() -> None:
         typer.echo(f"error: {' '.join(str(exc).split())}", err=True)
         sys.exit(EXIT_USAGE)
     except Exception as exc:  # noqa: BLE001 - the CLI boundary
-        import click
-
-        if isinstance(exc, click.exceptions.Abort):
+        if type(exc).__name__ == "Abort":
             sys.exit(130)
-        if isinstance(exc, click.ClickException):
+        if hasattr(exc, "show") and hasattr(exc, "exit_code"):  # click/typer usage errors
             exc.show()
             sys.exit(EXIT_USAGE)
         typer.echo(f"internal error: {type(exc).__name__}: {' '.join(str(exc).split())}", err=True)

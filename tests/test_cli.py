@@ -1,0 +1,59 @@
+"""CLI: help texts, exit codes, one-line errors."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from livercad.cli import app
+
+runner = CliRunner()
+
+
+@pytest.mark.parametrize("cmd", [[], ["predict"], ["train"], ["train", "segment"], ["phantom"], ["demo"],
+                                 ["ablate"], ["evaluate"], ["convert"]])
+def test_every_command_has_help(cmd: list[str]) -> None:
+    res = runner.invoke(app, [*cmd, "--help"])
+    assert res.exit_code == 0 and "Usage" in res.output
+
+
+def test_missing_bundle_is_a_usage_error(tmp_path: Path) -> None:
+    res = runner.invoke(app, ["predict", "--model", str(tmp_path / "nobundle"), "-i", str(tmp_path),
+                              "-o", str(tmp_path / "out")])
+    assert res.exit_code == 2
+    assert "not a livercad model bundle" in res.output
+
+
+def test_bad_config_key_is_a_usage_error(tmp_path: Path) -> None:
+    res = runner.invoke(app, ["train", "segment", "--out", str(tmp_path), "-s", "segment.model.encodr=x"])
+    assert res.exit_code == 2 and "unknown key 'segment.model.encodr'" in res.output
+
+
+def test_console_entry_exit_code_and_one_line_error(tmp_path: Path) -> None:
+    proc = subprocess.run([sys.executable, "-m", "livercad.cli", "predict", "--model", str(tmp_path),
+                           "-i", str(tmp_path / "missing"), "-o", str(tmp_path / "o")],
+                          capture_output=True, text=True)
+    assert proc.returncode == 2
+    assert proc.stderr.strip().startswith("error:") and "\n" not in proc.stderr.strip()
+    assert "Traceback" not in proc.stderr
+
+
+def test_unknown_option_is_usage_error() -> None:
+    proc = subprocess.run([sys.executable, "-m", "livercad.cli", "predict", "--bogus"], capture_output=True,
+                          text=True)
+    assert proc.returncode == 2
+
+
+def test_phantom_command_writes_a_deterministic_cohort(tmp_path: Path) -> None:
+    args = ["phantom", "--n", "3", "--modality", "ct", "--seed", "1", "--size", "48x48x10"]
+    a = runner.invoke(app, [*args, "--out", str(tmp_path / "a")])
+    b = runner.invoke(app, [*args, "--out", str(tmp_path / "b")])
+    assert a.exit_code == 0 and b.exit_code == 0, a.output
+    files = sorted(p.relative_to(tmp_path / "a") for p in (tmp_path / "a").rglob("*") if p.is_file())
+    assert len([f for f in files if f.parts[0] == "images"]) == 3
+    for f in files:
+        assert (tmp_path / "a" / f).read_bytes() == (tmp_path / "b" / f).read_bytes()

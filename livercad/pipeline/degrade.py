@@ -37,7 +37,6 @@ from livercad.errors import ConfigError, InputError
 logger = logging.getLogger(__name__)
 
 OPS: tuple[str, ...] = ("erode", "dilate", "shift", "drop")
-_FAR = 1e4  # distance-transform spacing along z: makes the transform in-plane
 
 
 @dataclass(frozen=True)
@@ -66,23 +65,46 @@ def _dice(a: np.ndarray, b: np.ndarray) -> float:
     return 1.0 if total == 0 else 2.0 * np.count_nonzero(a & b) / total
 
 
+def _edt_inside(mask: np.ndarray) -> np.ndarray:
+    """Per-slice 2-D distance (px) of each liver pixel to the nearest non-liver pixel or the image edge."""
+    out = np.zeros(mask.shape, np.float64)
+    for z in np.flatnonzero(mask.reshape(mask.shape[0], -1).any(axis=1)):
+        out[z] = ndimage.distance_transform_edt(np.pad(mask[z], 1))[1:-1, 1:-1]
+    return out
+
+
+def _edt_outside(mask: np.ndarray) -> np.ndarray:
+    """Per-slice 2-D distance (px) of each pixel to the nearest liver pixel (inf in liver-free slices)."""
+    out = np.full(mask.shape, np.inf)
+    for z in np.flatnonzero(mask.reshape(mask.shape[0], -1).any(axis=1)):
+        out[z] = ndimage.distance_transform_edt(~mask[z])
+    return out
+
+
+def _shift(mask: np.ndarray, dy: int, dx: int) -> np.ndarray:
+    """In-plane integer translation; what leaves the image is lost, what enters is background."""
+    out = np.zeros_like(mask)
+    h, w = mask.shape[1:]
+    if abs(dy) >= h or abs(dx) >= w:
+        return out
+    src = mask[:, max(0, -dy):h - max(0, dy), max(0, -dx):w - max(0, dx)]
+    out[:, max(0, dy):max(0, dy) + src.shape[1], max(0, dx):max(0, dx) + src.shape[2]] = src
+    return out
+
+
 def _op_fn(op: str, mask: np.ndarray, rng: np.random.Generator) -> tuple[Callable[[float], np.ndarray], float]:
     """The degradation as a function of strength, and the strength at which it is complete."""
     z, h, w = mask.shape
     if op == "erode":
-        inside = ndimage.distance_transform_edt(mask, sampling=(_FAR, 1.0, 1.0))
+        inside = _edt_inside(mask)
         return (lambda s: inside > s), float(inside.max())
     if op == "dilate":
-        outside = ndimage.distance_transform_edt(~mask, sampling=(_FAR, 1.0, 1.0))
-        return (lambda s: outside <= s), float(max(h, w))
+        outside = _edt_outside(mask)
+        return (lambda s: outside <= s), float(h + w)
     if op == "shift":
         angle = rng.uniform(0, 2 * np.pi)
         dy, dx = np.sin(angle), np.cos(angle)
-
-        def shift(s: float) -> np.ndarray:
-            return ndimage.shift(mask, (0, round(s * dy), round(s * dx)), order=0, cval=0, mode="constant")
-
-        return shift, float(max(h, w))
+        return (lambda s: _shift(mask, round(s * dy), round(s * dx))), float(h + w)
     if op == "drop":
         areas = mask.reshape(z, -1).sum(axis=1)
         order = [int(i) for i in np.argsort(areas, kind="stable") if areas[i] > 0]
@@ -150,10 +172,13 @@ def degrade_to_dice(pred: Any, gt: Any, target: float, *, op: str = "erode", see
         raise ConfigError(f"mask degradation: unknown op '{op}'; expected one of {', '.join(OPS)}")
     if target >= 1.0:
         return Degraded(g.copy(), 1.0, 0.0, "gt", op, float(target))
-    d_pred = _dice(p, g)
-    base_name, base = ("pred", p) if d_pred >= target else ("gt", g)
+    zs = np.flatnonzero((p | g).reshape(p.shape[0], -1).any(axis=1))  # no op puts liver in other slices
+    p_sub, g_sub = p[zs[0]:zs[-1] + 1], g[zs[0]:zs[-1] + 1]
+    base_name, base = ("pred", p_sub) if _dice(p_sub, g_sub) >= target else ("gt", g_sub)
     fn, hi = _op_fn(op, base, np.random.default_rng(seed))
-    mask, achieved, strength = _bisect(fn, g, float(target), hi, iters)
+    sub, achieved, strength = _bisect(fn, g_sub, float(target), hi, iters)
+    mask = np.zeros_like(g)
+    mask[zs[0]:zs[-1] + 1] = sub
     return Degraded(mask, float(achieved), float(strength), base_name, op, float(target))
 
 
@@ -191,4 +216,62 @@ def degrade_cases(cases: list[Any], target: float, *, op: str, seed: int = 0) ->
     return out, info
 
 
-__all__ = ["OPS", "Degraded", "degrade_case", "degrade_cases", "degrade_to_dice"]
+def _auc_with_ci(y: np.ndarray, proba: np.ndarray) -> tuple[float, float, float]:
+    """ROC AUC with a DeLong 95 % CI (binary) or macro one-vs-rest AUC without CI (multi-class)."""
+    from sklearn.metrics import roc_auc_score
+
+    from livercad.metrics.stats import delong_ci
+
+    k = proba.shape[1]
+    if np.unique(y).size < k:
+        return float("nan"), float("nan"), float("nan")
+    if k > 2:
+        return float(roc_auc_score(y, proba, multi_class="ovr", average="macro", labels=list(range(k)))), \
+            float("nan"), float("nan")
+    auc = float(roc_auc_score(y, proba[:, 1]))
+    try:
+        low, high = delong_ci(y, proba[:, 1])
+    except InputError:  # fewer than two cases of a class
+        low = high = float("nan")
+    return auc, low, high
+
+
+def mask_quality_curve(classifiers: dict[str, Any], cases: list[Any], targets: list[float], *,
+                       ops: tuple[str, ...] = OPS, seed: int = 0) -> list[dict[str, Any]]:
+    """AUC of each classifier on test cases whose predicted masks are degraded to each target Dice.
+
+    Args:
+        classifiers: ``{arm name: Classifier}`` (their region must use the predicted mask to matter).
+        cases: labelled test ``CaseSlices`` with ground truth (cases without it must be filtered out).
+        targets: target Dice levels; 1.0 (the ground truth) is evaluated once, as op ``gt``.
+        ops: degradations to run.
+        seed: seeds the shift directions (case i: ``seed + i``).
+
+    Returns:
+        One row per (arm, op, target): ``arm, op, target, dice_mean, dice_sd, n, n_base_gt, auc,
+        auc_ci_low, auc_ci_high`` plus ``stage-1`` rows with the undegraded predicted masks.
+    """
+    from livercad.classify.infer import predict_cases
+
+    y = np.array([int(c.label) for c in cases])
+    real = np.array([_dice(_as_bool(c.mask, "mask"), _as_bool(c.gt, "gt")) for c in cases])
+    conditions: list[tuple[str, float]] = [("stage-1", float("nan"))]
+    conditions += [("gt", 1.0)] if any(t >= 1.0 for t in targets) else []
+    conditions += [(op, float(t)) for op in ops for t in targets if t < 1.0]
+    rows: list[dict[str, Any]] = []
+    for op, target in conditions:
+        if op == "stage-1":
+            deg, dices, n_gt = cases, real, 0
+        else:
+            deg, info = degrade_cases(cases, target, op=op if op != "gt" else "erode", seed=seed)
+            dices, n_gt = np.array([d.dice for d in info]), sum(d.base == "gt" for d in info)
+        for arm, clf in classifiers.items():
+            auc, low, high = _auc_with_ci(y, predict_cases(clf, deg))
+            rows.append({"arm": arm, "op": op, "target": target, "dice_mean": float(dices.mean()),
+                         "dice_sd": float(dices.std()), "n": len(cases), "n_base_gt": int(n_gt),
+                         "auc": auc, "auc_ci_low": low, "auc_ci_high": high})
+        logger.debug("mask quality %s %.2f: mean Dice %.3f", op, target, float(dices.mean()))
+    return rows
+
+
+__all__ = ["OPS", "Degraded", "degrade_case", "degrade_cases", "degrade_to_dice", "mask_quality_curve"]

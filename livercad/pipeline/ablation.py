@@ -1,0 +1,396 @@
+"""Segmentation-impact ablation: region × strategy × backbone arms, repeated seeds, paired statistics.
+
+Every arm trains on the same patient-level split (the rows' ``split``: train to fit, val to select,
+test to evaluate) from the same stage-1 cache (never re-segmented); seed ``i`` trains with
+``cfg.seed + i``. Frozen arms share backbone features through one cache.
+
+Statistics (per arm, on the test split):
+    * per seed: every metric of :func:`~livercad.metrics.classification.classification_metrics`, and
+      their mean ± SD over seeds (single-model variability);
+    * **pooled = seed-averaged probabilities**: the arm's case verdict is the mean of its seed models'
+      class probabilities (a seed ensemble). One prediction per case keeps the paired tests valid (stacking
+      seeds as extra cases would count each patient K times); it is reported with patient-bootstrap
+      95 % CIs (:func:`~livercad.metrics.classification.classification_report`);
+    * vs the reference arm (``ablation.reference`` region, same strategy and backbone), on the pooled
+      predictions: exact McNemar on per-case correctness, Nowak's χ² on the arm × (right, wrong) table,
+      DeLong for the AUC difference (binary; multi-class: paired patient bootstrap of the macro AUC
+      difference, DeLong skipped), each family Holm-adjusted across comparisons.
+Plus the mask-quality curve (:mod:`livercad.pipeline.degrade`), Grad-CAM inside-liver attention
+(:mod:`livercad.pipeline.saliency`), the val→test gap (shortcut study) and the report
+(:mod:`livercad.report.ablation_page`).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from livercad.config import Config
+from livercad.errors import ConfigError, InputError
+
+log = logging.getLogger(__name__)
+
+SCALARS = ("accuracy", "balanced_accuracy", "sensitivity", "specificity", "f1", "roc_auc", "brier")
+QUALITY_REGIONS = ("mask", "prob-mask", "mask-crop", "crop", "mask-channel")
+
+
+@dataclass(frozen=True)
+class Arm:
+    """One cell of the grid; ``name`` is ``region/strategy`` (plus ``/backbone`` with several backbones)."""
+
+    region: str
+    strategy: str
+    backbone: str
+    name: str
+
+
+@dataclass
+class _Split:
+    train: list[Any]
+    val: list[Any]
+    test: list[Any]
+    dice: np.ndarray  # stage-1 Dice (original grid) of the test cases
+
+
+def arm_grid(cfg: Config) -> list[Arm]:
+    """The arms of ``cfg.ablation``, the reference region first (added when not listed).
+
+    Example:
+        >>> from livercad.config import load_config
+        >>> [a.name for a in arm_grid(load_config(None, ["ablation.regions=[mask]", "ablation.strategies=[frozen]"]))]
+        ['full/frozen', 'mask/frozen']
+    """
+    from livercad.classify.model import parse_strategy
+    from livercad.regions import get_region
+
+    ab = cfg.ablation
+    regions = list(dict.fromkeys([ab.reference, *ab.regions]))
+    if ab.reference not in ab.regions:
+        log.info("ablation: reference region '%s' added to the arms %s", ab.reference, ab.regions)
+    for r in regions:
+        get_region(r)
+    for s in ab.strategies:
+        parse_strategy(s)
+    if not ab.strategies or not ab.backbones:
+        raise ConfigError(f"ablation: need at least one strategy and backbone, got {ab.strategies} / {ab.backbones}")
+    multi = len(ab.backbones) > 1
+    return [Arm(r, s, b, f"{r}/{s}" + (f"/{b}" if multi else ""))
+            for b in ab.backbones for s in ab.strategies for r in regions]
+
+
+def _split(cfg: Config, stage1: list[Any]) -> _Split:
+    from livercad.classify.data import resolve_labels
+
+    classes = list(cfg.classify.classes)
+    by = {k: [s for s in stage1 if s.row.split == k] for k in ("train", "val", "test")}
+    empty = [k for k, v in by.items() if not v]
+    if empty:
+        raise InputError(None, f"ablation: the cohort has no '{'/'.join(empty)}' cases; every case needs a "
+                               "split (train/val/test) by patient")
+    test, _ = resolve_labels([s.slices for s in by["test"]], classes)
+    dice_of = {s.slices.case_id: float(s.seg_metrics.get("dice", np.nan)) for s in by["test"]}
+    if len({int(c.label) for c in test}) < 2:
+        raise InputError(None, f"ablation: the test split needs cases of at least two of {classes}")
+    return _Split([s.slices for s in by["train"]], resolve_labels([s.slices for s in by["val"]], classes)[0],
+                  test, np.array([dice_of[c.case_id] for c in test]))
+
+
+def _arm_config(cfg: Config, arm: Arm) -> Any:
+    weights = "none" if arm.strategy == "scratch" else cfg.classify.weights
+    return cfg.classify.model_copy(update={"region": arm.region, "strategy": arm.strategy,
+                                           "backbone": arm.backbone, "weights": weights})
+
+
+def _train_arm(cfg: Config, arm: Arm, data: _Split, cache: dict[Any, Any], pos: str,
+               progress: bool) -> dict[str, Any]:
+    """Train all seeds of one arm; keep seed 0's classifier for saliency and the mask-quality curve."""
+    from livercad.classify.infer import predict_cases
+    from livercad.classify.train import train_classifier
+
+    ccfg, runs, clf0 = _arm_config(cfg, arm), [], None
+    for i in range(cfg.ablation.seeds):
+        t = time.perf_counter()
+        tr = train_classifier(data.train, data.val, ccfg, None, seed=cfg.seed + i, progress=False,
+                              feature_cache=cache)
+        best = next((h for h in tr.history if h.get("epoch") == tr.meta.get("best_epoch")), {})
+        runs.append({"seed": cfg.seed + i, "proba_test": predict_cases(tr, data.test),
+                     "proba_val": predict_cases(tr, data.val) if data.val and _shortcut_on(cfg) else None,
+                     "val_best": {"accuracy": best.get("val_accuracy"), "roc_auc": best.get("val_auc")},
+                     "weights": tr.meta.get("weights"), "best_epoch": tr.meta.get("best_epoch"),
+                     "epochs": len(tr.history), "seconds": time.perf_counter() - t})
+        clf0 = clf0 or tr.classifier
+        log.log(logging.INFO if progress else logging.DEBUG, "ablation arm %s %s seed %d: %.1f s (%d epochs)",
+                pos, arm.name, cfg.seed + i, runs[-1]["seconds"], runs[-1]["epochs"])
+    return {"runs": runs, "classifier": clf0}
+
+
+def _metrics(y: np.ndarray, proba: np.ndarray, classes: list[str]) -> dict[str, float]:
+    from livercad.metrics.classification import classification_metrics
+
+    m = classification_metrics(y, proba, class_names=classes)
+    return {k: m[k] for k in SCALARS}
+
+
+def _mean_sd(per_seed: list[dict[str, float]]) -> dict[str, dict[str, float]]:
+    out = {}
+    for k in SCALARS:
+        v = np.array([m[k] for m in per_seed], dtype=float)
+        out[k] = {"mean": float(np.nanmean(v)) if np.isfinite(v).any() else float("nan"),
+                  "sd": float(np.nanstd(v, ddof=1)) if np.isfinite(v).sum() > 1 else float("nan")}
+    return out
+
+
+def _arm_stats(cfg: Config, arm: Arm, trained: dict[str, Any], data: _Split, y: np.ndarray,
+               groups: list[str]) -> dict[str, Any]:
+    from livercad.metrics.classification import classification_report, stratify_by_dice
+    from livercad.metrics.stats import delong_ci
+
+    classes, ab = list(cfg.classify.classes), cfg.ablation
+    runs = trained["runs"]
+    pooled = np.mean([r["proba_test"] for r in runs], axis=0)
+    per_seed = [{"seed": r["seed"], **_metrics(y, r["proba_test"], classes)} for r in runs]
+    rep = classification_report(y, pooled, class_names=classes, groups=groups, n_boot=ab.n_boot, seed=cfg.seed)
+    out: dict[str, Any] = {"name": arm.name, "region": arm.region, "strategy": arm.strategy,
+                           "backbone": arm.backbone, "seeds": [r["seed"] for r in runs],
+                           "per_seed": per_seed, "mean_sd": _mean_sd(per_seed), "pooled": rep,
+                           "proba_test": pooled, "proba_test_seeds": [r["proba_test"] for r in runs],
+                           "weights": [r["weights"] for r in runs], "train_seconds": [r["seconds"] for r in runs],
+                           "best_epoch": [r["best_epoch"] for r in runs]}
+    if len(classes) == 2:
+        try:
+            out["auc_delong_ci"] = list(delong_ci(y, pooled[:, 1]))
+        except InputError as exc:
+            out["auc_delong_ci"], out["note"] = [float("nan")] * 2, str(exc)
+    if data.val and runs[0]["proba_val"] is not None:  # shortcut study: seed-averaged, like the test verdicts
+        yv = np.array([int(c.label) for c in data.val])
+        out["val"] = {**_metrics(yv, np.mean([r["proba_val"] for r in runs], axis=0), classes), "source": "pooled"}
+    elif data.val:  # otherwise the training's own best-epoch validation (mean over seeds; selection-biased)
+        out["val"] = {k: float(np.mean([r["val_best"][k] if r["val_best"][k] is not None else np.nan for r in runs]))
+                      for k in ("accuracy", "roc_auc")} | {"source": "best-epoch"}
+    ok = np.isfinite(data.dice)
+    if ok.sum() >= 2:
+        thr = float(np.median(data.dice[ok]))
+        out["dice_strata"] = stratify_by_dice(y[ok], pooled[ok], data.dice[ok], threshold=thr, class_names=classes,
+                                              groups=[g for g, o in zip(groups, ok, strict=True) if o],
+                                              n_boot=ab.n_boot, seed=cfg.seed)
+    return out
+
+
+def _macro_auc_diff(y: np.ndarray, pa: np.ndarray, pb: np.ndarray, groups: list[str] | None, n_boot: int,
+                    seed: int) -> dict[str, float]:
+    """Macro one-vs-rest AUC difference with a paired patient-bootstrap CI and p-value (vectorised).
+
+    Same resamples for both arms; the p-value is ``paired_bootstrap_diff``'s:
+    ``min(1, 2 min(#(d* <= 0) + 1, #(d* >= 0) + 1) / (B + 1))`` over the B valid replicates.
+    """
+    from livercad.metrics.stats import bootstrap_weights, percentile_ci, weighted_auc
+
+    k = pa.shape[1]
+    w = np.vstack([np.ones(len(y)), bootstrap_weights(len(y), groups=groups, n_boot=n_boot, seed=seed)])
+    d = (np.mean([weighted_auc(y == c, pa[:, c], w)[0] for c in range(k)], axis=0)
+         - np.mean([weighted_auc(y == c, pb[:, c], w)[0] for c in range(k)], axis=0))
+    reps = d[1:][~np.isnan(d[1:])]
+    low, high = percentile_ci(reps)
+    b = reps.size
+    p = min(1.0, 2 * min(np.sum(reps <= 0) + 1, np.sum(reps >= 0) + 1) / (b + 1)) if b else float("nan")
+    return {"diff": float(d[0]), "ci_low": low, "ci_high": high, "pvalue": float(p), "n_valid": int(b)}
+
+
+def compare(y: np.ndarray, proba_arm: np.ndarray, proba_ref: np.ndarray, *, groups: list[str] | None = None,
+            n_boot: int = 1000, seed: int = 0) -> dict[str, Any]:
+    """Paired tests of one arm against the reference on the same test cases.
+
+    Returns:
+        ``mcnemar`` (exact), ``mcnemar_chi2``, ``chi2`` (Nowak), ``auc_diff`` with ``diff``, ``ci_low``,
+        ``ci_high``, ``pvalue`` and ``method`` (``delong`` for 2 classes, else ``bootstrap``), ``note``.
+
+    Example:
+        >>> y = np.array([0, 0, 1, 1, 0, 1]); a = np.eye(2)[y] * 0.8 + 0.1; b = np.full((6, 2), 0.5)
+        >>> compare(y, a, b, n_boot=100)["auc_diff"]["diff"]
+        0.5
+    """
+    from livercad.metrics.stats import chi2_accuracy, delong_test, mcnemar_chi2, mcnemar_exact
+
+    ca, cb = proba_arm.argmax(1) == y, proba_ref.argmax(1) == y
+    out: dict[str, Any] = {"mcnemar": mcnemar_exact(ca, cb), "mcnemar_chi2": mcnemar_chi2(ca, cb),
+                           "chi2": chi2_accuracy(ca, cb), "note": None}
+    if proba_arm.shape[1] == 2:
+        try:
+            d = delong_test(y, proba_arm[:, 1], proba_ref[:, 1])
+            half = 1.959963984540054 * np.sqrt(max(d["var"], 0.0))
+            out["auc_diff"] = {"method": "delong", "diff": d["diff"], "ci_low": d["diff"] - half,
+                               "ci_high": d["diff"] + half, "pvalue": d["pvalue"], "z": d["z"]}
+        except InputError as exc:
+            out["auc_diff"] = {"method": "delong", "diff": float("nan"), "ci_low": float("nan"),
+                               "ci_high": float("nan"), "pvalue": float("nan")}
+            out["note"] = f"DeLong skipped: {exc}"
+    else:
+        out["auc_diff"] = {"method": "bootstrap", **_macro_auc_diff(y, proba_arm, proba_ref, groups, n_boot, seed)}
+        out["note"] = "multi-class: DeLong skipped; macro-AUC difference by paired patient bootstrap"
+    return out
+
+
+def _comparisons(cfg: Config, arms: list[dict[str, Any]], y: np.ndarray, groups: list[str]) -> list[dict[str, Any]]:
+    from livercad.metrics.stats import holm
+
+    ref_of = {(a["strategy"], a["backbone"]): a for a in arms if a["region"] == cfg.ablation.reference}
+    comps = []
+    for a in arms:
+        ref = ref_of[(a["strategy"], a["backbone"])]
+        if a is ref:
+            continue
+        c = compare(y, a["proba_test"], ref["proba_test"], groups=groups, n_boot=cfg.ablation.n_boot, seed=cfg.seed)
+        comps.append({"arm": a["name"], "reference": ref["name"], **c})
+    for fam, key in (("mcnemar", "pvalue"), ("chi2", "pvalue"), ("auc_diff", "pvalue")):
+        for c, p in zip(comps, holm([c[fam][key] for c in comps]), strict=True):
+            c[fam]["pvalue_holm"] = p
+    return comps
+
+
+def _saliency_cases(cases: list[Any], n: int) -> list[Any]:
+    """Up to ``n`` test cases with ground truth, alternating between classes (deterministic)."""
+    with_gt = sorted((c for c in cases if c.gt is not None), key=lambda c: c.case_id)
+    by_class: dict[int, list[Any]] = {}
+    for c in with_gt:
+        by_class.setdefault(int(c.label), []).append(c)
+    rank = {id(c): i for group in by_class.values() for i, c in enumerate(group)}
+    return sorted(with_gt, key=lambda c: (rank[id(c)], int(c.label)))[:n]
+
+
+def _quality_region(arms: list[Arm]) -> str | None:
+    """The region whose arms get the mask-quality curve: the first of :data:`QUALITY_REGIONS` in the grid."""
+    return next((r for r in QUALITY_REGIONS if any(a.region == r for a in arms)), None)
+
+
+def _quality(cfg: Config, arms: list[Arm], trained: dict[str, dict[str, Any]], data: _Split) -> dict[str, Any]:
+    from livercad.pipeline.degrade import mask_quality_curve
+
+    region = _quality_region(arms)
+    cases = [c for c in data.test if c.gt is not None and bool(c.gt.any())]
+    if region is None or len(cases) < 2:
+        return {"rows": [], "note": "skipped: no arm uses the predicted mask, or too few test cases with ground truth"}
+    clfs = {a.name: trained[a.name]["classifier"] for a in arms if a.region == region}
+    rows = mask_quality_curve(clfs, cases, list(cfg.ablation.mask_quality_targets), seed=cfg.seed)
+    return {"region": region, "rows": rows, "n_cases": len(cases),
+            "note": f"seed-{cfg.seed} classifier of each '{region}' arm on degraded predicted masks of the test cases"}
+
+
+def _shortcut_on(cfg: Config) -> bool:
+    return bool(cfg.ablation.shortcut or (cfg.data.manifest is None and cfg.data.phantom.shortcut))
+
+
+def _shortcut(cfg: Config, arms: list[dict[str, Any]]) -> dict[str, Any]:
+    """Val vs test per arm; with the shortcut cohort, arms losing >= 0.15 accuracy fell for the artifact."""
+    enabled, rows = _shortcut_on(cfg), []
+    for a in arms:
+        if "val" not in a:
+            continue
+        pooled = a["val"]["source"] == "pooled"
+        vt = {k: (a["val"][k], a["pooled"][k]["value"] if pooled else a["mean_sd"][k]["mean"])
+              for k in ("accuracy", "roc_auc")}
+        drop = vt["accuracy"][0] - vt["accuracy"][1]
+        rows.append({"arm": a["name"], "val_accuracy": vt["accuracy"][0], "test_accuracy": vt["accuracy"][1],
+                     "accuracy_drop": drop, "val_auc": vt["roc_auc"][0], "test_auc": vt["roc_auc"][1],
+                     "val_source": a["val"]["source"], "fell_for_shortcut": bool(enabled and drop >= 0.15)})
+    return {"enabled": enabled, "rows": rows, "threshold": 0.15}
+
+
+def run_ablation(cfg: Config, stage1: list[Any], out_dir: str | Path, *, progress: bool = True) -> dict[str, Any]:
+    """Run the ablation grid on a stage-1 cache and write ``ablation.html``, ``.csv`` and ``.json``.
+
+    Args:
+        cfg: the run config (``classify`` gives the shared classifier settings, ``ablation`` the grid).
+        stage1: :class:`~livercad.pipeline.train.Stage1Case` of every case (with ``row.split``).
+        out_dir: output folder (created).
+        progress: log one INFO line per training (else DEBUG).
+
+    Returns:
+        ``report``, ``csv``, ``json`` (paths as str), ``summary_rows`` (``arm``, ``auc``, ``p_delong``),
+        ``arms`` (per-arm statistics), ``comparisons``, ``mask_quality``, ``saliency``, ``shortcut``,
+        ``timing``.
+
+    Raises:
+        InputError: a split is missing or the test split has a single class.
+        ConfigError: unknown region, strategy or backbone.
+    """
+    return _run(cfg, stage1, Path(out_dir), progress, {})
+
+
+def _run(cfg: Config, stage1: list[Any], out_dir: Path, progress: bool, timing: dict[str, float]) -> dict[str, Any]:
+    from livercad.pipeline.saliency import arm_saliency
+    from livercad.report.ablation_page import write_ablation_outputs
+
+    t0 = time.perf_counter()
+    data, arms = _split(cfg, stage1), arm_grid(cfg)
+    notes: list[str] = []
+    if any(c.gt is None for c in data.train + data.val + data.test):
+        arms = [a for a in arms if a.region != "oracle-mask"]
+        notes.append("oracle-mask arms skipped: some cases have no ground-truth mask")
+    y = np.array([int(c.label) for c in data.test])
+    groups = [str(c.patient_id) for c in data.test]
+    cache: dict[Any, Any] = {}
+    trained: dict[str, dict[str, Any]] = {}
+    stats: list[dict[str, Any]] = []
+    saliency: dict[str, Any] = {}
+    timing.update({"train_s": 0.0, "saliency_s": 0.0})
+    sal_cases = _saliency_cases(data.test, cfg.ablation.saliency_cases) if cfg.ablation.saliency else []
+    for k, arm in enumerate(arms, 1):
+        t = time.perf_counter()
+        trained[arm.name] = _train_arm(cfg, arm, data, cache, f"{k}/{len(arms)}", progress)
+        timing["train_s"] += time.perf_counter() - t
+        stats.append(_arm_stats(cfg, arm, trained[arm.name], data, y, groups))
+        if sal_cases:
+            t = time.perf_counter()
+            saliency[arm.name] = arm_saliency(trained[arm.name]["classifier"], sal_cases,
+                                              n_boot=cfg.ablation.n_boot, seed=cfg.seed)
+            timing["saliency_s"] += time.perf_counter() - t
+        if arm.region != _quality_region(arms):
+            trained[arm.name]["classifier"] = None  # free memory; only the mask-quality arms are reused
+    comps = _comparisons(cfg, stats, y, groups)
+    t = time.perf_counter()
+    quality = _quality(cfg, arms, trained, data)
+    timing["mask_quality_s"] = time.perf_counter() - t
+    timing["ablation_total_s"] = time.perf_counter() - t0
+    result = {"classes": list(cfg.classify.classes), "reference": cfg.ablation.reference, "arms": stats,
+              "comparisons": comps, "mask_quality": quality, "saliency": saliency,
+              "shortcut": _shortcut(cfg, stats), "notes": notes, "timing": timing,
+              "cases": {"case_id": [c.case_id for c in data.test], "patient_id": groups, "y_true": y,
+                        "stage1_dice": data.dice},
+              "n": {"train": len(data.train), "val": len(data.val), "test": len(data.test)}, "config": cfg}
+    result.update(write_ablation_outputs(result, out_dir))
+    return result
+
+
+def run_ablation_from_config(cfg: Config, out_dir: str | Path, *, progress: bool = True) -> dict[str, Any]:
+    """Train stage 1 once (cohort -> segmenter -> stage-1 cache of every case), then :func:`run_ablation`.
+
+    With ``ablation.shortcut`` and no manifest, the phantom cohort is generated with the site shortcut.
+    ``out_dir`` receives ``data/`` (the cohort), ``work/segment/`` (the segmenter) and the ablation outputs.
+    """
+    from livercad.pipeline.train import cohort_rows, stage1_cache
+    from livercad.segment.infer import Segmenter
+    from livercad.segment.train import train_segmenter
+
+    out = Path(out_dir)
+    if cfg.ablation.shortcut and cfg.data.manifest is None and not cfg.data.phantom.shortcut:
+        cfg = cfg.model_copy(deep=True)
+        cfg.data.phantom.shortcut = True
+    timing: dict[str, float] = {}
+    t = time.perf_counter()
+    rows = cohort_rows(cfg, out)
+    timing["data_s"] = time.perf_counter() - t
+    t = time.perf_counter()
+    ckpt = train_segmenter(rows, cfg, out / "work" / "segment", progress=progress)
+    timing["stage1_train_s"] = time.perf_counter() - t
+    t = time.perf_counter()
+    stage1 = stage1_cache(Segmenter.load(ckpt, precision=cfg.inference.precision), rows, cfg)
+    timing["stage1_cache_s"] = time.perf_counter() - t
+    return _run(cfg, stage1, out, progress, timing)
+
+
+__all__ = ["Arm", "arm_grid", "compare", "run_ablation", "run_ablation_from_config"]

@@ -1,0 +1,288 @@
+"""Stage-1 inference: a trained segmenter applied to whole volumes, results on the input's own grid.
+
+:class:`Segmenter` rebuilds the network from a ``segmenter.pt`` (safe load, metadata checked) and holds
+the resolved device/precision. :func:`segment_prepared` runs batches of 2.5-D slices under
+``torch.inference_mode`` (channels-last, bf16 autocast when the precision resolves to bf16).
+:func:`segment_volume` goes volume -> probability -> post-processed mask on the canonical
+full-resolution grid -> the original voxel grid through the exact inverse of the orientation.
+:func:`evaluate_segmenter` scores a cohort on the original grid.
+
+Example:
+    >>> import numpy as np
+    >>> from livercad.types import Volume
+    >>> seg = Segmenter.random(image_size=32, encoder="resnet18")
+    >>> vol = Volume(np.zeros((40, 30, 5), np.float32), np.diag([-1., 1, 3, 1]), None, (1., 1, 3))
+    >>> out = segment_volume(seg, vol)
+    >>> out.segmentation.mask.shape, out.segmentation.mask.dtype.name, tuple(out.prob_model.shape)
+    ((40, 30, 5), 'uint8', (5, 32, 32))
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Sequence
+from contextlib import nullcontext
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import nibabel as nib
+import numpy as np
+import torch
+from pydantic import ValidationError
+from torch import nn
+
+from livercad.checkpoint import load_checkpoint
+from livercad.config import PostprocessConfig, SegmentModelConfig
+from livercad.errors import CheckpointError, ConfigError
+from livercad.preprocess import Prepared, context_stack, prepare
+from livercad.segment.model import build_segmenter
+from livercad.segment.postprocess import postprocess_mask
+from livercad.types import Segmentation, Volume
+
+logger = logging.getLogger(__name__)
+
+PRECISIONS = ("auto", "fp32", "bf16")
+_REQUIRED = ("arch", "encoder", "context", "extra_channels", "preprocessing")
+_METRICS = ("dice", "iou", "hd95_mm", "msd_mm", "volume_ml", "ref_volume_ml", "volume_error_ml", "volume_error_rel")
+
+
+def bf16_supported(device: torch.device) -> bool:
+    """Whether ``device`` runs bf16 natively (CUDA bf16, or a CPU with AVX-512-BF16 / AMX)."""
+    if device.type == "cuda":
+        return bool(torch.cuda.is_available() and torch.cuda.is_bf16_supported())
+    if device.type == "cpu":
+        names = ("_is_avx512_bf16_supported", "_is_amx_tile_supported")
+        checks = [getattr(torch.cpu, n, None) for n in names]
+        return any(bool(f()) for f in checks if f is not None)
+    return False
+
+
+def resolve_precision(precision: str = "auto", device: torch.device | str | None = None) -> str:
+    """Resolve ``auto | fp32 | bf16`` to ``fp32`` or ``bf16`` for ``device`` (auto: bf16 where native).
+
+    Example:
+        >>> resolve_precision("fp32")
+        'fp32'
+    """
+    if precision not in PRECISIONS:
+        raise ConfigError(f"inference.precision: expected one of {', '.join(PRECISIONS)}, got {precision!r}")
+    dev = torch.device(device) if device is not None else torch.device("cpu")
+    if precision == "auto":
+        return "bf16" if bf16_supported(dev) else "fp32"
+    return precision
+
+
+def _default_device(device: torch.device | str | None) -> torch.device:
+    if device is not None:
+        return torch.device(device)
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+@dataclass
+class Segmenter:
+    """A trained segmentation network ready for inference.
+
+    Attributes:
+        model: the network (eval mode, on ``device``).
+        meta: checkpoint metadata (config, preprocessing, weights, history, versions).
+        device: where it runs.
+        precision: the resolved precision, ``fp32`` or ``bf16`` (the requested one is in ``precision_requested``).
+        channels_last: whether inputs and weights use the channels-last memory format.
+    """
+
+    model: nn.Module
+    meta: dict[str, Any]
+    device: torch.device = field(default_factory=lambda: torch.device("cpu"))
+    precision: str = "fp32"
+    channels_last: bool = True
+    precision_requested: str = "auto"
+
+    @classmethod
+    def from_model(cls, model: nn.Module, meta: dict[str, Any], *, precision: str = "auto",
+                   device: torch.device | str | None = None, channels_last: bool = True) -> Segmenter:
+        """Wrap an already-built network (moved to ``device``, eval mode, channels-last)."""
+        dev = _default_device(device)
+        model = model.to(dev).eval()
+        if channels_last:
+            model = model.to(memory_format=torch.channels_last)
+        resolved = resolve_precision(precision, dev)
+        logger.info("segmenter on %s, precision %s (requested %s)", dev, resolved, precision)
+        return cls(model, meta, dev, resolved, channels_last, precision)
+
+    @classmethod
+    def load(cls, path: str | Path, *, precision: str = "auto", device: torch.device | str | None = None,
+             channels_last: bool = True) -> Segmenter:
+        """Load a ``segmenter.pt`` written by :func:`livercad.segment.train.train_segmenter`.
+
+        Raises:
+            CheckpointError: missing/unsafe/corrupt file, missing metadata, weights that do not fit.
+        """
+        state, meta = load_checkpoint(path)
+        missing = [k for k in _REQUIRED if k not in meta]
+        if meta.get("kind", "segmenter") != "segmenter" or missing:
+            raise CheckpointError(f"{path}: not a segmenter checkpoint (kind {meta.get('kind')!r}, missing {missing})")
+        try:
+            cfg = SegmentModelConfig(arch=meta["arch"], encoder=meta["encoder"], encoder_weights="none",
+                                     context=meta["context"], extra_channels=meta["extra_channels"])
+            model = build_segmenter(cfg)
+        except (ValidationError, ConfigError) as exc:
+            raise CheckpointError(f"{path}: cannot rebuild the network from its metadata ({exc})") from None
+        try:
+            model.load_state_dict(state, strict=True)
+        except RuntimeError as exc:
+            raise CheckpointError(f"{path}: weights do not fit {meta['arch']}/{meta['encoder']} "
+                                  f"({' '.join(str(exc).split())[:300]})") from None
+        return cls.from_model(model, meta, precision=precision, device=device, channels_last=channels_last)
+
+    @classmethod
+    def random(cls, *, image_size: int = 64, encoder: str = "resnet18", modality: str = "ct", context: int = 1,
+               seed: int = 0, **kwargs: Any) -> Segmenter:
+        """An untrained segmenter with random weights (tests, benchmarks, geometry checks)."""
+        torch.manual_seed(seed)
+        model = build_segmenter(SegmentModelConfig(encoder=encoder, context=context))
+        pp = {"modality": modality, "image_size": image_size, "ct_window": [-160.0, 240.0],
+              "percentiles": [0.5, 99.5], "context": context, "orientation": "RAS"}
+        meta = {"kind": "segmenter", "arch": "Unet", "encoder": encoder, "context": context, "extra_channels": 0,
+                "in_channels": 2 * context + 1, "preprocessing": pp, "weights": {"source": "random"}}
+        return cls.from_model(model, meta, **kwargs)
+
+    @property
+    def preprocessing(self) -> dict[str, Any]:
+        """Preprocessing the network was trained with (modality, image_size, window, percentiles, context)."""
+        return self.meta["preprocessing"]
+
+    @property
+    def weights(self) -> dict[str, Any]:
+        """Provenance of the initial weights (``source``, ``path``, ``sha256``)."""
+        return self.meta.get("weights", {"source": "unknown"})
+
+    @property
+    def postprocess(self) -> PostprocessConfig:
+        """Post-processing recorded at training time (defaults when absent)."""
+        return PostprocessConfig(**self.meta.get("postprocess", {}))
+
+    def prepare(self, volume: Volume) -> Prepared:
+        """Preprocess a volume exactly as at training time."""
+        pp = self.preprocessing
+        return prepare(volume, modality=pp["modality"], image_size=int(pp["image_size"]),
+                       ct_window=tuple(pp.get("ct_window", (-160.0, 240.0))),
+                       percentiles=tuple(pp.get("percentiles", (0.5, 99.5))))
+
+
+def _plain(t: torch.Tensor) -> torch.Tensor:
+    """Drop MONAI's MetaTensor subclass: its per-op metadata tracking slows every layer of the network."""
+    return t.as_subclass(torch.Tensor) if type(t) is not torch.Tensor else t
+
+
+def segment_prepared(seg: Segmenter, prepared: Prepared, *, batch_size: int = 4) -> torch.Tensor:
+    """Liver probability ``(Z, S, S)`` (float32, CPU) in model space, slices in batches.
+
+    Example:
+        >>> import numpy as np
+        >>> from livercad.types import Volume
+        >>> seg = Segmenter.random(image_size=32)
+        >>> p = seg.prepare(Volume(np.zeros((32, 32, 3), np.float32), np.eye(4), None, (1., 1, 1)))
+        >>> tuple(segment_prepared(seg, p, batch_size=2).shape)
+        (3, 32, 32)
+    """
+    if int(seg.meta.get("extra_channels", 0)):
+        raise ConfigError("segment_prepared builds the 2.5-D slice stack only; this segmenter expects "
+                          f"{seg.meta['extra_channels']} extra input channels")
+    image, ctx = _plain(prepared.image), int(seg.meta["context"])
+    out = torch.empty(image.shape, dtype=torch.float32)
+    amp = torch.autocast(seg.device.type, dtype=torch.bfloat16) if seg.precision == "bf16" else nullcontext()
+    fmt = torch.channels_last if seg.channels_last else torch.contiguous_format
+    with torch.inference_mode(), amp:
+        for start in range(0, image.shape[0], max(int(batch_size), 1)):
+            idx = torch.arange(start, min(start + batch_size, image.shape[0]))
+            x = context_stack(image, idx, ctx).to(seg.device).contiguous(memory_format=fmt)
+            out[start:start + len(idx)] = torch.sigmoid(seg.model(x).float())[:, 0].cpu()
+    return out
+
+
+def canonical_to_original(prepared: Prepared, arr: np.ndarray) -> np.ndarray:
+    """Undo the reorientation of a canonical ``(X, Y, Z)`` array (pure flips/permutation, exact)."""
+    inverse = nib.orientations.ornt_transform(nib.orientations.axcodes2ornt("RAS"), prepared.ornt)
+    return np.ascontiguousarray(nib.orientations.apply_orientation(arr, inverse))
+
+
+@dataclass(frozen=True)
+class SegmentOutput:
+    """Everything :func:`segment_volume` computed for one volume.
+
+    Attributes:
+        prepared: the preprocessed volume (with its exact inverse).
+        prob_model: float32 ``(Z, S, S)`` liver probability in model space.
+        mask_model: uint8 ``(Z, S, S)``: the post-processed mask brought back to model space.
+        segmentation: probability (float32) and mask (uint8) on the ORIGINAL voxel grid.
+        seconds: time per stage (``preprocess``, ``model``, ``postprocess``).
+    """
+
+    prepared: Prepared
+    prob_model: torch.Tensor
+    mask_model: torch.Tensor
+    segmentation: Segmentation
+    seconds: dict[str, float]
+
+
+def segment_volume(seg: Segmenter, volume: Volume, *, batch_size: int = 4,
+                   postprocess: PostprocessConfig | None = None) -> SegmentOutput:
+    """Segment the liver of one volume; the mask has exactly the volume's shape (and belongs to its affine).
+
+    Post-processing (threshold, largest component, hole filling) runs on the canonical full-resolution grid,
+    then the result is mapped back with the exact inverse of the reorientation.
+
+    Args:
+        seg: the loaded segmenter.
+        volume: the input image.
+        batch_size: slices per forward pass.
+        postprocess: overrides the post-processing recorded in the checkpoint.
+    """
+    t0 = time.perf_counter()
+    prepared = seg.prepare(volume)
+    t1 = time.perf_counter()
+    prob_model = segment_prepared(seg, prepared, batch_size=batch_size)
+    t2 = time.perf_counter()
+    prob_canon = prepared.to_canonical(prob_model)
+    mask_canon = postprocess_mask(prob_canon, postprocess or seg.postprocess)
+    prob = canonical_to_original(prepared, prob_canon).astype(np.float32, copy=False)
+    mask = canonical_to_original(prepared, mask_canon).astype(np.uint8, copy=False)
+    mask_model = (_plain(prepared.from_original(mask)) > 0.5).to(torch.uint8)
+    t3 = time.perf_counter()
+    seconds = {"preprocess": t1 - t0, "model": t2 - t1, "postprocess": t3 - t2}
+    return SegmentOutput(prepared, prob_model, mask_model, Segmentation(prob=prob, mask=mask), seconds)
+
+
+def evaluate_segmenter(seg: Segmenter, rows: Sequence[Any], *, batch_size: int = 4,
+                       liver_labels: Sequence[int] | None = None,
+                       postprocess: PostprocessConfig | None = None) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+    """Per-case metrics on the ORIGINAL grid against each row's ground-truth mask, and a cohort summary.
+
+    Returns:
+        ``(per_case, summary)``: per case ``case_id``, ``dice``, ``iou``, ``hd95_mm``, ``msd_mm``,
+        ``volume_ml``, ``ref_volume_ml``, ``volume_error_ml``, ``volume_error_rel``, ``seconds``; the summary maps
+        each metric to :func:`livercad.metrics.segmentation.summarize` (mean, median, SD, bootstrap 95 % CI).
+    """
+    from livercad.io.nifti import load_mask, load_volume
+    from livercad.metrics.segmentation import segmentation_metrics, summarize
+    from livercad.segment.data import row_liver_labels
+
+    per_case: list[dict[str, Any]] = []
+    for row in rows:
+        if row.mask is None:
+            logger.info("case %s has no mask; skipped in evaluation", row.case_id)
+            continue
+        t0 = time.perf_counter()
+        volume = load_volume(row.image)
+        ref = load_mask(row.mask, volume, liver_labels=row_liver_labels(row, liver_labels))
+        out = segment_volume(seg, volume, batch_size=batch_size, postprocess=postprocess)
+        metrics = segmentation_metrics(out.segmentation.mask, ref, volume.spacing)
+        per_case.append({"case_id": str(row.case_id), **metrics, "seconds": time.perf_counter() - t0})
+    summary = {k: summarize([c[k] for c in per_case]) for k in _METRICS}
+    return per_case, summary
+
+
+__all__ = ["Segmenter", "SegmentOutput", "segment_prepared", "segment_volume", "evaluate_segmenter",
+           "resolve_precision", "bf16_supported", "canonical_to_original"]

@@ -1,0 +1,148 @@
+"""The stage-1 segmenter: an smp model (U-Net/ResNet34 by default) built from a name, weights offline.
+
+:func:`build_segmenter` creates the network with ``segmentation_models_pytorch.create_model`` (never
+letting smp download anything: ``encoder_weights=None``), then loads the encoder weights resolved by
+:func:`livercad.weights.resolve_weights` (``none`` | ``imagenet`` from a local cache | a file). When
+the model has other than 3 input channels, 3-channel ImageNet first-conv weights are adapted the way
+smp does (:func:`segmentation_models_pytorch.encoders._utils.patch_first_conv`).
+
+Example:
+    >>> from livercad.config import SegmentModelConfig
+    >>> m = build_segmenter(SegmentModelConfig(encoder="resnet18"))
+    >>> tuple(m(torch.zeros(1, 3, 64, 64)).shape)
+    (1, 1, 64, 64)
+"""
+
+from __future__ import annotations
+
+import difflib
+import logging
+
+import segmentation_models_pytorch as smp
+import torch
+from torch import nn
+
+from livercad.config import SegmentModelConfig
+from livercad.errors import CheckpointError, ConfigError
+from livercad.weights import WeightsInfo, resolve_weights
+
+logger = logging.getLogger(__name__)
+
+
+def in_channels_of(cfg: SegmentModelConfig) -> int:
+    """Number of input channels: ``2*context + 1`` slices plus ``extra_channels``."""
+    return 2 * cfg.context + 1 + cfg.extra_channels
+
+
+def _edits(a: str, b: str) -> int:
+    """Levenshtein distance (ties between difflib's candidates go to the fewest edits)."""
+    row = list(range(len(b) + 1))
+    for i, ca in enumerate(a, 1):
+        prev, row[0] = row[0], i
+        for j, cb in enumerate(b, 1):
+            prev, row[j] = row[j], min(row[j] + 1, row[j - 1] + 1, prev + (ca != cb))
+    return row[-1]
+
+
+def _closest(name: str, options: list[str]) -> str:
+    near = difflib.get_close_matches(name, options, n=5, cutoff=0.5)
+    if not near:
+        return ""
+    return f"did you mean '{min(near, key=lambda o: _edits(name, o))}'? "
+
+
+def check_encoder(name: str) -> None:
+    """Raise ConfigError for an encoder smp does not know (``tu-<timm name>`` is also accepted)."""
+    names = smp.encoders.get_encoder_names()
+    if name in names:
+        return
+    if name.startswith("tu-"):
+        import timm
+
+        if timm.is_model(name[3:]):
+            return
+        options = timm.list_models()
+        raise ConfigError(f"unknown timm encoder '{name}'; {_closest(name[3:], options)}see timm.list_models()")
+    raise ConfigError(f"unknown encoder '{name}'; {_closest(name, names)}available: {', '.join(names)}")
+
+
+def check_arch(arch: str) -> None:
+    """Raise ConfigError for an architecture smp does not know."""
+    archs = sorted(smp.MODEL_ARCHITECTURES_MAPPING)
+    if arch.lower() not in archs:
+        hint = _closest(arch.lower(), archs)
+        raise ConfigError(f"unknown architecture '{arch}'; {hint}available: {', '.join(archs)}")
+
+
+def _first_conv_key(encoder: nn.Module, in_channels: int) -> str | None:
+    for name, module in encoder.named_modules():
+        if isinstance(module, nn.Conv2d) and module.in_channels == in_channels:
+            return f"{name}.weight"
+    return None
+
+
+def adapt_first_conv(state: dict[str, torch.Tensor], encoder: nn.Module, in_channels: int) -> dict[str, torch.Tensor]:
+    """Adapt 3-channel first-conv weights to ``in_channels`` exactly as smp's ``patch_first_conv`` does.
+
+    1 channel: the RGB kernels are summed; N channels: kernel ``i`` copies RGB channel ``i % 3`` and all are
+    scaled by ``3 / N``. Other tensors are returned unchanged.
+    """
+    key = _first_conv_key(encoder, in_channels)
+    if in_channels == 3 or key is None or key not in state or state[key].shape[1] != 3:
+        return state
+    w = state[key]
+    if in_channels == 1:
+        new = w.sum(1, keepdim=True)
+    else:
+        new = torch.stack([w[:, i % 3] for i in range(in_channels)], dim=1) * (3.0 / in_channels)
+    logger.info("adapted first conv %s from 3 to %d input channels", key, in_channels)
+    return {**state, key: new}
+
+
+def load_encoder_weights(model: nn.Module, state: dict[str, torch.Tensor], in_channels: int, source: str) -> None:
+    """Load a state dict into ``model.encoder``; every encoder parameter must be present and fit."""
+    encoder = model.encoder
+    state = adapt_first_conv(dict(state), encoder, in_channels)
+    expected = set(encoder.state_dict())
+    missing = sorted(expected - set(state))
+    if missing:
+        raise CheckpointError(f"{source}: {len(missing)} encoder weights missing (e.g. {', '.join(missing[:5])})")
+    unexpected = set(state) - expected
+    if unexpected:
+        logger.info("%s: ignored %d keys not in the encoder", source, len(unexpected))
+    try:
+        encoder.load_state_dict({k: v for k, v in state.items() if k in expected}, strict=True)
+    except RuntimeError as exc:
+        reason = " ".join(str(exc).split())[:300]
+        raise CheckpointError(f"{source}: weights do not fit the encoder ({reason})") from None
+
+
+def build_segmenter_with_info(cfg: SegmentModelConfig) -> tuple[nn.Module, WeightsInfo]:
+    """Like :func:`build_segmenter` but also returns the weights' provenance."""
+    check_arch(cfg.arch)
+    check_encoder(cfg.encoder)
+    c = in_channels_of(cfg)
+    model = smp.create_model(cfg.arch, encoder_name=cfg.encoder, encoder_weights=None, in_channels=c, classes=1)
+    state, info = resolve_weights(cfg.encoder_weights, family="smp", name=cfg.encoder)
+    if state is not None:
+        load_encoder_weights(model, state, c, info.path or cfg.encoder_weights)
+    return model, info
+
+
+def build_segmenter(cfg: SegmentModelConfig) -> nn.Module:
+    """Create the segmentation network from the config (one output channel: liver logit).
+
+    Args:
+        cfg: architecture, encoder name, weights spec, context and extra channels.
+
+    Returns:
+        The torch module mapping ``(N, C, S, S)`` to logits ``(N, 1, S, S)``.
+
+    Raises:
+        ConfigError: unknown architecture or encoder (with the closest valid name).
+        CheckpointError: ImageNet weights not available offline, or a weights file that does not fit.
+    """
+    return build_segmenter_with_info(cfg)[0]
+
+
+__all__ = ["build_segmenter", "build_segmenter_with_info", "in_channels_of", "check_encoder", "adapt_first_conv"]

@@ -1,0 +1,302 @@
+"""Stage-1 training on PyTorch Lightning: Dice+CE loss, balanced slices, per-volume validation Dice.
+
+:func:`train_segmenter` loads every case once and trains :class:`SegmentationModule`: MONAI
+``DiceCELoss`` with a sigmoid, AdamW, warm-up + cosine learning rate over the planned steps (a run that
+falls behind the pace needed to finish within the time budget anneals by elapsed time instead, so it
+still ends at a low learning rate, and records ``lr_schedule: time`` since it is then not
+bit-reproducible). It validates with the 3-D Dice of every validation volume (model space, threshold
+0.5), keeps the best weights and exports them as ``segmenter.pt`` with
+:func:`livercad.checkpoint.save_checkpoint` (config, preprocessing, weights provenance, history,
+versions). Lightning writes its own resumable ``.ckpt`` files and CSV logs under ``lightning/``.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from collections.abc import Sequence
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+import torch
+from lightning.pytorch.callbacks import Callback, EarlyStopping, ModelCheckpoint
+from lightning.pytorch.loggers import CSVLogger
+from monai.losses import DiceCELoss
+from torch.utils.data import DataLoader
+
+from livercad.checkpoint import save_checkpoint
+from livercad.config import Config, config_to_dict
+from livercad.errors import InputError
+from livercad.segment.data import SliceDataset, anatomy_augment, balanced_sampler, load_cases
+from livercad.segment.model import build_segmenter_with_info, in_channels_of
+
+logger = logging.getLogger(__name__)
+
+_EXPORT_RESERVE_S = 3.0  # kept free for writing the checkpoint at the end of the budget
+_TIME_SLACK = 0.05  # share of the time budget a run may lag its step schedule before the LR follows time
+
+
+def lr_factor(progress: float, warmup: float = 0.05, floor: float = 0.02) -> float:
+    """Learning-rate multiplier at ``progress`` in [0, 1]: linear warm-up then cosine down to ``floor``.
+
+    Example:
+        >>> round(lr_factor(0.0), 3), round(lr_factor(0.05), 3), round(lr_factor(1.0), 3)
+        (0.1, 1.0, 0.02)
+    """
+    p = min(max(progress, 0.0), 1.0)
+    if p < warmup:
+        return 0.1 + 0.9 * p / warmup
+    cos = 0.5 * (1.0 + math.cos(math.pi * (p - warmup) / (1.0 - warmup)))
+    return floor + (1.0 - floor) * cos
+
+
+class TimeBudget(Callback):
+    """Stops training early enough that the closing validation still fits in ``budget_s``.
+
+    The closing validation is estimated from the last one measured, or before any from the mean step
+    time (a validation batch is forward-only on twice the training batch: about 0.8 of a training step).
+    Also gives the LR schedule its position (:meth:`progress`).
+    """
+
+    def __init__(self, budget_s: float, n_val_batches: int, total_steps: int) -> None:
+        self.budget_s, self.n_val_batches, self.total_steps = budget_s, n_val_batches, max(total_steps, 1)
+        self.t0, self.steps, self.val_s, self.last_val_s, self._v0 = time.monotonic(), 0, 0.0, None, 0.0
+        self.stopped = self.time_bound = False
+        self.fit_s = 0.0
+
+    def elapsed(self) -> float:
+        return time.monotonic() - self.t0
+
+    def _step_s(self) -> float:
+        return (self.elapsed() - self.val_s) / max(self.steps, 1)
+
+    def deadline(self) -> float:
+        val = self.last_val_s if self.last_val_s is not None else 0.8 * self.n_val_batches * self._step_s()
+        return self.budget_s - val
+
+    def progress(self, step: int) -> float:
+        """Schedule position: by steps, unless the run lags the pace needed to finish its steps before the
+        deadline by > 5 % (then by time, so the LR still anneals; ``time_bound`` records it)."""
+        by_steps, by_time = step / self.total_steps, self.elapsed() / max(self.deadline(), 1e-6)
+        if by_time > by_steps + _TIME_SLACK:
+            self.time_bound = True
+            return by_time
+        return by_steps
+
+    def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self.t0 = time.monotonic()
+
+    def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self.fit_s = self.elapsed()
+
+    def on_train_batch_end(self, trainer: L.Trainer, *args: Any) -> None:
+        self.steps += 1
+        if self.elapsed() + self._step_s() >= self.deadline():
+            trainer.should_stop = self.stopped = True
+
+    def on_validation_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self._v0 = time.monotonic()
+
+    def on_validation_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self.last_val_s = time.monotonic() - self._v0
+        self.val_s += self.last_val_s
+
+
+class SegmentationModule(L.LightningModule):
+    """LightningModule around the smp network.
+
+    Args:
+        cfg: the run config (``segment`` section used).
+        n_val_cases: number of validation volumes (per-volume Dice accumulators).
+        budget: the run's :class:`TimeBudget` (LR schedule position, timing of the history).
+    """
+
+    def __init__(self, cfg: Config, *, n_val_cases: int, budget: TimeBudget) -> None:
+        super().__init__()
+        self.cfg, self.budget, self.n_val_cases = cfg, budget, n_val_cases
+        self.model, self.weights_info = build_segmenter_with_info(cfg.segment.model)
+        self.model = self.model.to(memory_format=torch.channels_last)
+        self.loss_fn = DiceCELoss(sigmoid=True, batch=True)
+        self.history: list[dict[str, float]] = []
+        self.best: dict[str, Any] = {"dice": -1.0, "epoch": None, "step": None, "state": None}
+        self._sums = torch.zeros(3, n_val_cases)
+        self._loss = [0.0, 0]
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Liver logits ``(N, 1, S, S)``."""
+        return self.model(x.contiguous(memory_format=torch.channels_last))
+
+    def training_step(self, batch: Sequence[torch.Tensor], batch_idx: int) -> torch.Tensor:
+        x, y, _ = batch
+        loss = self.loss_fn(self(x), y)
+        self.log("train_loss", loss, prog_bar=True, on_step=True, on_epoch=True, batch_size=x.shape[0])
+        self._loss = [self._loss[0] + float(loss.detach()), self._loss[1] + 1]
+        return loss
+
+    def on_validation_epoch_start(self) -> None:
+        self._sums = torch.zeros(3, self.n_val_cases, device=self.device)
+
+    def validation_step(self, batch: Sequence[torch.Tensor], batch_idx: int) -> None:
+        x, y, case = batch
+        pred = (self(x) > 0).float()  # logit > 0  <=>  probability > 0.5
+        per_slice = torch.stack([(pred * y).flatten(1).sum(1), pred.flatten(1).sum(1), y.flatten(1).sum(1)])
+        self._sums.index_add_(1, case.to(self.device).long(), per_slice)
+
+    def on_validation_epoch_end(self) -> None:
+        sums = self.trainer.strategy.reduce(self._sums, reduce_op="sum") if self.trainer.world_size > 1 else self._sums
+        inter, p, r = sums
+        per_case = torch.where(p + r > 0, 2 * inter / (p + r).clamp_min(1e-9), torch.ones_like(p))
+        dice = float(per_case.mean()) if per_case.numel() else float("nan")
+        self.log("val_dice", dice, prog_bar=True)
+        loss = self._loss[0] / self._loss[1] if self._loss[1] else float("nan")
+        self._loss = [0.0, 0]
+        self.history.append({"epoch": int(self.current_epoch), "step": int(self.global_step), "val_dice": dice,
+                             "train_loss": loss, "seconds": round(self.budget.elapsed(), 2)})
+        if dice > self.best["dice"]:
+            state = {k: v.detach().cpu().clone() for k, v in self.model.state_dict().items()}
+            self.best = {"dice": dice, "epoch": int(self.current_epoch), "step": int(self.global_step), "state": state}
+
+    def configure_optimizers(self) -> dict[str, Any]:
+        t = self.cfg.segment.train
+        opt = torch.optim.AdamW(self.model.parameters(), lr=t.lr, weight_decay=t.weight_decay)
+        sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda step: lr_factor(self.budget.progress(step)))
+        return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
+
+
+def _split(rows: Sequence[Any], name: str) -> list[Any]:
+    return [r for r in rows if str(r.split).lower() == name]
+
+
+def _loaders(cfg: Config, rows: Sequence[Any]) -> tuple[DataLoader, DataLoader, int]:
+    train_rows, val_rows = _split(rows, "train"), _split(rows, "val")
+    for name, part in (("train", train_rows), ("val", val_rows)):
+        if not part:
+            raise InputError(None, f"no '{name}' cases among {len(rows)} manifest rows; set split to train/val/test")
+    t, ctx = cfg.segment.train, cfg.segment.model.context
+    train_ds = SliceDataset(load_cases(train_rows, cfg), context=ctx, augment=anatomy_augment(t.seed))
+    val_ds = SliceDataset(load_cases(val_rows, cfg), context=ctx)
+    steps = t.steps_per_epoch or max(len(train_ds) // t.batch_size, 1)
+    gen = torch.Generator().manual_seed(t.seed)
+    sampler = balanced_sampler(train_ds.liver_flags(), cfg.segment.liver_slice_fraction, steps * t.batch_size, gen)
+    common: dict[str, Any] = {"num_workers": t.num_workers, "persistent_workers": t.num_workers > 0}
+    if t.num_workers:
+        from monai.data.utils import worker_init_fn
+
+        common["worker_init_fn"] = worker_init_fn
+    train_dl = DataLoader(train_ds, batch_size=t.batch_size, sampler=sampler, drop_last=True, **common)
+    val_dl = DataLoader(val_ds, batch_size=t.batch_size * 2, shuffle=False, **common)
+    return train_dl, val_dl, steps
+
+
+def _trainer(cfg: Config, out_dir: Path, budget: TimeBudget, steps: int, progress: bool, max_steps: int) -> L.Trainer:
+    t = cfg.segment.train
+    callbacks = [
+        budget,
+        ModelCheckpoint(dirpath=out_dir / "lightning" / "checkpoints", filename="best-{epoch}", monitor="val_dice",
+                        mode="max", save_top_k=1, save_last="link"),
+        EarlyStopping(monitor="val_dice", mode="max", patience=t.patience),
+    ]
+    return L.Trainer(
+        max_epochs=t.max_epochs, max_steps=max_steps, max_time=timedelta(seconds=budget.budget_s),
+        accelerator=t.accelerator, devices=t.devices, num_nodes=t.num_nodes, strategy=t.strategy,
+        precision=t.precision, callbacks=callbacks, logger=CSVLogger(out_dir / "lightning", name="logs"),
+        enable_progress_bar=progress, enable_model_summary=progress, num_sanity_val_steps=0,
+        log_every_n_steps=max(1, min(50, steps)), default_root_dir=out_dir / "lightning",
+    )
+
+
+def _stop_reason(trainer: L.Trainer, budget: TimeBudget) -> str:
+    early = next((c for c in trainer.callbacks if isinstance(c, EarlyStopping)), None)
+    if early is not None and early.stopped_epoch > 0:
+        return "early_stopping"
+    if budget.stopped or budget.elapsed() >= budget.budget_s:
+        return "time_budget"
+    return "max_steps" if 0 < trainer.max_steps <= trainer.global_step else "max_epochs"
+
+
+def _history(trainer: L.Trainer, module: SegmentationModule, budget: TimeBudget, seconds: float,
+             n_train: int) -> dict[str, Any]:
+    best = module.best
+    return {"epochs": int(trainer.current_epoch), "steps": int(trainer.global_step),
+            "best_val_dice": best["dice"] if best["state"] is not None else float("nan"),
+            "best_epoch": best["epoch"], "best_step": best["step"], "stopped_by": _stop_reason(trainer, budget),
+            "lr_schedule": "time" if budget.time_bound else "steps", "budget_seconds": round(budget.budget_s, 2),
+            "seconds": round(seconds, 2), "fit_seconds": round(budget.fit_s, 2), "val_seconds": round(budget.val_s, 2),
+            "per_epoch": module.history, "n_train_cases": n_train, "n_val_cases": module.n_val_cases}
+
+
+def versions() -> dict[str, str]:
+    """Versions of the libraries that shape a trained model."""
+    import lightning
+    import monai
+    import segmentation_models_pytorch as smp
+
+    import livercad
+
+    return {"torch": torch.__version__, "smp": smp.__version__, "monai": monai.__version__,
+            "lightning": lightning.__version__, "livercad": livercad.__version__}
+
+
+def segmenter_meta(cfg: Config, module: SegmentationModule, history: dict[str, Any]) -> dict[str, Any]:
+    """The metadata stored next to the weights in ``segmenter.pt``."""
+    m, pp = cfg.segment.model, cfg.preprocess
+    return {
+        "kind": "segmenter",
+        "config": config_to_dict(cfg),
+        "arch": m.arch, "encoder": m.encoder, "in_channels": in_channels_of(m),
+        "context": m.context, "extra_channels": m.extra_channels,
+        "preprocessing": {"modality": pp.modality, "image_size": pp.image_size, "ct_window": list(pp.ct_window),
+                          "percentiles": list(pp.percentiles), "context": m.context, "orientation": "RAS"},
+        "postprocess": cfg.segment.postprocess.model_dump(mode="json"),
+        "weights": module.weights_info.to_dict(),
+        "history": history,
+        "seed": cfg.segment.train.seed,
+        "versions": versions(),
+    }
+
+
+def train_segmenter(rows: Sequence[Any], cfg: Config, out_dir: Path, *, progress: bool = True,
+                    max_steps: int = -1) -> Path:
+    """Train the liver segmenter on the ``train`` rows (validating on ``val``) and export ``segmenter.pt``.
+
+    The whole call (loading included) stays within ``cfg.segment.train.max_minutes``.
+
+    Args:
+        rows: manifest rows (``case_id``, ``image``, ``mask``, ``split``).
+        cfg: the run config (``preprocess``, ``segment``, ``data.liver_labels``).
+        out_dir: output folder; receives ``segmenter.pt`` and ``lightning/`` (checkpoints, CSV logs).
+        progress: show Lightning's progress bar and model summary.
+        max_steps: optional hard cap on optimiser steps (tests, smoke runs); ``-1`` = no cap.
+
+    Returns:
+        Path of the exported checkpoint.
+
+    Raises:
+        InputError: no train or val cases, a row without mask, unreadable files.
+        ConfigError / CheckpointError: bad model name or unavailable weights.
+    """
+    start = time.monotonic()
+    out_dir = Path(out_dir)
+    t = cfg.segment.train
+    L.seed_everything(t.seed, workers=True, verbose=False)
+    train_dl, val_dl, steps = _loaders(cfg, rows)
+    budget_s = max(t.max_minutes * 60.0 - (time.monotonic() - start) - _EXPORT_RESERVE_S, 1.0)
+    total = steps * t.max_epochs if max_steps < 0 else min(max_steps, steps * t.max_epochs)
+    budget = TimeBudget(budget_s, len(val_dl), total)
+    module = SegmentationModule(cfg, n_val_cases=len(val_dl.dataset.cases), budget=budget)
+    trainer = _trainer(cfg, out_dir, budget, steps, progress, max_steps)
+    trainer.fit(module, train_dataloaders=train_dl, val_dataloaders=val_dl)
+    history = _history(trainer, module, budget, time.monotonic() - start, len(train_dl.dataset.cases))
+    state = module.best["state"] if module.best["state"] is not None else module.model.state_dict()
+    path = out_dir / "segmenter.pt"
+    if trainer.is_global_zero:
+        save_checkpoint(path, state, segmenter_meta(cfg, module, history))
+    logger.info("segmenter: best val Dice %.4f after %d steps (%s) -> %s", history["best_val_dice"],
+                history["steps"], history["stopped_by"], path)
+    return path
+
+
+__all__ = ["TimeBudget", "SegmentationModule", "train_segmenter", "lr_factor", "segmenter_meta", "versions"]

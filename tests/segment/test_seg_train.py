@@ -1,0 +1,165 @@
+"""Stage-1 training: slice data, balanced sampling, anatomy-safe augmentation, Lightning loop, export."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from livercad.checkpoint import load_checkpoint
+from livercad.config import Config, PreprocessConfig, SegmentConfig, SegmentModelConfig, TrainConfig
+from livercad.errors import InputError
+from livercad.io.manifest import ManifestRow
+from livercad.io.nifti import load_mask, load_volume, save_mask, save_volume
+from livercad.preprocess import context_stack
+from livercad.segment import train as train_mod
+from livercad.segment.data import CaseSlices, SliceDataset, anatomy_augment, balanced_sampler, load_cases
+from livercad.segment.infer import Segmenter, segment_prepared
+from livercad.segment.train import TimeBudget, lr_factor, train_segmenter
+
+
+def _cfg(**train) -> Config:
+    # a generous time budget keeps the LR schedule step-driven (reproducible) even on a loaded machine
+    t = TrainConfig(batch_size=4, steps_per_epoch=3, max_epochs=1, max_minutes=30.0, seed=5, **train)
+    return Config(preprocess=PreprocessConfig(modality="ct", image_size=32),
+                  segment=SegmentConfig(model=SegmentModelConfig(encoder="resnet18"), train=t))
+
+
+@pytest.fixture(scope="module")
+def tiny_rows(tmp_path_factory) -> list[ManifestRow]:
+    """Four small CT cases (40x40x6, an ellipsoid 'liver' at 120 HU in slices 1-4) on varied grids."""
+    folder = tmp_path_factory.mktemp("cohort")
+    rng = np.random.default_rng(0)
+    x, y, z = np.meshgrid(np.arange(40), np.arange(40), np.arange(6), indexing="ij")
+    rows = []
+    for i, split in enumerate(["train", "train", "val", "test"]):
+        liver = ((x - 14 - i) / 9.0) ** 2 + ((y - 20) / 11.0) ** 2 + ((z - 2.5) / 2.2) ** 2 <= 1.0
+        image = np.where(liver, 120.0, -20.0) + rng.normal(0, 10, liver.shape)
+        affine = np.diag([-1.0 if i % 2 else 1.0, 1.0, 4.0, 1.0])
+        vol = load_volume(save_volume(image, affine, folder / f"c{i}.nii.gz"))
+        save_mask(liver.astype(np.uint8), vol, folder / f"c{i}_mask.nii.gz")
+        rows.append(ManifestRow(f"c{i}", f"p{i}", folder / f"c{i}.nii.gz", folder / f"c{i}_mask.nii.gz", split=split))
+    return rows
+
+
+def test_slice_dataset_serves_context_stacks_and_masks(tiny_rows):
+    cases = load_cases(tiny_rows[:2], _cfg())
+    ds = SliceDataset(cases, context=1)
+    assert len(ds) == 12 and ds.liver_flags().tolist() == [False, True, True, True, True, False] * 2
+    x, y, c = ds[6 + 4]
+    assert c == 1 and tuple(x.shape) == (3, 32, 32) and tuple(y.shape) == (1, 32, 32)
+    assert torch.equal(x, context_stack(cases[1].image, [4], 1)[0].float())
+    assert torch.equal(y[0], cases[1].mask[4].float()) and cases[1].image.dtype == torch.float16
+
+
+def test_balanced_sampler_hits_the_requested_share():
+    flags = torch.tensor([True] * 5 + [False] * 95)
+    drawn = torch.tensor(list(balanced_sampler(flags, 0.3, 4000, torch.Generator().manual_seed(1))))
+    assert abs(float(flags[drawn].float().mean()) - 0.3) < 0.03
+    only_liver = list(balanced_sampler(torch.tensor([True, True]), 0.3, 50))
+    assert set(only_liver) <= {0, 1}
+
+
+def test_augmentation_is_joint_and_never_flips():
+    mask = torch.zeros(1, 64, 64)
+    mask[0, 10:30, 20:44] = 1.0  # liver on the low-x side of the image
+    aug = anatomy_augment(seed=3, prob=1.0)
+    for _ in range(20):
+        out = aug({"image": mask.repeat(3, 1, 1).clone(), "mask": mask.clone()})
+        img, m = torch.as_tensor(out["image"])[1] > 0.5, torch.as_tensor(out["mask"])[0] > 0.5
+        inter = (img & m).sum().item()
+        assert 2 * inter / (img.sum().item() + m.sum().item()) > 0.85  # same geometric transform
+        rows = torch.nonzero(m)[:, 0].float()
+        assert rows.mean() < 32  # still on the same side: no flip
+
+
+@pytest.fixture(scope="module")
+def trained(tiny_rows, tmp_path_factory):
+    out = tmp_path_factory.mktemp("run")
+    return out, train_segmenter(tiny_rows, _cfg(), out, progress=False, max_steps=3)
+
+
+def test_training_exports_a_loadable_checkpoint_with_provenance(tiny_rows, trained):
+    out, path = trained
+    _, meta = load_checkpoint(path)
+    assert path == out / "segmenter.pt" and list((out / "lightning" / "checkpoints").glob("*.ckpt"))
+    assert meta["config"]["segment"]["model"]["encoder"] == "resnet18"
+    assert meta["preprocessing"]["modality"] == "ct" and meta["preprocessing"]["image_size"] == 32
+    assert meta["in_channels"] == 3 and meta["weights"]["source"] == "random"
+    assert meta["history"]["steps"] == 3 and meta["history"]["n_train_cases"] == 2
+    assert meta["history"]["lr_schedule"] == "steps" and meta["seed"] == 5
+    assert set(meta["versions"]) >= {"torch", "smp", "monai", "livercad"}
+    # the recorded best validation Dice is the 3-D Dice of the exported weights on the val volume
+    seg = Segmenter.load(path, precision="fp32", device="cpu")
+    row = tiny_rows[2]
+    vol = load_volume(row.image)
+    prepared = seg.prepare(vol)
+    ref = prepared.from_original(load_mask(row.mask, vol).astype(np.float32)).as_subclass(torch.Tensor) > 0.5
+    pred = segment_prepared(seg, prepared) > 0.5
+    dice = 2 * (pred & ref).sum().item() / (pred.sum().item() + ref.sum().item())
+    assert meta["history"]["best_val_dice"] == pytest.approx(dice, abs=2e-3)
+
+
+def test_same_seed_gives_the_same_weights(tiny_rows, trained, tmp_path):
+    a = load_checkpoint(trained[1])[0]
+    b = load_checkpoint(train_segmenter(tiny_rows, _cfg(), tmp_path, progress=False, max_steps=3))[0]
+    assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_missing_split_or_mask_is_an_input_error(tiny_rows, tmp_path):
+    with pytest.raises(InputError, match="no 'val' cases"):
+        train_segmenter([r for r in tiny_rows if r.split != "val"], _cfg(), tmp_path, progress=False)
+    no_mask = ManifestRow("nm", "pnm", tiny_rows[0].image, None, split="train")
+    with pytest.raises(InputError, match="no ground-truth mask"):
+        train_segmenter([no_mask, tiny_rows[2]], _cfg(), tmp_path, progress=False)
+
+
+def test_case_slices_liver_flags():
+    mask = torch.zeros(3, 4, 4, dtype=torch.uint8)
+    mask[1, 2, 2] = 1
+    case = CaseSlices("c", torch.zeros(3, 4, 4, dtype=torch.float16), mask)
+    assert case.liver_slices.tolist() == [False, True, False]
+
+
+class _Clock:
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+class _FakeTrainer:
+    should_stop = False
+
+
+def test_time_budget_stops_before_the_closing_validation_would_overrun(monkeypatch):
+    clock = _Clock()
+    monkeypatch.setattr(train_mod.time, "monotonic", clock)
+    budget = TimeBudget(budget_s=100.0, n_val_batches=10, total_steps=1000)
+    trainer = _FakeTrainer()
+    budget.on_train_start(trainer, None)
+    steps = 0
+    while not trainer.should_stop:
+        clock.now += 2.0  # 2 s per step -> closing validation estimated at 0.8 * 10 * 2 = 16 s
+        budget.on_train_batch_end(trainer)
+        steps += 1
+    assert steps == 41 and budget.stopped  # 82 s + one more 2 s step + 16 s validation reaches 100 s
+    # measured validations replace the estimate
+    budget.on_validation_start(trainer, None)
+    clock.now += 30.0
+    budget.on_validation_end(trainer, None)
+    assert budget.last_val_s == 30.0 and budget.deadline() == 70.0
+
+
+def test_lr_schedule_follows_steps_unless_the_run_lags_the_time_budget(monkeypatch):
+    clock = _Clock()
+    monkeypatch.setattr(train_mod.time, "monotonic", clock)
+    budget = TimeBudget(budget_s=100.0, n_val_batches=0, total_steps=100)
+    budget.on_train_start(None, None)
+    clock.now += 10.0
+    assert budget.progress(50) == 0.5 and not budget.time_bound  # ahead of pace: step-driven
+    clock.now += 60.0
+    assert budget.progress(50) == pytest.approx(0.7) and budget.time_bound  # 70 s of 100 s: time-driven
+    assert lr_factor(0.0) == pytest.approx(0.1) and lr_factor(1.0) == pytest.approx(0.02)
+    assert lr_factor(0.5) > lr_factor(0.9) > lr_factor(1.0)

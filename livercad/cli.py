@@ -31,8 +31,12 @@ QuietOpt = Annotated[bool, typer.Option("--quiet", "-q", help="Only warnings and
 def _setup_logging(quiet: bool) -> None:
     logging.basicConfig(level=logging.WARNING if quiet else logging.INFO, stream=sys.stderr,
                         format="%(levelname)s %(name)s: %(message)s")
-    for noisy in ("lightning", "lightning.pytorch", "pytorch_lightning", "lightning.fabric"):
-        logging.getLogger(noisy).setLevel(logging.WARNING)
+    if quiet:
+        import lightning.pytorch  # noqa: F401 - it configures its loggers on import; override after
+
+        for name in list(logging.root.manager.loggerDict):
+            if name.startswith(("lightning", "pytorch_lightning")):
+                logging.getLogger(name).setLevel(logging.WARNING)
 
 
 def _fail(exc: BaseException) -> None:

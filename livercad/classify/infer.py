@@ -87,12 +87,10 @@ def aggregate_logits(logits: torch.Tensor, areas: torch.Tensor, mode: str = "are
 
 
 def resolve_precision(precision: str, device: torch.device) -> str:
-    """``auto`` -> ``bf16`` on a bf16-capable CUDA device, else ``fp32``; explicit values pass through."""
-    if precision not in ("auto", "fp32", "bf16"):
-        raise ConfigError(f"inference.precision: expected auto, fp32 or bf16, got '{precision}'")
-    if precision != "auto":
-        return precision
-    return "bf16" if device.type == "cuda" and torch.cuda.is_bf16_supported() else "fp32"
+    """Same rule as stage 1 (:func:`livercad.segment.infer.resolve_precision`): ``auto`` -> bf16 where native."""
+    from livercad.segment.infer import resolve_precision as _resolve
+
+    return _resolve(precision, device)
 
 
 class Classifier:

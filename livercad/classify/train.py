@@ -7,7 +7,7 @@
   each *class* is too. That is the class weighting (equal in expectation to inverse-frequency weights
   in the cross entropy, which is therefore left unweighted: no double correction).
 * Augmentation (image networks only): small random affine (±10°, scale 0.9–1.1, shift ±6 %) and
-  intensity jitter (±10 % contrast, ±0.1 brightness; not on a mask channel); no left-right flips.
+  slight intensity jitter (±5 % contrast, ±0.02; not on a mask channel); no left-right flips.
 * Validation: case-level probabilities with the configured aggregation, scored by
   :func:`~livercad.classify.infer.case_scores` (AUC − 0.001 × log loss); the best epoch's weights are
   kept, early stopping on it. ``cfg.train.max_minutes`` covers the whole call (inputs, features, fit).

@@ -23,6 +23,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+import numpy as np
 import torch
 from monai.transforms import Compose, RandAffined, RandGaussianNoised, RandScaleIntensityd, RandShiftIntensityd
 from torch.utils.data import Dataset, WeightedRandomSampler
@@ -65,6 +66,16 @@ def row_liver_labels(row: Any, default: Sequence[int] | None = None) -> Sequence
     return parse_liver_labels(getattr(row, "extra", {}).get("liver_labels"))
 
 
+def model_space_mask(prepared: Any, ref: Any) -> torch.Tensor:
+    """A ground-truth mask on the original grid as uint8 ``(Z, S, S)`` in model space.
+
+    Resized bilinearly and thresholded at 0.5, i.e. consistent with how predictions are resized back
+    (nearest-neighbour downsampling would shift boundaries by up to half an input voxel).
+    """
+    soft = _plain(prepared.from_original(np.asarray(ref, dtype=np.float32), mode="bilinear"))
+    return (soft > 0.5).to(torch.uint8).contiguous()
+
+
 def load_case(row: Any, cfg: Config) -> CaseSlices:
     """Load one manifest row (image + mask) into model space as compact tensors.
 
@@ -84,8 +95,7 @@ def load_case(row: Any, cfg: Config) -> CaseSlices:
     pp = cfg.preprocess
     prepared = prepare(volume, modality=pp.modality, image_size=pp.image_size, ct_window=pp.ct_window,
                        percentiles=pp.percentiles)
-    mask = (_plain(prepared.from_original(ref.astype("float32"))) > 0.5).to(torch.uint8)
-    return CaseSlices(str(row.case_id), _plain(prepared.image).to(torch.float16), mask.contiguous())
+    return CaseSlices(str(row.case_id), _plain(prepared.image).to(torch.float16), model_space_mask(prepared, ref))
 
 
 def load_cases(rows: Sequence[Any], cfg: Config) -> list[CaseSlices]:
@@ -182,5 +192,5 @@ def balanced_sampler(flags: torch.Tensor, liver_fraction: float, num_samples: in
     return WeightedRandomSampler(weights, num_samples=num_samples, replacement=True, generator=generator)
 
 
-__all__ = ["row_liver_labels", "CaseSlices", "SliceDataset", "load_case", "load_cases", "anatomy_augment",
-           "balanced_sampler"]
+__all__ = ["model_space_mask", "row_liver_labels", "CaseSlices", "SliceDataset", "load_case", "load_cases",
+           "anatomy_augment", "balanced_sampler"]

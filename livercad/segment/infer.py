@@ -37,6 +37,7 @@ from livercad.checkpoint import load_checkpoint
 from livercad.config import PostprocessConfig, SegmentModelConfig
 from livercad.errors import CheckpointError, ConfigError
 from livercad.preprocess import Prepared, context_stack, prepare
+from livercad.segment.data import model_space_mask
 from livercad.segment.model import build_segmenter
 from livercad.segment.postprocess import postprocess_mask
 from livercad.types import Segmentation, Volume
@@ -249,7 +250,7 @@ def segment_volume(seg: Segmenter, volume: Volume, *, batch_size: int = 4,
     mask_canon = postprocess_mask(prob_canon, postprocess or seg.postprocess)
     prob = canonical_to_original(prepared, prob_canon).astype(np.float32, copy=False)
     mask = canonical_to_original(prepared, mask_canon).astype(np.uint8, copy=False)
-    mask_model = (_plain(prepared.from_original(mask)) > 0.5).to(torch.uint8)
+    mask_model = model_space_mask(prepared, mask)
     t3 = time.perf_counter()
     seconds = {"preprocess": t1 - t0, "model": t2 - t1, "postprocess": t3 - t2}
     return SegmentOutput(prepared, prob_model, mask_model, Segmentation(prob=prob, mask=mask), seconds)

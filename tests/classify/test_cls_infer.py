@@ -108,9 +108,10 @@ def test_two_d_case_and_batch_prediction() -> None:
 
 
 def test_bf16_precision_runs() -> None:
-    clf = Classifier(_clf().model, _clf().meta, precision="bf16", device="cpu")
+    base = _clf()
+    clf = Classifier(base.model, base.meta, precision="bf16", device="cpu")
     assert clf.precision == "bf16"
     p = predict_case(clf, _case([0, 36, 25]))
     assert abs(p.sum() - 1) < 1e-3
     with pytest.raises(ConfigError, match="precision"):
-        Classifier(_clf().model, _clf().meta, precision="fp8")
+        Classifier(base.model, base.meta, precision="fp8")

@@ -82,7 +82,7 @@ def test_strategies_train_exactly_their_parameters(strategy: str) -> None:
 
 def test_learns_easy_task_and_round_trips_checkpoint(tmp_path: Path) -> None:
     cache: dict = {}
-    cfg = _cfg(backbone="resnet18", epochs=15, steps=4, lr=1e-2)
+    cfg = _cfg(backbone="resnet18", epochs=6, steps=4, lr=3e-2)
     trained = train_classifier(_cohort(12, 300), VAL, cfg, tmp_path, progress=False, feature_cache=cache)
     test = _cohort(10, 400)
     probs = predict_cases(trained, test)

@@ -13,7 +13,14 @@ from livercad.io.manifest import ManifestRow
 from livercad.io.nifti import load_mask, load_volume, save_mask, save_volume
 from livercad.preprocess import context_stack
 from livercad.segment import train as train_mod
-from livercad.segment.data import CaseSlices, SliceDataset, anatomy_augment, balanced_sampler, load_cases
+from livercad.segment.data import (
+    CaseSlices,
+    SliceDataset,
+    anatomy_augment,
+    balanced_sampler,
+    load_cases,
+    model_space_mask,
+)
 from livercad.segment.infer import Segmenter, segment_prepared
 from livercad.segment.train import TimeBudget, lr_factor, train_segmenter
 
@@ -94,7 +101,7 @@ def test_training_exports_a_loadable_checkpoint_with_provenance(tiny_rows, train
     row = tiny_rows[2]
     vol = load_volume(row.image)
     prepared = seg.prepare(vol)
-    ref = prepared.from_original(load_mask(row.mask, vol).astype(np.float32)).as_subclass(torch.Tensor) > 0.5
+    ref = model_space_mask(prepared, load_mask(row.mask, vol)).bool()
     pred = segment_prepared(seg, prepared) > 0.5
     dice = 2 * (pred & ref).sum().item() / (pred.sum().item() + ref.sum().item())
     assert meta["history"]["best_val_dice"] == pytest.approx(dice, abs=2e-3)

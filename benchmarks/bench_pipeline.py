@@ -1,0 +1,363 @@
+"""End-to-end pipeline benchmark against the machine's measured GEMM peak and a naive MONAI recipe (issue 7).
+
+One process run measures, on phantom CT volumes saved as ``.nii.gz``:
+
+* ``machine``: CPU model and flags (avx512f, avx512_bf16, amx), cores, threads, torch version, load average;
+* ``gemm``: peak ``torch.mm`` GFLOP/s for fp32 and bf16 (best of a few), and ONNX Runtime MatMul fp32;
+* ``models``: FLOPs per forward (``FlopCounterMode``) and achieved GFLOP/s in the pipeline's precision and
+  batch size: U-Net/ResNet34 (random weights) and ResNet50 (random weights);
+* ``pipeline``: seconds per volume with a per-stage breakdown (read, preprocess, segment, postprocess,
+  regions, classify, write), calling the stage functions the way ``livercad/pipeline/predictor.py`` does;
+* ``naive``: the same volumes through a textbook MONAI recipe (LoadImage -> EnsureChannelFirst ->
+  ScaleIntensityRange -> Orientation -> Resize -> per-slice loop at batch 1, fp32 eager -> threshold ->
+  manual inverse -> nibabel save), with Dice and probability agreement against the pipeline;
+* ``precision``: bf16 vs fp32 agreement and speed; ``batch_sweep``: segmenter slices/s at batch 1, 2, 4, 8;
+* ``peak_rss_mb``: ``resource.getrusage`` maximum resident set size.
+
+Usage::
+
+    python benchmarks/bench_pipeline.py                 # 3 volumes of 512x512x100
+    python benchmarks/bench_pipeline.py --quick         # small smoke run
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import os
+import platform
+import resource
+import socket
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import nibabel as nib
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch.utils.flop_counter import FlopCounterMode
+
+from livercad.classify.data import case_slices_from_segment
+from livercad.classify.infer import Classifier, predict_case
+from livercad.classify.model import build_classifier
+from livercad.data.phantom import make_case
+from livercad.io.nifti import load_volume, save_mask, save_volume
+from livercad.preprocess import context_stack
+from livercad.segment.infer import Segmenter, bf16_supported, segment_prepared, segment_volume
+
+RESULTS = Path(__file__).resolve().parent / "results"
+CLASSES = ["normal", "steatosis", "cirrhosis"]
+
+
+def rss_mb() -> float:
+    """Peak resident set size of this process so far (MiB)."""
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
+
+
+def machine() -> dict[str, Any]:
+    """CPU model, relevant flags, cores, torch build and current load."""
+    model, flags = platform.processor() or "unknown", set()
+    try:
+        text = Path("/proc/cpuinfo").read_text()
+        model = next(ln.split(":", 1)[1].strip() for ln in text.splitlines() if ln.startswith("model name"))
+        flags = set(next(ln.split(":", 1)[1].split() for ln in text.splitlines() if ln.startswith("flags")))
+    except (OSError, StopIteration):
+        pass
+    wanted = ("avx2", "fma", "avx512f", "avx512_bf16", "avx512_vnni", "amx_bf16", "amx_tile")
+    return {"host": socket.gethostname(), "cpu": model, "flags": {f: f in flags for f in wanted},
+            "cores": os.cpu_count(), "torch_threads": torch.get_num_threads(), "torch": torch.__version__,
+            "cpu_capability": torch.backends.cpu.get_cpu_capability(), "device": "cpu",
+            "bf16_native": bf16_supported(torch.device("cpu")), "loadavg": list(os.getloadavg())}
+
+
+def best_time(fn: Any, reps: int) -> float:
+    """Best wall time of ``reps`` calls after one warm-up call."""
+    fn()
+    times = []
+    for _ in range(reps):
+        t = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t)
+    return min(times)
+
+
+def gemm_peak(dtype: torch.dtype, n: int, reps: int = 3) -> dict[str, float]:
+    """Best ``torch.mm`` GFLOP/s on ``n x n`` matrices."""
+    a, b = torch.randn(n, n).to(dtype), torch.randn(n, n).to(dtype)
+    t = best_time(lambda: torch.mm(a, b), reps)
+    return {"n": n, "gflops": round(2 * n**3 / t / 1e9, 1)}
+
+
+def ort_peak(n: int, reps: int = 3) -> dict[str, Any]:
+    """ONNX Runtime fp32 MatMul GFLOP/s (``None`` when onnx/onnxruntime are not importable)."""
+    try:
+        import onnx
+        import onnxruntime as ort
+        from onnx import TensorProto, helper
+    except ImportError as exc:
+        return {"gflops": None, "reason": str(exc)}
+    io = [helper.make_tensor_value_info(k, TensorProto.FLOAT, [n, n]) for k in ("A", "B", "C")]
+    graph = helper.make_graph([helper.make_node("MatMul", ["A", "B"], ["C"])], "mm", io[:2], io[2:])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
+    model.ir_version = min(model.ir_version, 9)
+    sess = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
+    feeds = {"A": np.random.rand(n, n).astype(np.float32), "B": np.random.rand(n, n).astype(np.float32)}
+    t = best_time(lambda: sess.run(None, feeds), reps)
+    return {"n": n, "gflops": round(2 * n**3 / t / 1e9, 1), "onnx": onnx.__version__, "ort": ort.__version__}
+
+
+def flops_of(model: torch.nn.Module, shape: tuple[int, ...]) -> int:
+    """FLOPs of one forward at input ``shape`` (torch's FlopCounterMode)."""
+    with torch.inference_mode(), FlopCounterMode(display=False) as fc:
+        model(torch.zeros(shape))
+    return int(fc.get_total_flops())
+
+
+def achieved(model: torch.nn.Module, shape: tuple[int, ...], precision: str, reps: int = 2) -> dict[str, float]:
+    """Achieved GFLOP/s of ``model`` at ``shape`` (channels-last, inference_mode, the given precision)."""
+    flops = flops_of(model, shape)
+    x = torch.randn(shape).contiguous(memory_format=torch.channels_last)
+    amp = torch.autocast("cpu", dtype=torch.bfloat16, enabled=precision == "bf16")
+
+    def run() -> None:
+        with torch.inference_mode(), amp:
+            model(x)
+
+    t = best_time(run, reps)
+    return {"batch": shape[0], "precision": precision, "gflop_per_forward": round(flops / 1e9, 3),
+            "seconds": round(t, 4), "gflops": round(flops / t / 1e9, 1)}
+
+
+def make_volumes(n: int, shape: tuple[int, int, int], out: Path) -> list[Path]:
+    """Phantom CT volumes saved as int16 ``.nii.gz`` (the realistic on-disk form)."""
+    paths = []
+    for i in range(n):
+        case = make_case(f"bench{i}", modality="ct", shape=shape, seed=i, label=CLASSES[i % 3])
+        paths.append(save_volume(case.image, case.affine, out / f"bench{i}.nii.gz", dtype=np.int16))
+    return paths
+
+
+def random_classifier(image_size: int, precision: str) -> Classifier:
+    """A random-weight ResNet50 stage-2 classifier with the default region settings."""
+    torch.manual_seed(0)
+    net = build_classifier("resnet50", weights="none", num_classes=len(CLASSES), strategy="scratch")
+    meta = {"kind": "livercad-classifier", "backbone": "resnet50", "classes": CLASSES, "region": "mask",
+            "image_size": image_size, "in_channels": 3}
+    return Classifier(net, meta, precision=precision, device="cpu")
+
+
+def run_pipeline(seg: Segmenter, clf: Classifier, path: Path, out: Path, batch: int) -> dict[str, Any]:
+    """One case the way Predictor._process runs it, timing each stage."""
+    s: dict[str, float] = {}
+    t = time.perf_counter()
+    volume = load_volume(path)
+    s["read"] = time.perf_counter() - t
+    seg_out = segment_volume(seg, volume, batch_size=batch)
+    s["preprocess"], s["segment"], s["postprocess"] = (seg_out.seconds[k] for k in ("preprocess", "model",
+                                                                                     "postprocess"))
+    t = time.perf_counter()
+    save_mask(seg_out.segmentation.mask, volume, out / f"{path.name.split('.')[0]}_mask.nii.gz")
+    s["write"] = time.perf_counter() - t
+    t = time.perf_counter()
+    cs = case_slices_from_segment(seg_out, path.name, path.name, None)
+    s["regions"] = time.perf_counter() - t
+    t = time.perf_counter()
+    proba = predict_case(clf, cs, batch_size=max(8, batch))
+    s["classify"] = time.perf_counter() - t
+    s["total"] = sum(s.values())
+    return {"seconds": s, "prob": seg_out.segmentation.prob, "mask": seg_out.segmentation.mask,
+            "prob_model": seg_out.prob_model, "case_proba": proba.tolist(), "slices": int(volume.shape[2])}
+
+
+def run_naive(model: torch.nn.Module, path: Path, out: Path, size: int) -> dict[str, Any]:
+    """A textbook MONAI recipe: per-slice batch-1 fp32 eager loop, threshold, manual inverse, nibabel save.
+
+    Intensity windowing comes before resampling, as in MONAI's tutorials and in ``livercad.preprocess``
+    (windowing after the resize changes voxels at window edges by up to the full range). The slices stay
+    MONAI ``MetaTensor`` objects all the way through the network, as they would in user code.
+    """
+    from monai.transforms import EnsureChannelFirst, LoadImage, Orientation, Resize, ScaleIntensityRange
+
+    s: dict[str, float] = {}
+    t = time.perf_counter()
+    img = EnsureChannelFirst()(LoadImage(image_only=True)(str(path)))
+    s["read"] = time.perf_counter() - t
+    t = time.perf_counter()
+    img = ScaleIntensityRange(a_min=-160.0, a_max=240.0, b_min=-1.0, b_max=1.0, clip=True)(img)
+    canon = Orientation(axcodes="RAS")(img)
+    x = Resize((size, size, -1), mode="bilinear")(canon)
+    slices = torch.as_tensor(x)[0].permute(2, 0, 1).contiguous()
+    s["preprocess"] = time.perf_counter() - t
+    t = time.perf_counter()
+    model_fp = model.to(memory_format=torch.contiguous_format)
+    probs = []
+    with torch.no_grad():
+        for k in range(slices.shape[0]):
+            probs.append(torch.sigmoid(model_fp(context_stack(slices, [k], 1)))[0, 0])
+    s["segment"] = time.perf_counter() - t
+    t = time.perf_counter()
+    prob = F.interpolate(torch.stack(probs)[None], size=tuple(canon.shape[1:3]), mode="bilinear")[0]
+    prob_c = prob.permute(1, 2, 0).numpy()
+    affine = np.asarray(img.affine)
+    inverse = nib.orientations.ornt_transform(nib.orientations.axcodes2ornt("RAS"),
+                                              nib.orientations.io_orientation(affine))
+    prob_o = np.ascontiguousarray(nib.orientations.apply_orientation(prob_c, inverse))
+    mask = (prob_o > 0.5).astype(np.uint8)
+    s["postprocess"] = time.perf_counter() - t
+    t = time.perf_counter()
+    nib.save(nib.Nifti1Image(mask, affine), str(out / f"{path.name.split('.')[0]}_naive.nii.gz"))
+    s["write"] = time.perf_counter() - t
+    s["total"] = sum(s.values())
+    return {"seconds": s, "prob": prob_o, "mask": mask}
+
+
+def dice(a: np.ndarray, b: np.ndarray) -> float:
+    """Dice of two binary masks (1.0 when both are empty)."""
+    a, b = np.asarray(a, bool), np.asarray(b, bool)
+    den = a.sum() + b.sum()
+    return 1.0 if den == 0 else float(2 * np.logical_and(a, b).sum() / den)
+
+
+def mean_stages(runs: list[dict[str, Any]]) -> dict[str, float]:
+    """Per-stage mean seconds per volume over ``runs``."""
+    return {k: round(float(np.mean([r["seconds"][k] for r in runs])), 3) for k in runs[0]["seconds"]}
+
+
+def batch_sweep(seg: Segmenter, size: int, batches: tuple[int, ...] = (1, 2, 4, 8)) -> dict[str, float]:
+    """Segmenter model-only slices/s at each batch size (channels-last, pipeline precision)."""
+    out = {}
+    for b in batches:
+        r = achieved(seg.model, (b, 3, size, size), seg.precision, reps=1)
+        out[str(b)] = round(b / r["seconds"], 2)
+    return out
+
+
+def precision_check(args: argparse.Namespace, paths: list[Path], fp32: dict[str, Any]) -> dict[str, Any]:
+    """bf16 vs fp32 on the same volumes: mask Dice, max probability difference, model-time speedup."""
+    native = bf16_supported(torch.device("cpu"))
+    if not native and not args.force_bf16:
+        return {"skipped": "this CPU has no AVX-512-BF16/AMX: bf16 autocast is emulated (orders of magnitude "
+                           "slower than fp32, see gemm.bf16); rerun with --force-bf16 to measure anyway"}
+    seg16 = Segmenter.random(image_size=args.image_size, encoder="resnet34", precision="bf16")
+    seg32 = Segmenter.random(image_size=args.image_size, encoder="resnet34", precision="fp32")
+    dices, diffs, t16, t32 = [], [], 0.0, 0.0
+    for p in paths if native else paths[:1]:
+        prep = seg32.prepare(load_volume(p))
+        if not native:  # emulated bf16: a few slices only
+            prep = type(prep)(prep.image[: args.bf16_slices], prep.canonical_shape, prep.ornt, prep.spacing)
+        t = time.perf_counter()
+        a = segment_prepared(seg32, prep, batch_size=args.batch)
+        t32 += time.perf_counter() - t
+        t = time.perf_counter()
+        b = segment_prepared(seg16, prep, batch_size=args.batch)
+        t16 += time.perf_counter() - t
+        dices.append(dice(a.numpy() > 0.5, b.numpy() > 0.5))
+        diffs.append(float((a - b).abs().max()))
+    return {"native": native, "mask_dice_min": round(min(dices), 5), "prob_max_abs_diff": round(max(diffs), 5),
+            "speedup_bf16_over_fp32": round(t32 / t16, 3), "slices_compared": "all" if native else args.bf16_slices}
+
+
+def model_section(args: argparse.Namespace, seg: Segmenter, clf: Classifier) -> dict[str, Any]:
+    """FLOPs per forward and achieved GFLOP/s of both models in the pipeline's precision and batch."""
+    s, c = args.image_size, args.classify_size
+    unet_1ch = Segmenter.random(image_size=s, encoder="resnet34", context=0).model
+    return {
+        "unet_resnet34": {f"gflop_3x{s}": round(flops_of(seg.model, (1, 3, s, s)) / 1e9, 3),
+                          f"gflop_1x{s}": round(flops_of(unet_1ch, (1, 1, s, s)) / 1e9, 3),
+                          **achieved(seg.model, (args.batch, 3, s, s), seg.precision)},
+        "resnet50": {f"gflop_3x{c}": round(flops_of(clf.model, (1, 3, c, c)) / 1e9, 3),
+                     **achieved(clf.model, (max(8, args.batch), 3, c, c), clf.precision)},
+    }
+
+
+def compare(pipe: list[dict[str, Any]], naive: list[dict[str, Any]]) -> dict[str, Any]:
+    """Mask Dice and probability agreement between the pipeline and the naive recipe."""
+    return {"mask_dice": [round(dice(p["mask"], n["mask"]), 5) for p, n in zip(pipe, naive, strict=True)],
+            "prob_mean_abs_diff": [round(float(np.abs(p["prob"] - n["prob"]).mean()), 5)
+                                   for p, n in zip(pipe, naive, strict=True)],
+            "prob_max_abs_diff": [round(float(np.abs(p["prob"] - n["prob"]).max()), 5)
+                                  for p, n in zip(pipe, naive, strict=True)]}
+
+
+def run(args: argparse.Namespace) -> dict[str, Any]:
+    """Every section of the benchmark, in one process."""
+    result: dict[str, Any] = {"date": dt.datetime.now().isoformat(timespec="seconds"), "machine": machine(),
+                              "args": {k: v for k, v in vars(args).items() if k != "out"}}
+    n = args.gemm_n
+    result["gemm"] = {"fp32": gemm_peak(torch.float32, n),
+                      "bf16": gemm_peak(torch.bfloat16, n if result["machine"]["bf16_native"] else 256, reps=1),
+                      "ort_fp32": ort_peak(n)}
+    if args.segmenter:
+        seg = Segmenter.load(args.segmenter, precision=args.precision, device="cpu")
+        args.image_size = int(seg.preprocessing["image_size"])
+    else:
+        seg = Segmenter.random(image_size=args.image_size, encoder="resnet34", precision=args.precision)
+    clf = random_classifier(args.classify_size, seg.precision)
+    result["precision"] = seg.precision
+    result["models"] = model_section(args, seg, clf)
+    result["batch_sweep_slices_per_s"] = batch_sweep(seg, args.image_size)
+    with tempfile.TemporaryDirectory() as tmp:
+        t = time.perf_counter()
+        paths = make_volumes(args.volumes, args.shape, Path(tmp))
+        result["phantom_generation_s"] = round(time.perf_counter() - t, 2)
+        pipe = [run_pipeline(seg, clf, p, Path(tmp), args.batch) for p in paths]
+        result["pipeline"] = {"seconds_per_volume": mean_stages(pipe), "slices_per_volume": pipe[0]["slices"],
+                              "case_proba": [p["case_proba"] for p in pipe]}
+        result["peak_rss_mb_after_pipeline"] = round(rss_mb(), 1)
+        naive = [run_naive(seg.model, p, Path(tmp), args.image_size) for p in paths]
+        seg.model.to(memory_format=torch.channels_last)
+        result["naive"] = {"seconds_per_volume": mean_stages(naive)}
+        result["agreement"] = compare(pipe, naive)
+        result["speedup_vs_naive"] = round(result["naive"]["seconds_per_volume"]["total"]
+                                           / result["pipeline"]["seconds_per_volume"]["total"], 3)
+        seg_s = result["pipeline"]["seconds_per_volume"]
+        result["end_to_end_over_model"] = round(seg_s["total"] / (seg_s["segment"] + seg_s["classify"]), 3)
+        result["bf16_vs_fp32"] = precision_check(args, paths, result)
+    result["peak_rss_mb"] = round(rss_mb(), 1)
+    result["machine"]["loadavg_end"] = list(os.getloadavg())
+    return result
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    """Command-line options (see the module docstring)."""
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--volumes", type=int, default=3)
+    p.add_argument("--shape", default="512x512x100", help="phantom volume shape XxYxZ")
+    p.add_argument("--image-size", type=int, default=256, help="segmenter in-plane model size")
+    p.add_argument("--classify-size", type=int, default=224, help="classifier input size")
+    p.add_argument("--batch", type=int, default=4, help="slice batch size of the pipeline")
+    p.add_argument("--precision", default="auto", choices=["auto", "fp32", "bf16"])
+    p.add_argument("--segmenter", default=None, help="a trained segmenter.pt to use instead of random weights")
+    p.add_argument("--gemm-n", type=int, default=2048)
+    p.add_argument("--force-bf16", action="store_true", help="measure bf16 agreement even when emulated")
+    p.add_argument("--bf16-slices", type=int, default=4, help="slices compared when bf16 is emulated")
+    p.add_argument("--quick", action="store_true", help="small smoke run (1 volume 96x96x12, 64 px models)")
+    p.add_argument("--out", type=Path, default=RESULTS)
+    args = p.parse_args(argv)
+    if args.quick:
+        args.volumes, args.shape, args.image_size, args.classify_size, args.gemm_n = 1, "96x96x12", 64, 64, 512
+    args.shape = tuple(int(v) for v in str(args.shape).lower().split("x"))
+    if len(args.shape) != 3:
+        p.error(f"--shape: expected XxYxZ, got {args.shape}")
+    return args
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Run the benchmark, write ``results/<date>_<host>.json`` and print it."""
+    args = parse_args(argv)
+    result = run(args)
+    args.out.mkdir(parents=True, exist_ok=True)
+    tag = "_quick" if args.quick else ""
+    host = "".join(ch if ch.isalnum() or ch in "-_" else "-" for ch in socket.gethostname())[:40]
+    path = args.out / f"{dt.date.today().isoformat()}_{host}{tag}.json"
+    text = json.dumps(result, indent=2)
+    path.write_text(text + "\n", encoding="utf-8")
+    print(text)
+    print(f"written {path}")
+
+
+if __name__ == "__main__":
+    main()

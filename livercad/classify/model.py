@@ -260,9 +260,11 @@ def build_classifier(backbone: str, *, weights: str = "none", num_classes: int, 
         family = "timm"
     if in_channels != 3:
         _patch_first_conv(model, first_conv, in_channels)
-    if kind != "scratch" and info.get("source") == "random":
-        logger.warning("%s: strategy '%s' with random weights (a random-feature baseline for 'frozen'; the "
-                       "backbone learns at a reduced lr otherwise - 'scratch' is usually meant)", backbone, strategy)
+    if kind == "frozen" and info.get("source") == "random":
+        logger.info("%s: 'frozen' with random weights: a random-feature baseline", backbone)
+    elif kind in ("finetune", "partial") and info.get("source") == "random":
+        logger.warning("%s: strategy '%s' with random weights trains the backbone at lr x backbone_lr_factor; "
+                       "'scratch' is usually meant", backbone, strategy)
     net = ClassifierNet(model, nf, num_classes, name=backbone, family=family, stages=stages, weights=info)
     return apply_strategy(net, strategy)
 

@@ -10,7 +10,9 @@
   slight intensity jitter (±5 % contrast, ±0.02; not on a mask channel); no left-right flips.
 * Validation: case-level probabilities with the configured aggregation, scored by
   :func:`~livercad.classify.infer.case_scores` (AUC − 0.001 × log loss); the best epoch's weights are
-  kept, early stopping on it. ``cfg.train.max_minutes`` covers the whole call (inputs, features, fit).
+  kept, early stopping on it. ``cfg.train.max_minutes`` covers the whole call (inputs, features, fit):
+  stage 1's ``TimeBudget`` stops early enough for the closing validation and drives the learning rate
+  (AdamW, warm-up then cosine by step or elapsed-time share, ``lr_factor``).
 * ``frozen`` strategy: the backbone never changes, so its features are computed **once per slice**
   (no augmentation) and only the linear head is trained on the cached, standardised features (the
   standardisation is folded into the head afterwards): orders of magnitude faster than running the
@@ -56,6 +58,7 @@ from livercad.classify.model import ClassifierNet, build_classifier, param_group
 from livercad.config import ClassifyConfig
 from livercad.errors import InputError
 from livercad.regions import region_channels
+from livercad.segment.train import TimeBudget, lr_factor
 
 logger = logging.getLogger(__name__)
 
@@ -78,9 +81,9 @@ class TrainedClassifier:
 class _Lit(pl.LightningModule):
     def __init__(self, net: nn.Module, groups: list[dict[str, Any]], cfg: ClassifyConfig,
                  augment_channels: int | None, val_case: torch.Tensor, val_area: torch.Tensor,
-                 val_y: np.ndarray) -> None:
+                 val_y: np.ndarray, budget: TimeBudget) -> None:
         super().__init__()
-        self.net, self.groups, self.cfg, self.aug = net, groups, cfg, augment_channels
+        self.net, self.groups, self.cfg, self.aug, self.budget = net, groups, cfg, augment_channels, budget
         self.val_case, self.val_area, self.val_y = val_case, val_area, val_y
         self.history: list[dict[str, Any]] = []
         self._losses: list[float] = []
@@ -88,8 +91,10 @@ class _Lit(pl.LightningModule):
         self._val: dict[str, float] = {}
         self._t0 = time.perf_counter()
 
-    def configure_optimizers(self) -> torch.optim.Optimizer:
-        return torch.optim.AdamW(self.groups, weight_decay=self.cfg.train.weight_decay)
+    def configure_optimizers(self) -> dict[str, Any]:
+        opt = torch.optim.AdamW(self.groups, weight_decay=self.cfg.train.weight_decay)
+        sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda step: lr_factor(self.budget.progress(step)))
+        return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
 
     def _prep(self, x: torch.Tensor) -> torch.Tensor:
         return x.float()  # NCHW: channels-last slows CPU training (backward and AdamW) here
@@ -169,7 +174,7 @@ def _trainer(cfg: ClassifyConfig, minutes_left: float, callbacks: list[pl.Callba
              progress: bool) -> pl.Trainer:
     t = cfg.train
     return pl.Trainer(
-        max_epochs=t.max_epochs, max_time=timedelta(minutes=max(minutes_left, 0.05)), accelerator=t.accelerator,
+        max_epochs=t.max_epochs, max_time=timedelta(minutes=max(minutes_left, 0.05) + 0.5), accelerator=t.accelerator,
         devices=t.devices, num_nodes=t.num_nodes, strategy=t.strategy, precision=t.precision,  # type: ignore[arg-type]
         callbacks=callbacks, logger=False, enable_checkpointing=False, enable_progress_bar=progress,
         enable_model_summary=False, num_sanity_val_steps=0, limit_val_batches=1.0 if has_val else 0,
@@ -227,9 +232,12 @@ def _fit(net: ClassifierNet, d: _Data, val_y: np.ndarray, cfg: ClassifyConfig, m
     trainee: nn.Module = net.head if frozen else net
     groups = ([{"params": list(net.head.parameters()), "lr": cfg.train.lr, "name": "head"}] if frozen
               else param_groups(net, cfg.train.lr, cfg.backbone_lr_factor))
-    lit = _Lit(trainee, groups, cfg, None if frozen else 2 * CONTEXT + 1, d.vcase, d.varea, val_y)
+    t = cfg.train
+    steps = t.steps_per_epoch or math.ceil(len(d.y) / t.batch_size)
+    budget = TimeBudget(max(minutes, 0.05) * 60, math.ceil(len(d.vy) / max(t.batch_size, 64)), t.max_epochs * steps)
+    lit = _Lit(trainee, groups, cfg, None if frozen else 2 * CONTEXT + 1, d.vcase, d.varea, val_y, budget)
     keep = _KeepBest()
-    callbacks: list[pl.Callback] = [keep]
+    callbacks: list[pl.Callback] = [keep, budget]
     if len(val_y):
         callbacks.append(pl.callbacks.EarlyStopping("val_score", mode="max", patience=cfg.train.patience))
     trainer = _trainer(cfg, minutes, callbacks, bool(len(val_y)), progress)
@@ -277,7 +285,7 @@ def train_classifier(train: list[CaseSlices], val: list[CaseSlices], cfg: Classi
     net = build_classifier(cfg.backbone, weights=cfg.weights, num_classes=len(cfg.classes), in_channels=in_ch,
                            strategy=cfg.strategy, image_size=cfg.image_size)
     d = _data(net, train_l, val_l, cfg, feature_cache)
-    minutes = cfg.train.max_minutes * 0.95 - (time.perf_counter() - t0) / 60  # 5 % left for the last validation
+    minutes = cfg.train.max_minutes - (time.perf_counter() - t0) / 60 - 0.05  # 3 s kept for the export
     val_y = np.array([int(c.label) for c in val_l], dtype=np.int64)
     lit, keep = _fit(net, d, val_y, cfg, minutes, seed, progress)
     net = net.cpu().eval()

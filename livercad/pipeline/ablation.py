@@ -274,10 +274,18 @@ def _quality(cfg: Config, arms: list[Arm], trained: dict[str, dict[str, Any]], d
     cases = [c for c in data.test if c.gt is not None and bool(c.gt.any())]
     if region is None or len(cases) < 2:
         return {"rows": [], "note": "skipped: no arm uses the predicted mask, or too few test cases with ground truth"}
-    clfs = {a.name: trained[a.name]["classifier"] for a in arms if a.region == region}
-    rows = mask_quality_curve(clfs, cases, list(cfg.ablation.mask_quality_targets), seed=cfg.seed)
-    return {"region": region, "rows": rows, "n_cases": len(cases),
-            "note": f"seed-{cfg.seed} classifier of each '{region}' arm on degraded predicted masks of the test cases"}
+    # one arm (cost): the '<region>' arm with the best validation AUC (mean over seeds of the best epoch)
+    cands = [a for a in arms if a.region == region]
+    def val_auc(a: Arm) -> float:
+        v = [r["val_best"]["roc_auc"] for r in trained[a.name]["runs"] if r["val_best"]["roc_auc"] is not None]
+        return float(np.nanmean(v)) if v and np.isfinite(v).any() else -1.0
+
+    arm = max(cands, key=val_auc)
+    rows = mask_quality_curve({arm.name: trained[arm.name]["classifier"]}, cases,
+                              list(cfg.ablation.mask_quality_targets), seed=cfg.seed)
+    return {"region": region, "arm": arm.name, "rows": rows, "n_cases": len(cases),
+            "note": f"seed-{cfg.seed} classifier of the '{arm.name}' arm (the '{region}' arm with the best "
+                    f"validation AUC) on the test cases with their predicted masks degraded to each target Dice"}
 
 
 def _shortcut_on(cfg: Config) -> bool:
@@ -372,24 +380,14 @@ def run_ablation_from_config(cfg: Config, out_dir: str | Path, *, progress: bool
     With ``ablation.shortcut`` and no manifest, the phantom cohort is generated with the site shortcut.
     ``out_dir`` receives ``data/`` (the cohort), ``work/segment/`` (the segmenter) and the ablation outputs.
     """
-    from livercad.pipeline.train import cohort_rows, stage1_cache
-    from livercad.segment.infer import Segmenter
-    from livercad.segment.train import train_segmenter
+    from livercad.pipeline.train import train_stage1
 
     out = Path(out_dir)
     if cfg.ablation.shortcut and cfg.data.manifest is None and not cfg.data.phantom.shortcut:
         cfg = cfg.model_copy(deep=True)
         cfg.data.phantom.shortcut = True
-    timing: dict[str, float] = {}
-    t = time.perf_counter()
-    rows = cohort_rows(cfg, out)
-    timing["data_s"] = time.perf_counter() - t
-    t = time.perf_counter()
-    ckpt = train_segmenter(rows, cfg, out / "work" / "segment", progress=progress)
-    timing["stage1_train_s"] = time.perf_counter() - t
-    t = time.perf_counter()
-    stage1 = stage1_cache(Segmenter.load(ckpt, precision=cfg.inference.precision), rows, cfg)
-    timing["stage1_cache_s"] = time.perf_counter() - t
+    s1 = train_stage1(cfg, out, progress=progress)
+    stage1, timing = s1["stage1"], dict(s1["timing"])
     return _run(cfg, stage1, out, progress, timing)
 
 

@@ -77,6 +77,29 @@ def stage1_cache(segmenter: Any, rows: list[ManifestRow], cfg: Config) -> list[S
     return out
 
 
+def train_stage1(cfg: Config, out: Path, *, progress: bool = True) -> dict[str, Any]:
+    """Cohort -> trained segmenter -> stage-1 cache of every case (shared by the pipeline and the ablation).
+
+    Returns:
+        ``rows``, ``checkpoint``, ``segmenter``, ``stage1`` and ``timing`` (seconds per step).
+    """
+    from livercad.segment.infer import Segmenter
+    from livercad.segment.train import train_segmenter
+
+    timing: dict[str, float] = {}
+    t = time.perf_counter()
+    rows = cohort_rows(cfg, out)
+    timing["data_s"] = time.perf_counter() - t
+    t = time.perf_counter()
+    ckpt = train_segmenter(rows, cfg, out / "work" / "segment", progress=progress)
+    timing["train_segment_s"] = time.perf_counter() - t
+    t = time.perf_counter()
+    segmenter = Segmenter.load(ckpt, precision=cfg.inference.precision)
+    stage1 = stage1_cache(segmenter, rows, cfg)
+    timing["stage1_inference_s"] = time.perf_counter() - t
+    return {"rows": rows, "checkpoint": ckpt, "segmenter": segmenter, "stage1": stage1, "timing": timing}
+
+
 def train_pipeline(cfg: Config, out_dir: str | Path, *, progress: bool = True) -> dict[str, Any]:
     """Train both stages and write a bundle to ``out_dir/model``.
 
@@ -86,21 +109,11 @@ def train_pipeline(cfg: Config, out_dir: str | Path, *, progress: bool = True) -
     """
     from livercad.classify.train import train_classifier
     from livercad.pipeline.bundle import write_bundle
-    from livercad.segment.infer import Segmenter
-    from livercad.segment.train import train_segmenter
 
     out = Path(out_dir)
-    timing: dict[str, float] = {}
-    t = time.perf_counter()
-    rows = cohort_rows(cfg, out)
-    timing["data_s"] = time.perf_counter() - t
-    t = time.perf_counter()
-    seg_ckpt = train_segmenter(rows, cfg, out / "work" / "segment", progress=progress)
-    timing["train_segment_s"] = time.perf_counter() - t
-    t = time.perf_counter()
-    segmenter = Segmenter.load(seg_ckpt, precision=cfg.inference.precision)
-    stage1 = stage1_cache(segmenter, rows, cfg)
-    timing["stage1_inference_s"] = time.perf_counter() - t
+    s1 = train_stage1(cfg, out, progress=progress)
+    rows, seg_ckpt, segmenter, stage1 = s1["rows"], s1["checkpoint"], s1["segmenter"], s1["stage1"]
+    timing = dict(s1["timing"])
     t = time.perf_counter()
     train = [s.slices for s in stage1 if s.row.split == "train" and s.slices.label is not None]
     val = [s.slices for s in stage1 if s.row.split == "val" and s.slices.label is not None]

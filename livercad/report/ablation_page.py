@@ -119,7 +119,8 @@ def _table_rows(result: dict[str, Any]) -> list[dict[str, Any]]:
                     "p AUC (Holm)": f"{fmt_p(d['pvalue'])} ({fmt_p(d['pvalue_holm'])})",
                     "p McNemar (Holm)": f"{fmt_p(c['mcnemar']['pvalue'])} ({fmt_p(c['mcnemar']['pvalue_holm'])})",
                     "p χ² (Holm)": f"{fmt_p(c['chi2']['pvalue'])} ({fmt_p(c['chi2']['pvalue_holm'])})"}
-        row["inside-liver attention [95% CI]"] = fmt_ci(sal["value"], sal["ci_low"], sal["ci_high"]) if sal else None
+        row["inside-liver attention [95% CI] (n maps)"] = (
+            f"{fmt_ci(sal['value'], sal['ci_low'], sal['ci_high'])} (n={sal['n']})" if sal else None)
         rows.append(row)
     return rows
 
@@ -201,7 +202,10 @@ def _saliency_section(page: HtmlReport, result: dict[str, Any], maps: dict[str, 
     page.paragraph("Grad-CAM (MONAI, last convolutional stage) of each arm's seed-0 classifier on the "
                    "largest-liver slice of each case, mapped back to the model-space slice; inside-liver "
                    "attention = positive saliency mass inside the ground-truth liver / total positive mass "
-                   "(mean over cases, patient-bootstrap 95% CI). Crop arms: the map covers the liver box only.")
+                   "(mean over cases, patient-bootstrap 95% CI; n maps = cases whose map is not all zero). Crop "
+                   "arms: the map covers the liver box only. Masked arms see a constant background outside the "
+                   "liver, so their mass there reflects the network's response to blank input (or image borders), "
+                   "not anatomy; full and crop arms can use real structures outside the liver.")
     names = list(sal)
     f = [sal[n]["fraction"] for n in names]
     page.image(bar_ci_png(names, [x["value"] for x in f], [x["ci_low"] for x in f], [x["ci_high"] for x in f],

@@ -157,7 +157,7 @@ def test_seed_statistics_and_cis(binary: tuple[dict[str, Any], dict[str, Any], P
 def test_mask_quality_and_saliency(binary: tuple[dict[str, Any], dict[str, Any], Path]) -> None:
     _, data, _ = binary
     q = data["mask_quality"]
-    assert q["region"] == "mask"
+    assert q["region"] == "mask" and q["arm"] == "mask/frozen"
     assert {r["op"] for r in q["rows"]} == {"stage-1", "gt", "erode", "dilate", "shift", "drop"}
     for r in q["rows"]:
         if r["op"] not in ("stage-1", "gt"):

@@ -14,7 +14,7 @@ from typing import Annotated
 
 import typer
 
-from livercad.errors import CheckpointError, ConfigError, InputError, LivercadError
+from livercad.errors import ConfigError, LivercadError
 
 EXIT_OK, EXIT_INTERNAL, EXIT_USAGE, EXIT_PARTIAL = 0, 1, 2, 3
 
@@ -40,7 +40,7 @@ def _setup_logging(quiet: bool) -> None:
 
 
 def _fail(exc: BaseException) -> None:
-    code = EXIT_USAGE if isinstance(exc, (InputError, ConfigError, CheckpointError)) else EXIT_INTERNAL
+    code = EXIT_USAGE if isinstance(exc, LivercadError) else EXIT_INTERNAL
     if isinstance(exc, LivercadError):
         typer.echo(f"error: {' '.join(str(exc).split())}", err=True)
     else:

@@ -75,8 +75,10 @@ class RunFolder:
         lock = self.root / LOCK_NAME
         me = {"pid": os.getpid(), "host": socket.gethostname(), "started": time.time()}
         for _ in range(2):
+            tmp = self.root / f".livercad.lock.{os.getpid()}.tmp"
+            tmp.write_text(json.dumps(me))
             try:
-                fd = os.open(lock, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+                os.link(tmp, lock)  # atomic: the lock appears with its content, or not at all
             except FileExistsError:
                 if not self._stale(lock):
                     raise OutputLockedError(
@@ -85,8 +87,8 @@ class RunFolder:
                     ) from None
                 lock.unlink(missing_ok=True)
                 continue
-            with os.fdopen(fd, "w") as fh:
-                json.dump(me, fh)
+            finally:
+                tmp.unlink(missing_ok=True)
             self._locked = True
             self._remove_stale_temps()
             return self

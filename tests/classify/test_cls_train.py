@@ -19,13 +19,16 @@ from livercad.errors import InputError
 from livercad.regions import REGIONS
 
 
-def _case(i: int, label: int, name: str | None = None, z: int = 4, s: int = 32) -> CaseSlices:
-    """Body disc at 0, air at -1, a liver square whose brightness is the class (0.1 vs 0.6)."""
+def _case(i: int, label: int, name: str | None = None, z: int = 4, s: int = 32, jitter: bool = True) -> CaseSlices:
+    """Body disc at 0, air at -1, a liver square whose brightness is the class (0.1 vs 0.6).
+
+    ``jitter``: random liver position and size (else fixed: only the class and the noise vary).
+    """
     rng = np.random.default_rng(i)
     yy, xx = np.mgrid[:s, :s]
     img = np.where((yy - s / 2) ** 2 + (xx - s / 2) ** 2 < (0.45 * s) ** 2, 0.0, -1.0)
     img = np.repeat(img[None], z, 0).astype(np.float32)
-    r, c, side = rng.integers(6, 10), rng.integers(6, 10), rng.integers(9, 13)
+    r, c, side = (rng.integers(6, 10), rng.integers(6, 10), rng.integers(9, 13)) if jitter else (8, 8, 11)
     mask = np.zeros((z, s, s), np.uint8)
     mask[1:z - 1, r:r + side, c:c + side] = 1
     img[mask.astype(bool)] = 0.6 if label else 0.1
@@ -35,8 +38,8 @@ def _case(i: int, label: int, name: str | None = None, z: int = 4, s: int = 32) 
                       (1.0, 1.0, 1.0), name)
 
 
-def _cohort(n: int, start: int) -> list[CaseSlices]:
-    return [_case(start + i, i % 2) for i in range(n)]
+def _cohort(n: int, start: int, jitter: bool = True) -> list[CaseSlices]:
+    return [_case(start + i, i % 2, jitter=jitter) for i in range(n)]
 
 
 def _cfg(**kw: object) -> ClassifyConfig:
@@ -83,8 +86,8 @@ def test_strategies_train_exactly_their_parameters(strategy: str) -> None:
 def test_learns_easy_task_and_round_trips_checkpoint(tmp_path: Path) -> None:
     cache: dict = {}
     cfg = _cfg(backbone="resnet18", epochs=6, steps=4, lr=3e-2)
-    trained = train_classifier(_cohort(12, 300), VAL, cfg, tmp_path, progress=False, feature_cache=cache)
-    test = _cohort(10, 400)
+    train, val, test = _cohort(12, 300, False), _cohort(4, 350, False), _cohort(10, 400, False)
+    trained = train_classifier(train, val, cfg, tmp_path, progress=False, feature_cache=cache)
     probs = predict_cases(trained, test)
     assert roc_auc_score([c.label for c in test], probs[:, 1]) >= 0.9
     loaded = Classifier.load(tmp_path / "classifier.pt")
@@ -94,7 +97,7 @@ def test_learns_easy_task_and_round_trips_checkpoint(tmp_path: Path) -> None:
     assert meta["weights"]["source"] == "random" and meta["n_train_cases"] == 12 and meta["best_epoch"] >= 0
     assert {"torch", "torchvision", "timm", "lightning"} <= set(meta["versions"])
     n_cached = len(cache)
-    again = train_classifier(_cohort(12, 300), VAL, cfg, None, progress=False, feature_cache=cache)
+    again = train_classifier(train, val, cfg, None, progress=False, feature_cache=cache)
     assert len(cache) == n_cached  # same seed -> same backbone -> features reused
     assert np.allclose(predict_cases(again, test), probs, atol=1e-5)
 

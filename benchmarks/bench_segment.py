@@ -7,7 +7,8 @@ measures, at the same batch size and resolution:
   precision) in slices/s, with FLOPs per slice (``torch.utils.flop_counter``) and achieved GFLOP/s;
 * ``raw_train_step``: forward + Dice/CE loss + backward + AdamW step at the training batch size, steps/s;
 * ``training``: :func:`livercad.segment.train.train_segmenter` steps/s (Lightning loop, data loading,
-  augmentation; validation time excluded) and its ratio to the raw step rate;
+  augmentation, the first warm-up step included; validation excluded) and its ratio to the raw step rate
+  (use ``--train-steps`` of 20 or more so that the warm-up step weighs little);
 * ``inference``: :func:`livercad.segment.infer.segment_volume` slices/s end to end (preprocess, model,
   post-processing, mapping back to the original grid), its model-only rate and the ratio to the raw forward.
 
@@ -89,6 +90,16 @@ def _cohort(args: argparse.Namespace, folder: Path) -> list:
     return patient_split(read_manifest(manifest), fractions=(0.5, 0.25, 0.25), seed=0)
 
 
+def _cpu_name() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
 def _args() -> argparse.Namespace:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--manifest", help="use this cohort instead of a generated phantom")
@@ -140,7 +151,7 @@ def main() -> None:
         inf = inference(seg, rows, args.batch_size)
     inf["fraction_of_raw"] = inf["slices_per_s"] / fwd["slices_per_s"]
     result = {
-        "machine": {"cpu": platform.processor() or platform.machine(), "cores": os.cpu_count(),
+        "machine": {"cpu": _cpu_name(), "cores": os.cpu_count(),
                     "threads": torch.get_num_threads(), "torch": torch.__version__,
                     "cpu_capability": torch.backends.cpu.get_cpu_capability()},
         "encoder": args.encoder, "image_size": size, "precision": precision,

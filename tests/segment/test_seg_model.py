@@ -88,6 +88,9 @@ def test_imagenet_without_cache_fails_fast_and_offline(tmp_path, monkeypatch):
     for var in ("TORCH_HOME", "HF_HOME", "HF_HUB_CACHE", "XDG_CACHE_HOME"):
         monkeypatch.setenv(var, str(tmp_path / var.lower()))
     monkeypatch.delenv("LIVERCAD_WEIGHTS_DIR", raising=False)
+    import huggingface_hub.constants as hf_constants  # cache paths were fixed when huggingface_hub was imported
+
+    monkeypatch.setattr(hf_constants, "HF_HUB_CACHE", str(tmp_path / "hf_hub"))
     attempts: list[object] = []
 
     def no_network(self, address, *args, **kwargs):

@@ -147,7 +147,12 @@ class InferenceConfig(_Section):
 
 
 class AblationConfig(_Section):
-    """Segmentation-impact ablation grid."""
+    """Segmentation-impact ablation grid.
+
+    ``train`` and ``image_size`` override ``classify.train`` / ``classify.image_size`` for every arm
+    (None: use the classify values). ``train`` is a whole training section: keys it leaves out take the
+    :class:`TrainConfig` defaults, not the values of ``classify.train``.
+    """
 
     regions: list[str] = ["full", "mask", "crop", "oracle-mask"]
     strategies: list[str] = ["frozen", "finetune"]
@@ -159,6 +164,8 @@ class AblationConfig(_Section):
     saliency_cases: int = Field(8, ge=0)
     shortcut: bool = False
     n_boot: int = Field(1000, ge=100)
+    train: TrainConfig | None = None
+    image_size: int | None = Field(None, ge=32)
 
 
 class Config(_Section):

@@ -69,3 +69,29 @@ def test_save_and_reload_roundtrip(tmp_path: Path) -> None:
 def test_classes_must_be_distinct() -> None:
     with pytest.raises(ConfigError, match="distinct"):
         load_config(None, ["classify.classes=[normal, normal]"])
+
+
+def test_ablation_overrides_default_to_the_classify_section() -> None:
+    cfg = load_config(None)
+    assert cfg.ablation.train is None and cfg.ablation.image_size is None
+    assert load_config("ablation").ablation.train is None  # the preset only documents them (commented out)
+
+
+def test_ablation_train_and_image_size_overrides(tmp_path: Path) -> None:
+    cfg = load_config(None, ["ablation.image_size=64", "ablation.train.max_minutes=0.5",
+                             "ablation.train.batch_size=4", "classify.train.lr=0.01"])
+    assert cfg.ablation.image_size == 64 and cfg.classify.image_size == 224
+    assert (cfg.ablation.train.max_minutes, cfg.ablation.train.batch_size) == (0.5, 4)
+    assert type(cfg.ablation.train) is type(cfg.classify.train)  # same schema as classify.train
+    assert cfg.ablation.train.lr == 1e-3 and cfg.classify.train.lr == 0.01  # a whole section: no per-key inheritance
+    again = load_config(save_config(cfg, tmp_path / "a.yaml"))
+    assert config_to_dict(again) == config_to_dict(cfg)
+
+
+@pytest.mark.parametrize("override, key", [("ablation.image_size=16", "ablation.image_size"),
+                                           ("ablation.train.max_epochs=0", "ablation.train.max_epochs"),
+                                           ("ablation.train.epochs=3", "ablation.train.epochs")])
+def test_ablation_override_errors_name_the_key(override: str, key: str) -> None:
+    with pytest.raises(ConfigError, match=rf"'{key}'") as info:
+        load_config(None, [override])
+    assert "\n" not in str(info.value)

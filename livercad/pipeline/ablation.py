@@ -2,22 +2,15 @@
 
 Every arm trains on the same patient-level split (the rows' ``split``: train to fit, val to select,
 test to evaluate) from the same stage-1 cache (never re-segmented); seed ``i`` trains with
-``cfg.seed + i``. Frozen arms share backbone features through one cache.
+``cfg.seed + i``. Frozen arms share backbone features through one cache. Every arm uses the
+``classify`` settings, except region/strategy/backbone (the grid) and, when set, ``ablation.train``
+(training budget) and ``ablation.image_size`` (:func:`arm_classify_config`).
 
-Statistics (per arm, on the test split):
-    * per seed: every metric of :func:`~livercad.metrics.classification.classification_metrics`, and
-      their mean ± SD over seeds (single-model variability);
-    * **pooled = seed-averaged probabilities**: the arm's case verdict is the mean of its seed models'
-      class probabilities (a seed ensemble). One prediction per case keeps the paired tests valid (stacking
-      seeds as extra cases would count each patient K times); it is reported with patient-bootstrap
-      95 % CIs (:func:`~livercad.metrics.classification.classification_report`);
-    * vs the reference arm (``ablation.reference`` region, same strategy and backbone), on the pooled
-      predictions: exact McNemar on per-case correctness, Nowak's χ² on the arm × (right, wrong) table,
-      DeLong for the AUC difference (binary; multi-class: paired patient bootstrap of the macro AUC
-      difference, DeLong skipped), each family Holm-adjusted across comparisons.
-Plus the mask-quality curve (:mod:`livercad.pipeline.degrade`), Grad-CAM inside-liver attention
-(:mod:`livercad.pipeline.saliency`), the val→test gap (shortcut study) and the report
-(:mod:`livercad.report.ablation_page`).
+This module orchestrates; the statistics (per seed, mean ± SD over seeds, seed-averaged "pooled"
+predictions with patient-bootstrap CIs, McNemar / χ² / DeLong against the reference arm, Holm) are
+:mod:`livercad.pipeline.ablation_stats`. Plus the mask-quality curve (:mod:`livercad.pipeline.degrade`),
+Grad-CAM inside-liver attention (:mod:`livercad.pipeline.saliency`), the val→test gap (shortcut study)
+and the report (:mod:`livercad.report.ablation_page`).
 """
 
 from __future__ import annotations
@@ -30,12 +23,12 @@ from typing import Any
 
 import numpy as np
 
-from livercad.config import Config
+from livercad.config import ClassifyConfig, Config
 from livercad.errors import ConfigError, InputError
+from livercad.pipeline.ablation_stats import SCALARS, arm_statistics, compare, compare_to_reference
 
 log = logging.getLogger(__name__)
 
-SCALARS = ("accuracy", "balanced_accuracy", "sensitivity", "specificity", "f1", "roc_auc", "brier")
 QUALITY_REGIONS = ("mask", "prob-mask", "mask-crop", "crop", "mask-channel")
 
 
@@ -100,10 +93,35 @@ def _split(cfg: Config, stage1: list[Any]) -> _Split:
                   test, np.array([dice_of[c.case_id] for c in test]))
 
 
-def _arm_config(cfg: Config, arm: Arm) -> Any:
-    weights = "none" if arm.strategy == "scratch" else cfg.classify.weights
-    return cfg.classify.model_copy(update={"region": arm.region, "strategy": arm.strategy,
-                                           "backbone": arm.backbone, "weights": weights})
+def arm_classify_config(cfg: Config, arm: Arm) -> ClassifyConfig:
+    """The classifier settings of one arm: ``cfg.classify`` with the arm's region, strategy and backbone.
+
+    ``ablation.train`` and ``ablation.image_size``, when set, replace ``classify.train`` and
+    ``classify.image_size`` (every arm alike); ``scratch`` arms never load pretrained weights.
+
+    Example:
+        >>> from livercad.config import load_config
+        >>> cfg = load_config(None, ["ablation.image_size=64", "ablation.train={max_epochs: 2}"])
+        >>> c = arm_classify_config(cfg, arm_grid(cfg)[0])
+        >>> c.region, c.image_size, c.train.max_epochs, cfg.classify.image_size
+        ('full', 64, 2, 224)
+    """
+    ab = cfg.ablation
+    update: dict[str, Any] = {"region": arm.region, "strategy": arm.strategy, "backbone": arm.backbone,
+                              "weights": "none" if arm.strategy == "scratch" else cfg.classify.weights}
+    if ab.train is not None:
+        update["train"] = ab.train
+    if ab.image_size is not None:
+        update["image_size"] = ab.image_size
+    return cfg.classify.model_copy(update=update)
+
+
+def _log_overrides(cfg: Config) -> None:
+    ab = cfg.ablation
+    if ab.train is not None or ab.image_size is not None:
+        log.info("ablation: every arm trains with %s and image size %d (ablation overrides of classify.train/"
+                 "image_size)", (ab.train or cfg.classify.train).model_dump(exclude_defaults=True),
+                 ab.image_size or cfg.classify.image_size)
 
 
 def _train_arm(cfg: Config, arm: Arm, data: _Split, cache: dict[Any, Any], pos: str,
@@ -112,7 +130,7 @@ def _train_arm(cfg: Config, arm: Arm, data: _Split, cache: dict[Any, Any], pos: 
     from livercad.classify.infer import predict_cases
     from livercad.classify.train import train_classifier
 
-    ccfg, runs, clf0 = _arm_config(cfg, arm), [], None
+    ccfg, runs, clf0 = arm_classify_config(cfg, arm), [], None
     for i in range(cfg.ablation.seeds):
         t = time.perf_counter()
         tr = train_classifier(data.train, data.val, ccfg, None, seed=cfg.seed + i, progress=False,
@@ -129,127 +147,13 @@ def _train_arm(cfg: Config, arm: Arm, data: _Split, cache: dict[Any, Any], pos: 
     return {"runs": runs, "classifier": clf0}
 
 
-def _metrics(y: np.ndarray, proba: np.ndarray, classes: list[str]) -> dict[str, float]:
-    from livercad.metrics.classification import classification_metrics
-
-    m = classification_metrics(y, proba, class_names=classes)
-    return {k: m[k] for k in SCALARS}
-
-
-def _mean_sd(per_seed: list[dict[str, float]]) -> dict[str, dict[str, float]]:
-    out = {}
-    for k in SCALARS:
-        v = np.array([m[k] for m in per_seed], dtype=float)
-        out[k] = {"mean": float(np.nanmean(v)) if np.isfinite(v).any() else float("nan"),
-                  "sd": float(np.nanstd(v, ddof=1)) if np.isfinite(v).sum() > 1 else float("nan")}
-    return out
-
-
 def _arm_stats(cfg: Config, arm: Arm, trained: dict[str, Any], data: _Split, y: np.ndarray,
                groups: list[str]) -> dict[str, Any]:
-    from livercad.metrics.classification import classification_report, stratify_by_dice
-    from livercad.metrics.stats import delong_ci
+    stats = arm_statistics(trained["runs"], y, cfg.classify.classes, groups, dice=data.dice,
+                           y_val=np.array([int(c.label) for c in data.val]) if data.val else None,
+                           n_boot=cfg.ablation.n_boot, seed=cfg.seed)
+    return {"name": arm.name, "region": arm.region, "strategy": arm.strategy, "backbone": arm.backbone, **stats}
 
-    classes, ab = list(cfg.classify.classes), cfg.ablation
-    runs = trained["runs"]
-    pooled = np.mean([r["proba_test"] for r in runs], axis=0)
-    per_seed = [{"seed": r["seed"], **_metrics(y, r["proba_test"], classes)} for r in runs]
-    rep = classification_report(y, pooled, class_names=classes, groups=groups, n_boot=ab.n_boot, seed=cfg.seed)
-    out: dict[str, Any] = {"name": arm.name, "region": arm.region, "strategy": arm.strategy,
-                           "backbone": arm.backbone, "seeds": [r["seed"] for r in runs],
-                           "per_seed": per_seed, "mean_sd": _mean_sd(per_seed), "pooled": rep,
-                           "proba_test": pooled, "proba_test_seeds": [r["proba_test"] for r in runs],
-                           "weights": [r["weights"] for r in runs], "train_seconds": [r["seconds"] for r in runs],
-                           "best_epoch": [r["best_epoch"] for r in runs]}
-    if len(classes) == 2:
-        try:
-            out["auc_delong_ci"] = list(delong_ci(y, pooled[:, 1]))
-        except InputError as exc:
-            out["auc_delong_ci"], out["note"] = [float("nan")] * 2, str(exc)
-    if data.val and runs[0]["proba_val"] is not None:  # shortcut study: seed-averaged, like the test verdicts
-        yv = np.array([int(c.label) for c in data.val])
-        out["val"] = {**_metrics(yv, np.mean([r["proba_val"] for r in runs], axis=0), classes), "source": "pooled"}
-    elif data.val:  # otherwise the training's own best-epoch validation (mean over seeds; selection-biased)
-        out["val"] = {k: float(np.mean([r["val_best"][k] if r["val_best"][k] is not None else np.nan for r in runs]))
-                      for k in ("accuracy", "roc_auc")} | {"source": "best-epoch"}
-    ok = np.isfinite(data.dice)
-    if ok.sum() >= 2:
-        thr = float(np.median(data.dice[ok]))
-        out["dice_strata"] = stratify_by_dice(y[ok], pooled[ok], data.dice[ok], threshold=thr, class_names=classes,
-                                              groups=[g for g, o in zip(groups, ok, strict=True) if o],
-                                              n_boot=ab.n_boot, seed=cfg.seed)
-    return out
-
-
-def _macro_auc_diff(y: np.ndarray, pa: np.ndarray, pb: np.ndarray, groups: list[str] | None, n_boot: int,
-                    seed: int) -> dict[str, float]:
-    """Macro one-vs-rest AUC difference with a paired patient-bootstrap CI and p-value (vectorised).
-
-    Same resamples for both arms; the p-value is ``paired_bootstrap_diff``'s:
-    ``min(1, 2 min(#(d* <= 0) + 1, #(d* >= 0) + 1) / (B + 1))`` over the B valid replicates.
-    """
-    from livercad.metrics.stats import bootstrap_weights, percentile_ci, weighted_auc
-
-    k = pa.shape[1]
-    w = np.vstack([np.ones(len(y)), bootstrap_weights(len(y), groups=groups, n_boot=n_boot, seed=seed)])
-    d = (np.mean([weighted_auc(y == c, pa[:, c], w)[0] for c in range(k)], axis=0)
-         - np.mean([weighted_auc(y == c, pb[:, c], w)[0] for c in range(k)], axis=0))
-    reps = d[1:][~np.isnan(d[1:])]
-    low, high = percentile_ci(reps)
-    b = reps.size
-    p = min(1.0, 2 * min(np.sum(reps <= 0) + 1, np.sum(reps >= 0) + 1) / (b + 1)) if b else float("nan")
-    return {"diff": float(d[0]), "ci_low": low, "ci_high": high, "pvalue": float(p), "n_valid": int(b)}
-
-
-def compare(y: np.ndarray, proba_arm: np.ndarray, proba_ref: np.ndarray, *, groups: list[str] | None = None,
-            n_boot: int = 1000, seed: int = 0) -> dict[str, Any]:
-    """Paired tests of one arm against the reference on the same test cases.
-
-    Returns:
-        ``mcnemar`` (exact), ``mcnemar_chi2``, ``chi2`` (Nowak), ``auc_diff`` with ``diff``, ``ci_low``,
-        ``ci_high``, ``pvalue`` and ``method`` (``delong`` for 2 classes, else ``bootstrap``), ``note``.
-
-    Example:
-        >>> y = np.array([0, 0, 1, 1, 0, 1]); a = np.eye(2)[y] * 0.8 + 0.1; b = np.full((6, 2), 0.5)
-        >>> compare(y, a, b, n_boot=100)["auc_diff"]["diff"]
-        0.5
-    """
-    from livercad.metrics.stats import chi2_accuracy, delong_test, mcnemar_chi2, mcnemar_exact
-
-    ca, cb = proba_arm.argmax(1) == y, proba_ref.argmax(1) == y
-    out: dict[str, Any] = {"mcnemar": mcnemar_exact(ca, cb), "mcnemar_chi2": mcnemar_chi2(ca, cb),
-                           "chi2": chi2_accuracy(ca, cb), "note": None}
-    if proba_arm.shape[1] == 2:
-        try:
-            d = delong_test(y, proba_arm[:, 1], proba_ref[:, 1])
-            half = 1.959963984540054 * np.sqrt(max(d["var"], 0.0))
-            out["auc_diff"] = {"method": "delong", "diff": d["diff"], "ci_low": d["diff"] - half,
-                               "ci_high": d["diff"] + half, "pvalue": d["pvalue"], "z": d["z"]}
-        except InputError as exc:
-            out["auc_diff"] = {"method": "delong", "diff": float("nan"), "ci_low": float("nan"),
-                               "ci_high": float("nan"), "pvalue": float("nan")}
-            out["note"] = f"DeLong skipped: {exc}"
-    else:
-        out["auc_diff"] = {"method": "bootstrap", **_macro_auc_diff(y, proba_arm, proba_ref, groups, n_boot, seed)}
-        out["note"] = "multi-class: DeLong skipped; macro-AUC difference by paired patient bootstrap"
-    return out
-
-
-def _comparisons(cfg: Config, arms: list[dict[str, Any]], y: np.ndarray, groups: list[str]) -> list[dict[str, Any]]:
-    from livercad.metrics.stats import holm
-
-    ref_of = {(a["strategy"], a["backbone"]): a for a in arms if a["region"] == cfg.ablation.reference}
-    comps = []
-    for a in arms:
-        ref = ref_of[(a["strategy"], a["backbone"])]
-        if a is ref:
-            continue
-        c = compare(y, a["proba_test"], ref["proba_test"], groups=groups, n_boot=cfg.ablation.n_boot, seed=cfg.seed)
-        comps.append({"arm": a["name"], "reference": ref["name"], **c})
-    for fam, key in (("mcnemar", "pvalue"), ("chi2", "pvalue"), ("auc_diff", "pvalue")):
-        for c, p in zip(comps, holm([c[fam][key] for c in comps]), strict=True):
-            c[fam]["pvalue_holm"] = p
-    return comps
 
 
 def _saliency_cases(cases: list[Any], n: int) -> list[Any]:
@@ -335,6 +239,7 @@ def _run(cfg: Config, stage1: list[Any], out_dir: Path, progress: bool, timing: 
 
     t0 = time.perf_counter()
     data, arms = _split(cfg, stage1), arm_grid(cfg)
+    _log_overrides(cfg)
     notes: list[str] = []
     if any(c.gt is None for c in data.train + data.val + data.test):
         arms = [a for a in arms if a.region != "oracle-mask"]
@@ -359,7 +264,7 @@ def _run(cfg: Config, stage1: list[Any], out_dir: Path, progress: bool, timing: 
             timing["saliency_s"] += time.perf_counter() - t
         if arm.region != _quality_region(arms):
             trained[arm.name]["classifier"] = None  # free memory; only the mask-quality arms are reused
-    comps = _comparisons(cfg, stats, y, groups)
+    comps = compare_to_reference(stats, cfg.ablation.reference, y, groups, n_boot=cfg.ablation.n_boot, seed=cfg.seed)
     t = time.perf_counter()
     quality = _quality(cfg, arms, trained, data)
     timing["mask_quality_s"] = time.perf_counter() - t
@@ -391,4 +296,4 @@ def run_ablation_from_config(cfg: Config, out_dir: str | Path, *, progress: bool
     return _run(cfg, stage1, out, progress, timing)
 
 
-__all__ = ["Arm", "arm_grid", "compare", "run_ablation", "run_ablation_from_config"]
+__all__ = ["SCALARS", "Arm", "arm_classify_config", "arm_grid", "compare", "run_ablation", "run_ablation_from_config"]

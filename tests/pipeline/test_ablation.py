@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import inspect
 import json
 import re
 from pathlib import Path
@@ -19,7 +20,7 @@ from statsmodels.stats.multitest import multipletests
 from livercad.classify.data import CaseSlices
 from livercad.config import Config, load_config
 from livercad.io.manifest import ManifestRow
-from livercad.pipeline.ablation import arm_grid, compare, run_ablation
+from livercad.pipeline.ablation import arm_classify_config, arm_grid, run_ablation
 from livercad.pipeline.train import Stage1Case
 
 
@@ -177,32 +178,41 @@ def test_arm_grid_adds_the_reference() -> None:
     assert len(names) == 12 and names[:3] == ["full/frozen/resnet18", "mask/frozen/resnet18", "crop/frozen/resnet18"]
 
 
-def test_compare_multiclass_uses_bootstrap_not_delong() -> None:
-    from livercad.metrics.stats import paired_bootstrap_diff
-
-    rng = np.random.default_rng(0)
-    y = np.repeat([0, 1, 2], 6)
-    a = np.clip(np.eye(3)[y] + rng.random((18, 3)), 0, None)
-    a /= a.sum(1, keepdims=True)
-    b = rng.dirichlet([1, 1, 1], 18)
-    groups = [f"p{i // 2}" for i in range(18)]
-    c = compare(y, a, b, groups=groups, n_boot=100, seed=3)
-    assert c["auc_diff"]["method"] == "bootstrap" and "DeLong skipped" in c["note"]
-
-    def macro(yy: np.ndarray, p: np.ndarray) -> float:
-        try:
-            return roc_auc_score(yy, p, multi_class="ovr", labels=[0, 1, 2])
-        except ValueError:
-            return float("nan")
-
-    ref = paired_bootstrap_diff(y, a, b, macro, groups=groups, n_boot=100, seed=3)  # loop + scikit-learn
-    for key in ("diff", "ci_low", "ci_high", "pvalue", "n_valid"):
-        assert c["auc_diff"][key] == pytest.approx(ref[key], abs=1e-12), key
+def test_arm_classify_config_applies_the_ablation_overrides() -> None:
+    base = ["ablation.regions=[mask, crop]", "ablation.strategies=[frozen, scratch]", "classify.image_size=96",
+            "classify.weights=imagenet", "classify.train.max_epochs=7"]
+    plain = load_config(None, base)
+    for arm in arm_grid(plain):
+        c = arm_classify_config(plain, arm)
+        assert (c.region, c.strategy, c.backbone) == (arm.region, arm.strategy, arm.backbone)
+        assert c.image_size == 96 and c.train == plain.classify.train
+        assert c.weights == ("none" if arm.strategy == "scratch" else "imagenet")
+    cfg = load_config(None, [*base, "ablation.image_size=48", "ablation.train={max_epochs: 2, lr: 0.01}"])
+    for arm in arm_grid(cfg):
+        c = arm_classify_config(cfg, arm)
+        assert c.image_size == 48 and c.train.max_epochs == 2 and c.train.lr == 0.01
+    assert cfg.classify.image_size == 96 and cfg.classify.train.max_epochs == 7  # the classify section is untouched
 
 
-def test_multiclass_run_does_not_crash(tmp_path: Path) -> None:
+def test_multiclass_run_uses_the_ablation_overrides(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from livercad.classify import train as classify_train
+
     classes = ["normal", "steatosis", "cirrhosis"]
-    cfg = _config(classes, 1, ["ablation.saliency=false", "ablation.mask_quality_targets=[0.8]"])
+    seen: list[tuple[int, int, int, int]] = []
+    real = classify_train.train_classifier
+
+    def recording(*args: Any, **kwargs: Any) -> Any:
+        ccfg = inspect.signature(real).bind(*args, **kwargs).arguments["cfg"]
+        tr = real(*args, **kwargs)
+        seen.append((ccfg.image_size, ccfg.train.max_epochs, tr.classifier.image_size, len(tr.history)))
+        return tr
+
+    monkeypatch.setattr(classify_train, "train_classifier", recording)
+    cfg = _config(classes, 1, ["ablation.saliency=false", "ablation.mask_quality_targets=[0.8]",
+                               "classify.image_size=64", "ablation.image_size=32",  # 64 would be the classify size
+                               "ablation.train={max_epochs: 1, steps_per_epoch: 2, batch_size: 8}"])
     res = run_ablation(cfg, _cohort(classes, n_test=9), tmp_path, progress=False)
     assert res["comparisons"][0]["auc_diff"]["method"] == "bootstrap"
     assert Path(res["report"]).is_file() and len(res["summary_rows"]) == 2
+    assert len(seen) == 2  # two arms x one seed, each trained at the override size and budget
+    assert all(s[:3] == (32, 1, 32) and s[3] <= 1 for s in seen), seen

@@ -279,20 +279,36 @@ def _run(cfg: Config, stage1: list[Any], out_dir: Path, progress: bool, timing: 
     return result
 
 
-def run_ablation_from_config(cfg: Config, out_dir: str | Path, *, progress: bool = True) -> dict[str, Any]:
-    """Train stage 1 once (cohort -> segmenter -> stage-1 cache of every case), then :func:`run_ablation`.
+def run_ablation_from_config(cfg: Config, out_dir: str | Path, *, progress: bool = True,
+                             segmenter: str | Path | None = None) -> dict[str, Any]:
+    """Stage 1 once (cohort -> segmenter -> stage-1 cache of every case), then :func:`run_ablation`.
 
+    With ``segmenter`` (a ``segmenter.pt`` or a bundle folder) that trained stage-1 model is reused
+    instead of training one; its cohort should not overlap the ablation's test split (the demo's bundle
+    was trained on the same phantom seed and split, so its test cases stay unseen).
     With ``ablation.shortcut`` and no manifest, the phantom cohort is generated with the site shortcut.
     ``out_dir`` receives ``data/`` (the cohort), ``work/segment/`` (the segmenter) and the ablation outputs.
     """
-    from livercad.pipeline.train import train_stage1
+    from livercad.pipeline.train import cohort_rows, stage1_cache, train_stage1
 
     out = Path(out_dir)
     if cfg.ablation.shortcut and cfg.data.manifest is None and not cfg.data.phantom.shortcut:
         cfg = cfg.model_copy(deep=True)
         cfg.data.phantom.shortcut = True
-    s1 = train_stage1(cfg, out, progress=progress)
-    stage1, timing = s1["stage1"], dict(s1["timing"])
+    if segmenter is None:
+        s1 = train_stage1(cfg, out, progress=progress)
+        stage1, timing = s1["stage1"], dict(s1["timing"])
+    else:
+        from livercad.segment.infer import Segmenter
+
+        path = Path(segmenter)
+        path = path / "segmenter.pt" if path.is_dir() else path
+        t0 = time.perf_counter()
+        rows = cohort_rows(cfg, out)
+        timing = {"data_s": time.perf_counter() - t0}
+        t0 = time.perf_counter()
+        stage1 = stage1_cache(Segmenter.load(path, precision=cfg.inference.precision), rows, cfg)
+        timing["stage1_inference_s"] = time.perf_counter() - t0
     return _run(cfg, stage1, out, progress, timing)
 
 

@@ -216,3 +216,26 @@ def test_multiclass_run_uses_the_ablation_overrides(tmp_path: Path, monkeypatch:
     assert Path(res["report"]).is_file() and len(res["summary_rows"]) == 2
     assert len(seen) == 2  # two arms x one seed, each trained at the override size and budget
     assert all(s[:3] == (32, 1, 32) and s[3] <= 1 for s in seen), seen
+
+
+def test_from_config_reuses_a_given_segmenter(tiny_trained: dict, tiny_bundle: Path, tmp_path: Path,
+                                              monkeypatch: pytest.MonkeyPatch) -> None:
+    """``--segmenter``: no stage-1 training; the given model segments every case of the cohort once."""
+    import livercad.pipeline.ablation as ablation
+    import livercad.pipeline.train as train
+
+    def no_training(*args: Any, **kwargs: Any) -> None:
+        raise AssertionError("stage 1 must not be trained when a segmenter is given")
+
+    seen: dict[str, Any] = {}
+    monkeypatch.setattr(train, "train_stage1", no_training)
+    monkeypatch.setattr(ablation, "_run", lambda cfg, stage1, out, progress, timing: seen.update(
+        stage1=stage1, timing=timing) or {"report": str(out / "ablation.html")})
+    manifest = Path(tiny_trained["rows"][0].image).parents[1] / "manifest.csv"
+    res = ablation.run_ablation_from_config(
+        load_config(None, [f"data.manifest={manifest}", "classify.classes=[normal, cirrhosis]"]), tmp_path,
+        progress=False, segmenter=tiny_bundle)
+    assert res["report"].endswith("ablation.html") and "stage1_inference_s" in seen["timing"]
+    ids = sorted(s.row.case_id for s in seen["stage1"])
+    assert ids == sorted(r.case_id for r in tiny_trained["rows"])
+    assert all(0.0 <= s.seg_metrics["dice"] <= 1.0 for s in seen["stage1"])

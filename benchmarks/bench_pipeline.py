@@ -5,7 +5,9 @@ One process run measures, on phantom CT volumes saved as ``.nii.gz``:
 * ``machine``: CPU model and flags (avx512f, avx512_bf16, amx), cores, threads, torch version, load average;
 * ``gemm``: peak ``torch.mm`` GFLOP/s for fp32 and bf16 (best of a few), and ONNX Runtime MatMul fp32;
 * ``models``: FLOPs per forward (``FlopCounterMode``) and achieved GFLOP/s in the pipeline's precision and
-  batch size: U-Net/ResNet34 (random weights) and ResNet50 (random weights);
+  batch size: U-Net/ResNet34 (random weights) and ResNet50 (random weights), for each backend (eager torch
+  channels-last, eager torch contiguous, ONNX Runtime; timed alternately), with the fraction of the peak;
+* ``backend``: the backend each stage used (``--backend``, default the pipeline's ``inference.backend``);
 * ``pipeline``: seconds per volume with a per-stage breakdown (read, preprocess, segment, postprocess,
   regions, classify, write), calling the stage functions the way ``livercad/pipeline/predictor.py`` does;
 * ``naive``: the same volumes through a textbook MONAI recipe (LoadImage -> EnsureChannelFirst ->
@@ -18,6 +20,7 @@ Usage::
 
     python benchmarks/bench_pipeline.py                 # 3 volumes of 512x512x100
     python benchmarks/bench_pipeline.py --quick         # small smoke run
+    python benchmarks/bench_pipeline.py --backend torch # eager PyTorch instead of the default backend
 """
 
 from __future__ import annotations
@@ -38,11 +41,12 @@ import nibabel as nib
 import numpy as np
 import torch
 import torch.nn.functional as F
-from torch.utils.flop_counter import FlopCounterMode
+from bench_backends import achieved, best_time, compile_check, flops_of, gemm_peak, ort_peak, peak_of
 
 from livercad.classify.data import case_slices_from_segment
 from livercad.classify.infer import Classifier, predict_case
 from livercad.classify.model import build_classifier
+from livercad.config import InferenceConfig
 from livercad.data.phantom import make_case
 from livercad.io.nifti import load_volume, save_mask, save_volume
 from livercad.preprocess import context_stack
@@ -73,64 +77,6 @@ def machine() -> dict[str, Any]:
             "bf16_native": bf16_supported(torch.device("cpu")), "loadavg": list(os.getloadavg())}
 
 
-def best_time(fn: Any, reps: int) -> float:
-    """Best wall time of ``reps`` calls after one warm-up call."""
-    fn()
-    times = []
-    for _ in range(reps):
-        t = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t)
-    return min(times)
-
-
-def gemm_peak(dtype: torch.dtype, n: int, reps: int = 3) -> dict[str, float]:
-    """Best ``torch.mm`` GFLOP/s on ``n x n`` matrices."""
-    a, b = torch.randn(n, n).to(dtype), torch.randn(n, n).to(dtype)
-    t = best_time(lambda: torch.mm(a, b), reps)
-    return {"n": n, "gflops": round(2 * n**3 / t / 1e9, 1)}
-
-
-def ort_peak(n: int, reps: int = 3) -> dict[str, Any]:
-    """ONNX Runtime fp32 MatMul GFLOP/s (``None`` when onnx/onnxruntime are not importable)."""
-    try:
-        import onnx
-        import onnxruntime as ort
-        from onnx import TensorProto, helper
-    except ImportError as exc:
-        return {"gflops": None, "reason": str(exc)}
-    io = [helper.make_tensor_value_info(k, TensorProto.FLOAT, [n, n]) for k in ("A", "B", "C")]
-    graph = helper.make_graph([helper.make_node("MatMul", ["A", "B"], ["C"])], "mm", io[:2], io[2:])
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
-    model.ir_version = min(model.ir_version, 9)
-    sess = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
-    feeds = {"A": np.random.rand(n, n).astype(np.float32), "B": np.random.rand(n, n).astype(np.float32)}
-    t = best_time(lambda: sess.run(None, feeds), reps)
-    return {"n": n, "gflops": round(2 * n**3 / t / 1e9, 1), "onnx": onnx.__version__, "ort": ort.__version__}
-
-
-def flops_of(model: torch.nn.Module, shape: tuple[int, ...]) -> int:
-    """FLOPs of one forward at input ``shape`` (torch's FlopCounterMode)."""
-    with torch.inference_mode(), FlopCounterMode(display=False) as fc:
-        model(torch.zeros(shape))
-    return int(fc.get_total_flops())
-
-
-def achieved(model: torch.nn.Module, shape: tuple[int, ...], precision: str, reps: int = 2) -> dict[str, float]:
-    """Achieved GFLOP/s of ``model`` at ``shape`` (channels-last, inference_mode, the given precision)."""
-    flops = flops_of(model, shape)
-    x = torch.randn(shape).contiguous(memory_format=torch.channels_last)
-    amp = torch.autocast("cpu", dtype=torch.bfloat16, enabled=precision == "bf16")
-
-    def run() -> None:
-        with torch.inference_mode(), amp:
-            model(x)
-
-    t = best_time(run, reps)
-    return {"batch": shape[0], "precision": precision, "gflop_per_forward": round(flops / 1e9, 3),
-            "seconds": round(t, 4), "gflops": round(flops / t / 1e9, 1)}
-
-
 def make_volumes(n: int, shape: tuple[int, int, int], out: Path) -> list[Path]:
     """Phantom CT volumes saved as int16 ``.nii.gz`` (the realistic on-disk form)."""
     paths = []
@@ -140,13 +86,13 @@ def make_volumes(n: int, shape: tuple[int, int, int], out: Path) -> list[Path]:
     return paths
 
 
-def random_classifier(image_size: int, precision: str) -> Classifier:
+def random_classifier(image_size: int, precision: str, backend: str) -> Classifier:
     """A random-weight ResNet50 stage-2 classifier with the default region settings."""
     torch.manual_seed(0)
     net = build_classifier("resnet50", weights="none", num_classes=len(CLASSES), strategy="scratch")
     meta = {"kind": "livercad-classifier", "backbone": "resnet50", "classes": CLASSES, "region": "mask",
             "image_size": image_size, "in_channels": 3}
-    return Classifier(net, meta, precision=precision, device="cpu")
+    return Classifier(net, meta, precision=precision, device="cpu", backend=backend)
 
 
 def run_pipeline(seg: Segmenter, clf: Classifier, path: Path, out: Path, batch: int) -> dict[str, Any]:
@@ -227,11 +173,18 @@ def mean_stages(runs: list[dict[str, Any]]) -> dict[str, float]:
 
 
 def batch_sweep(seg: Segmenter, size: int, batches: tuple[int, ...] = (1, 2, 4, 8)) -> dict[str, float]:
-    """Segmenter model-only slices/s at each batch size (channels-last, pipeline precision)."""
+    """Segmenter model-only slices/s at each batch size (the pipeline's backend and precision)."""
+    amp = torch.autocast("cpu", dtype=torch.bfloat16, enabled=seg.precision == "bf16")
     out = {}
     for b in batches:
-        r = achieved(seg.model, (b, 3, size, size), seg.precision, reps=1)
-        out[str(b)] = round(b / r["seconds"], 2)
+        x = torch.randn(b, 3, size, size).contiguous(
+            memory_format=torch.channels_last if seg.runner is None else torch.contiguous_format)
+
+        def run(inp: torch.Tensor = x) -> None:
+            with torch.inference_mode(), amp:
+                seg.forward(inp)
+
+        out[str(b)] = round(b / best_time(run, 1), 2)
     return out
 
 
@@ -260,17 +213,36 @@ def precision_check(args: argparse.Namespace, paths: list[Path], fp32: dict[str,
             "speedup_bf16_over_fp32": round(t32 / t16, 3), "slices_compared": "all" if native else args.bf16_slices}
 
 
-def model_section(args: argparse.Namespace, seg: Segmenter, clf: Classifier) -> dict[str, Any]:
-    """FLOPs per forward and achieved GFLOP/s of both models in the pipeline's precision and batch."""
+def model_section(args: argparse.Namespace, seg: Segmenter, clf: Classifier, gemm: dict[str, Any],
+                  ) -> dict[str, Any]:
+    """FLOPs per forward and achieved GFLOP/s of both models per backend, in the pipeline's precision and batch."""
     s, c = args.image_size, args.classify_size
     unet_1ch = Segmenter.random(image_size=s, encoder="resnet34", context=0).model
-    return {
+    peak = peak_of(gemm, seg.precision)
+    out = {
+        "peak_gflops": peak,
         "unet_resnet34": {f"gflop_3x{s}": round(flops_of(seg.model, (1, 3, s, s)) / 1e9, 3),
                           f"gflop_1x{s}": round(flops_of(unet_1ch, (1, 1, s, s)) / 1e9, 3),
-                          **achieved(seg.model, (args.batch, 3, s, s), seg.precision)},
+                          **achieved(seg.model, seg.runner, seg.backend, (args.batch, 3, s, s), seg.precision,
+                                     peak, args.reps)},
         "resnet50": {f"gflop_3x{c}": round(flops_of(clf.model, (1, 3, c, c)) / 1e9, 3),
-                     **achieved(clf.model, (max(8, args.batch), 3, c, c), clf.precision)},
+                     **achieved(clf.model, clf.runner, clf.backend, (max(8, args.batch), 3, c, c), clf.precision,
+                                peak, args.reps)},
     }
+    if args.compile:
+        out["unet_resnet34"]["torch_compile"] = compile_check(seg.model, (args.batch, 3, s, s), args.reps)
+    return out
+
+
+def backend_agreement(seg: Segmenter, path: Path, batch: int) -> dict[str, Any] | None:
+    """ONNX vs torch segmenter on one volume: max probability difference and mask Dice (model space)."""
+    if seg.runner is None:
+        return None
+    prep = seg.prepare(load_volume(path))
+    eager = Segmenter(seg.model, seg.meta, seg.device, seg.precision, seg.channels_last)
+    a, b = segment_prepared(eager, prep, batch_size=batch), segment_prepared(seg, prep, batch_size=batch)
+    return {"prob_max_abs_diff": round(float((a - b).abs().max()), 7),
+            "mask_dice": round(dice(a.numpy() > 0.5, b.numpy() > 0.5), 6)}
 
 
 def compare(pipe: list[dict[str, Any]], naive: list[dict[str, Any]]) -> dict[str, Any]:
@@ -290,14 +262,16 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     result["gemm"] = {"fp32": gemm_peak(torch.float32, n),
                       "bf16": gemm_peak(torch.bfloat16, n if result["machine"]["bf16_native"] else 256, reps=1),
                       "ort_fp32": ort_peak(n)}
+    opts = {"precision": args.precision, "backend": args.backend}
     if args.segmenter:
-        seg = Segmenter.load(args.segmenter, precision=args.precision, device="cpu")
+        seg = Segmenter.load(args.segmenter, device="cpu", **opts)
         args.image_size = int(seg.preprocessing["image_size"])
     else:
-        seg = Segmenter.random(image_size=args.image_size, encoder="resnet34", precision=args.precision)
-    clf = random_classifier(args.classify_size, seg.precision)
+        seg = Segmenter.random(image_size=args.image_size, encoder="resnet34", **opts)
+    clf = random_classifier(args.classify_size, seg.precision, args.backend)
     result["precision"] = seg.precision
-    result["models"] = model_section(args, seg, clf)
+    result["backend"] = {"requested": args.backend, "segmenter": seg.backend, "classifier": clf.backend}
+    result["models"] = model_section(args, seg, clf, result["gemm"])
     result["batch_sweep_slices_per_s"] = batch_sweep(seg, args.image_size)
     with tempfile.TemporaryDirectory() as tmp:
         t = time.perf_counter()
@@ -316,6 +290,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         seg_s = result["pipeline"]["seconds_per_volume"]
         result["end_to_end_over_model"] = round(seg_s["total"] / (seg_s["segment"] + seg_s["classify"]), 3)
         result["bf16_vs_fp32"] = precision_check(args, paths, result)
+        result["onnx_vs_torch"] = backend_agreement(seg, paths[0], args.batch)
     result["peak_rss_mb"] = round(rss_mb(), 1)
     result["machine"]["loadavg_end"] = list(os.getloadavg())
     return result
@@ -330,6 +305,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--classify-size", type=int, default=224, help="classifier input size")
     p.add_argument("--batch", type=int, default=4, help="slice batch size of the pipeline")
     p.add_argument("--precision", default="auto", choices=["auto", "fp32", "bf16"])
+    p.add_argument("--backend", default=InferenceConfig().backend, choices=["auto", "torch", "onnx"],
+                   help="inference backend of both stages (default: the pipeline's inference.backend)")
+    p.add_argument("--reps", type=int, default=3, help="timed forwards per backend in the models section")
+    p.add_argument("--compile", action="store_true", help="also measure torch.compile of the segmenter (slow)")
     p.add_argument("--segmenter", default=None, help="a trained segmenter.pt to use instead of random weights")
     p.add_argument("--gemm-n", type=int, default=2048)
     p.add_argument("--force-bf16", action="store_true", help="measure bf16 agreement even when emulated")

@@ -26,12 +26,29 @@ app.add_typer(train_app, name="train")
 ConfigOpt = Annotated[Path | None, typer.Option("--config", "-c", help="YAML config (or preset name).")]
 SetOpt = Annotated[list[str] | None, typer.Option("--set", "-s", help="Override, e.g. classify.region=crop")]
 QuietOpt = Annotated[bool, typer.Option("--quiet", "-q", help="Only warnings and the final summary.")]
+ResumeOpt = Annotated[bool, typer.Option("--resume", help="Continue an interrupted training in OUT from its last "
+                                         "checkpoint (finished stages are kept; same settings required).")]
+DevicesOpt = Annotated[str | None, typer.Option("--devices", help="Lightning devices per node: N, 'auto' or '0,1'.")]
+NodesOpt = Annotated[int | None, typer.Option("--num-nodes", min=1, help="Lightning nodes (multi-node DDP).")]
+StrategyOpt = Annotated[str | None, typer.Option("--strategy", help="Lightning strategy, e.g. ddp, ddp_spawn, auto.")]
+
+
+def _scale_out(set_: list[str] | None, sections: tuple[str, ...], devices: str | None, num_nodes: int | None,
+               strategy: str | None) -> list[str]:
+    """``--set`` overrides plus the scale-out options written into each ``<section>.train``."""
+    options = {"devices": devices, "num_nodes": num_nodes, "strategy": strategy}
+    given = [(k, v) for k, v in options.items() if v is not None]
+    extra = [f"{sec}.train.{key}={val}" for sec in sections for key, val in given]
+    return [*(set_ or []), *extra]
 
 
 def _setup_logging(quiet: bool) -> None:
     logging.basicConfig(level=logging.WARNING if quiet else logging.INFO, stream=sys.stderr,
                         format="%(levelname)s %(name)s: %(message)s")
-    if quiet:
+    if quiet:  # --quiet: the result lines and errors only; third-party deprecation chatter is dropped
+        import warnings
+
+        warnings.simplefilter("ignore")
         import lightning.pytorch  # noqa: F401 - it configures its loggers on import; override after
 
         for name in list(logging.root.manager.loggerDict):
@@ -83,13 +100,15 @@ def phantom(
 def train_pipeline_cmd(
     out: Annotated[Path, typer.Option("--out", "-o", help="Work folder; the bundle goes to OUT/model.")],
     config: ConfigOpt = None, set_: SetOpt = None, quiet: QuietOpt = False,
+    devices: DevicesOpt = None, num_nodes: NodesOpt = None, strategy: StrategyOpt = None, resume: ResumeOpt = False,
 ) -> None:
     """Train stage 1 and stage 2 and write a model bundle."""
     _setup_logging(quiet)
     try:
         from livercad.pipeline.train import train_pipeline
 
-        res = train_pipeline(_config(config, set_), out, progress=not quiet)
+        set_ = _scale_out(set_, ("segment", "classify"), devices, num_nodes, strategy)
+        res = train_pipeline(_config(config, set_), out, progress=not quiet, resume=resume)
     except LivercadError as exc:
         _fail(exc)
     typer.echo(f"bundle: {res['bundle']}")
@@ -99,6 +118,7 @@ def train_pipeline_cmd(
 def train_segment_cmd(
     out: Annotated[Path, typer.Option("--out", "-o", help="Output folder for segmenter.pt.")],
     config: ConfigOpt = None, set_: SetOpt = None, quiet: QuietOpt = False,
+    devices: DevicesOpt = None, num_nodes: NodesOpt = None, strategy: StrategyOpt = None, resume: ResumeOpt = False,
 ) -> None:
     """Train stage 1 (liver segmentation) on the configured manifest or phantom."""
     _setup_logging(quiet)
@@ -106,8 +126,8 @@ def train_segment_cmd(
         from livercad.pipeline.train import cohort_rows
         from livercad.segment.train import train_segmenter
 
-        cfg = _config(config, set_)
-        ckpt = train_segmenter(cohort_rows(cfg, out), cfg, out, progress=not quiet)
+        cfg = _config(config, _scale_out(set_, ("segment",), devices, num_nodes, strategy))
+        ckpt = train_segmenter(cohort_rows(cfg, out), cfg, out, progress=not quiet, resume=resume)
     except LivercadError as exc:
         _fail(exc)
     typer.echo(f"segmenter: {ckpt}")
@@ -118,6 +138,7 @@ def train_classify_cmd(
     segmenter: Annotated[Path, typer.Option(help="Stage-1 checkpoint whose predicted masks feed stage 2.")],
     out: Annotated[Path, typer.Option("--out", "-o", help="Output folder for classifier.pt.")],
     config: ConfigOpt = None, set_: SetOpt = None, quiet: QuietOpt = False,
+    devices: DevicesOpt = None, num_nodes: NodesOpt = None, strategy: StrategyOpt = None, resume: ResumeOpt = False,
 ) -> None:
     """Train stage 2 on stage-1 predictions (or ground truth for region oracle-mask)."""
     _setup_logging(quiet)
@@ -126,11 +147,11 @@ def train_classify_cmd(
         from livercad.pipeline.train import cohort_rows, stage1_cache
         from livercad.segment.infer import Segmenter
 
-        cfg = _config(config, set_)
+        cfg = _config(config, _scale_out(set_, ("classify",), devices, num_nodes, strategy))
         cache = stage1_cache(Segmenter.load(segmenter), cohort_rows(cfg, out), cfg)
         tr = [c.slices for c in cache if c.row.split == "train" and c.slices.label is not None]
         va = [c.slices for c in cache if c.row.split == "val" and c.slices.label is not None]
-        train_classifier(tr, va, cfg.classify, out, seed=cfg.seed, progress=not quiet)
+        train_classifier(tr, va, cfg.classify, out, seed=cfg.seed, progress=not quiet, resume=resume)
     except LivercadError as exc:
         _fail(exc)
     typer.echo(f"classifier: {out / 'classifier.pt'}")
@@ -233,6 +254,9 @@ def demo(
 def ablate(
     config: ConfigOpt = None, set_: SetOpt = None,
     out: Annotated[Path, typer.Option("--out", "-o", help="Output folder.")] = Path("ablation_out"),
+    segmenter: Annotated[Path | None, typer.Option(
+        "--segmenter", help="Reuse this trained stage 1 (segmenter.pt or a bundle folder) instead of training one."
+    )] = None,
     quiet: QuietOpt = False,
 ) -> None:
     """Segmentation-impact ablation: region modes x strategies x backbones x seeds, paired tests."""
@@ -240,7 +264,7 @@ def ablate(
     try:
         from livercad.pipeline.ablation import run_ablation_from_config
 
-        res = run_ablation_from_config(_config(config, set_), out, progress=not quiet)
+        res = run_ablation_from_config(_config(config, set_), out, progress=not quiet, segmenter=segmenter)
     except LivercadError as exc:
         _fail(exc)
     typer.echo(f"report: {res['report']}")

@@ -135,9 +135,9 @@ class InferenceConfig(_Section):
     """How a trained bundle is run on new volumes."""
 
     precision: Precision = "auto"
+    backend: Literal["auto", "torch", "onnx"] = "auto"  # auto: ONNX Runtime for fp32 on CPU when it imports
     batch_size: int = Field(4, ge=1)
     channels_last: bool = True
-    compile: bool = False
     coarse_to_fine: bool = False
     engine: Literal["local", "ray"] = "local"
     ray_address: str | None = None

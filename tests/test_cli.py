@@ -57,3 +57,23 @@ def test_phantom_command_writes_a_deterministic_cohort(tmp_path: Path) -> None:
     assert len([f for f in files if f.parts[0] == "images"]) == 3
     for f in files:
         assert (tmp_path / "a" / f).read_bytes() == (tmp_path / "b" / f).read_bytes()
+
+
+def test_train_scale_out_options_reach_the_train_sections(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import livercad.pipeline.train as ptrain
+    import livercad.segment.train as strain
+
+    seen: dict[str, object] = {}
+    monkeypatch.setattr(ptrain, "cohort_rows", lambda cfg, out: [])
+    monkeypatch.setattr(strain, "train_segmenter", lambda rows, cfg, out, **kw: seen.setdefault("segment", cfg))
+    monkeypatch.setattr(ptrain, "train_pipeline", lambda cfg, out, **kw: seen.setdefault("pipeline", cfg) and {
+        "bundle": out})
+    opts = ["--devices", "2", "--num-nodes", "3", "--strategy", "ddp", "--out", str(tmp_path)]
+    for cmd in ("segment", "pipeline"):
+        res = runner.invoke(app, ["train", cmd, *opts, "-s", "segment.train.devices=1"])
+        assert res.exit_code == 0, res.output
+    assert runner.invoke(app, ["train", "segment", "--num-nodes", "0", "--out", str(tmp_path)]).exit_code == 2
+    seg, pipe = seen["segment"].segment.train, seen["pipeline"]
+    assert (seg.devices, seg.num_nodes, seg.strategy) == (2, 3, "ddp")  # the option wins over --set
+    for t in (pipe.segment.train, pipe.classify.train):
+        assert (t.devices, t.num_nodes, t.strategy) == (2, 3, "ddp")

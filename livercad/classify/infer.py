@@ -13,7 +13,8 @@ mask is empty). The slice logits are aggregated into one case verdict, then soft
 
 2-D inputs (ultrasound frames, Z = 1) are one-slice cases. Inference runs under ``torch.inference_mode``
 in channels-last layout, with bf16 autocast when the precision resolves to bf16 (``auto``: bf16 on a
-CUDA device that supports it, fp32 otherwise).
+CUDA device that supports it, fp32 otherwise). ``backend="onnx"`` (or ``auto``) runs the network with ONNX
+Runtime instead (:mod:`livercad.backend`).
 
 Example:
     >>> import torch
@@ -33,6 +34,7 @@ import numpy as np
 import torch
 from sklearn.metrics import balanced_accuracy_score, log_loss, roc_auc_score
 
+from livercad.backend import select_backend
 from livercad.classify.data import CaseSlices, case_inputs
 from livercad.classify.model import ClassifierNet, build_classifier
 from livercad.errors import CheckpointError, ConfigError
@@ -99,14 +101,18 @@ class Classifier:
     Attributes:
         model: the network (eval mode, channels-last); meta: the checkpoint metadata;
         classes, region, image_size, aggregation, top_k, min_liver_fraction, crop_margin: from meta;
-        precision: ``fp32`` | ``bf16`` (resolved); device: where it runs.
+        precision: ``fp32`` | ``bf16`` (resolved); device: where it runs;
+        backend: ``torch`` | ``onnx`` (resolved, see :func:`livercad.backend.select_backend`).
     """
 
     def __init__(self, model: ClassifierNet, meta: dict[str, Any], *, precision: str = "auto",
-                 device: str | torch.device | None = None) -> None:
+                 device: str | torch.device | None = None, backend: str = "torch", channels_last: bool = True,
+                 ) -> None:
         self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
-        self.precision = resolve_precision(precision, self.device)
-        self.model = model.to(self.device).eval().to(memory_format=torch.channels_last)
+        self.precision = resolve_precision("fp32" if backend == "onnx" and precision == "auto" else precision,
+                                           self.device)
+        self.memory_format = torch.channels_last if channels_last else torch.contiguous_format
+        self.model = model.to(self.device).eval().to(memory_format=self.memory_format)
         self.meta = meta
         self.classes: list[str] = list(meta["classes"])
         self.region: str = meta["region"]
@@ -115,10 +121,14 @@ class Classifier:
         self.top_k = int(meta.get("top_k", 3))
         self.min_liver_fraction = float(meta.get("min_liver_fraction", 0.01))
         self.crop_margin = float(meta.get("crop_margin", 0.1))
+        shape = (1, int(meta.get("in_channels", 3)), self.image_size, self.image_size)
+        self.backend, self.runner = select_backend(backend, self.model, shape, device=self.device,
+                                                   precision=self.precision, what="classifier",
+                                                   sha256=meta.get("checkpoint", {}).get("sha256"))
 
     @classmethod
     def load(cls, path: str | Path, precision: str = "auto", device: str | torch.device | None = None,
-             ) -> Classifier:
+             backend: str = "torch", channels_last: bool = True) -> Classifier:
         """Load a ``classifier.pt`` written by :func:`livercad.classify.train.train_classifier`.
 
         Raises:
@@ -139,7 +149,7 @@ class Classifier:
             raise CheckpointError(f"{path}: weights do not fit {meta['backbone']}: "
                                   f"{' '.join(str(exc).split())[:300]}") from None
         model.weights = meta.get("weights", model.weights)
-        return cls(model, meta, precision=precision, device=device)
+        return cls(model, meta, precision=precision, device=device, backend=backend, channels_last=channels_last)
 
     def logits(self, x: torch.Tensor, batch_size: int = 16) -> torch.Tensor:
         """Slice logits ``(N, K)`` (float32, CPU) for inputs ``(N, C, H, W)``."""
@@ -147,8 +157,10 @@ class Classifier:
         use_bf16 = self.precision == "bf16"
         with torch.inference_mode(), torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=use_bf16):
             for i in range(0, x.shape[0], batch_size):
-                xb = x[i:i + batch_size].to(self.device, torch.float32).contiguous(
-                    memory_format=torch.channels_last)
+                if self.runner is not None:
+                    outs.append(self.runner(x[i:i + batch_size]))
+                    continue
+                xb = x[i:i + batch_size].to(self.device, torch.float32).contiguous(memory_format=self.memory_format)
                 outs.append(self.model(xb).float().cpu())
         return torch.cat(outs) if outs else torch.zeros(0, len(self.classes))
 

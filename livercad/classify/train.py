@@ -17,10 +17,14 @@
   (no augmentation) and only the linear head is trained on the cached, standardised features (the
   standardisation is folded into the head afterwards): orders of magnitude faster than running the
   backbone every step. Pass one ``feature_cache`` dict to several calls (seeds, arms) to share them.
+* Resume: with an ``out_dir`` the run writes ``lightning/checkpoints/last.ckpt`` (atomic, loaded
+  weights-only, see :mod:`livercad.resume`); ``resume=True`` continues from it (the same settings,
+  seed and input cases are required) with what was left of the time budget.
 """
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import math
 import platform
@@ -28,7 +32,7 @@ import time
 from dataclasses import dataclass, field
 from datetime import timedelta
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import lightning.pytorch as pl
 import numpy as np
@@ -56,8 +60,17 @@ from livercad.classify.infer import (
 )
 from livercad.classify.model import ClassifierNet, build_classifier, param_groups
 from livercad.config import ClassifyConfig
-from livercad.errors import InputError
+from livercad.errors import ConfigError, InputError
 from livercad.regions import region_channels
+from livercad.resume import (
+    LAST_EVERY_S,
+    LastCheckpoint,
+    SafeCheckpointIO,
+    fingerprint,
+    fingerprint_hash,
+    finished,
+    resume_point,
+)
 from livercad.segment.train import TimeBudget, lr_factor
 
 logger = logging.getLogger(__name__)
@@ -90,6 +103,15 @@ class _Lit(pl.LightningModule):
         self._val_logits: list[torch.Tensor] = []
         self._val: dict[str, float] = {}
         self._t0 = time.perf_counter()
+        self.resumed_step: int | None = None
+
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        checkpoint["livercad_state"] = {"history": self.history, "losses": self._losses, "val": self._val}
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        state = checkpoint.get("livercad_state", {})
+        self.history, self._losses = list(state.get("history", [])), list(state.get("losses", []))
+        self._val, self.resumed_step = dict(state.get("val", {})), int(checkpoint.get("global_step", 0))
 
     def configure_optimizers(self) -> dict[str, Any]:
         opt = torch.optim.AdamW(self.groups, weight_decay=self.cfg.train.weight_decay)
@@ -133,6 +155,12 @@ class _KeepBest(pl.Callback):
     def __init__(self) -> None:
         self.best, self.epoch, self.state = -math.inf, -1, None
 
+    def state_dict(self) -> dict[str, Any]:
+        return {"best": self.best, "epoch": self.epoch, "state": self.state}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.best, self.epoch, self.state = float(state["best"]), int(state["epoch"]), state["state"]
+
     def on_validation_end(self, trainer: pl.Trainer, module: pl.LightningModule) -> None:
         score = float(trainer.callback_metrics.get("val_score", -math.inf))
         if score > self.best:
@@ -170,13 +198,32 @@ def _check_cases(train: list[CaseSlices], cfg: ClassifyConfig) -> None:
                                f"classes {cfg.classes}; got {len(train)} case(s) of class index(es) {present}")
 
 
+class _Resume(NamedTuple):
+    folder: Path  # lightning/checkpoints
+    start: Path | None  # last.ckpt to continue from
+    fp: dict[str, Any]
+    every_s: float
+
+
+def _digest(cases: list[CaseSlices]) -> str:
+    """sha256 of the cases' ids, labels and tensors (a resumed run must see the same inputs)."""
+    h = hashlib.sha256()
+    for c in cases:
+        h.update(f"{c.case_id}|{c.label}|".encode())
+        for x in (c.image, c.prob, c.mask, c.gt):
+            if x is not None:
+                h.update(x.detach().cpu().contiguous().numpy().tobytes())
+    return h.hexdigest()
+
+
 def _trainer(cfg: ClassifyConfig, minutes_left: float, callbacks: list[pl.Callback], has_val: bool,
-             progress: bool) -> pl.Trainer:
+             progress: bool, io: SafeCheckpointIO | None) -> pl.Trainer:
     t = cfg.train
     return pl.Trainer(
         max_epochs=t.max_epochs, max_time=timedelta(minutes=max(minutes_left, 0.05) + 0.5), accelerator=t.accelerator,
         devices=t.devices, num_nodes=t.num_nodes, strategy=t.strategy, precision=t.precision,  # type: ignore[arg-type]
-        callbacks=callbacks, logger=False, enable_checkpointing=False, enable_progress_bar=progress,
+        callbacks=callbacks, logger=False, enable_checkpointing=io is not None, enable_progress_bar=progress,
+        plugins=[io] if io is not None else None,
         enable_model_summary=False, num_sanity_val_steps=0, limit_val_batches=1.0 if has_val else 0,
         log_every_n_steps=1, limit_train_batches=t.steps_per_epoch or 1.0)
 
@@ -227,7 +274,7 @@ def _data(net: ClassifierNet, train: list[CaseSlices], val: list[CaseSlices], cf
 
 
 def _fit(net: ClassifierNet, d: _Data, val_y: np.ndarray, cfg: ClassifyConfig, minutes: float, seed: int,
-         progress: bool) -> tuple[_Lit, _KeepBest]:
+         progress: bool, res: _Resume | None) -> tuple[_Lit, _KeepBest]:
     frozen = d.standardise is not None
     trainee: nn.Module = net.head if frozen else net
     groups = ([{"params": list(net.head.parameters()), "lr": cfg.train.lr, "name": "head"}] if frozen
@@ -239,11 +286,16 @@ def _fit(net: ClassifierNet, d: _Data, val_y: np.ndarray, cfg: ClassifyConfig, m
     keep = _KeepBest()
     callbacks: list[pl.Callback] = [keep, budget]
     if len(val_y):
-        callbacks.append(pl.callbacks.EarlyStopping("val_score", mode="max", patience=cfg.train.patience))
-    trainer = _trainer(cfg, minutes, callbacks, bool(len(val_y)), progress)
+        callbacks.append(pl.callbacks.EarlyStopping("val_score", mode="max", patience=cfg.train.patience,
+                                                    check_on_train_epoch_end=False))
+    if res is not None:
+        callbacks.append(LastCheckpoint(res.folder / "last.ckpt", res.every_s))
+    io = SafeCheckpointIO(res.fp) if res is not None else None
+    trainer = _trainer(cfg, minutes, callbacks, bool(len(val_y)), progress, io)
     weights = sample_weights(d.case.numpy(), d.y.numpy(), cfg.class_weighting)
     trainee.train()
-    trainer.fit(lit, _loader(d.x, d.y, weights, cfg, seed), _loader(d.vx, d.vy, None, cfg) if len(val_y) else None)
+    trainer.fit(lit, _loader(d.x, d.y, weights, cfg, seed), _loader(d.vx, d.vy, None, cfg) if len(val_y) else None,
+                ckpt_path=res.start if res is not None else None, weights_only=True)
     if keep.state is not None:
         trainee.load_state_dict(keep.state)
     if d.standardise is not None:
@@ -251,26 +303,51 @@ def _fit(net: ClassifierNet, d: _Data, val_y: np.ndarray, cfg: ClassifyConfig, m
     return lit, keep
 
 
+def _resume_plan(train: list[CaseSlices], val: list[CaseSlices], cfg: ClassifyConfig, out_dir: Path | None,
+                 seed: int, resume: bool, every_s: float) -> tuple[_Resume | None, TrainedClassifier | None]:
+    """Where to checkpoint and resume from; or the finished export of this very run (then not retrained)."""
+    if out_dir is None:
+        if resume:
+            raise ConfigError("resume=True needs an out_dir to keep the training checkpoints in; got None")
+        return None, None
+    c = cfg.model_dump(mode="json")
+    knobs = c.pop("train")
+    fp = fingerprint(classify=c, train=knobs, seed=seed, train_cases=_digest(train), val_cases=_digest(val))
+    path = Path(out_dir) / "classifier.pt"
+    if resume and finished(path, fingerprint_hash(fp)):
+        logger.info("classifier: %s is this run's finished export; nothing to resume", path)
+        clf = Classifier.load(path, precision="fp32", device="cpu")
+        return None, TrainedClassifier(clf, clf.meta, path, list(clf.meta.get("history", [])))
+    folder = Path(out_dir) / "lightning" / "checkpoints"
+    return _Resume(folder, resume_point(folder, resume), fp, every_s), None
+
+
 def train_classifier(train: list[CaseSlices], val: list[CaseSlices], cfg: ClassifyConfig, out_dir: Path | None,
                      *, seed: int | None = None, progress: bool = True,
-                     feature_cache: dict[Any, torch.Tensor] | None = None) -> TrainedClassifier:
+                     feature_cache: dict[Any, torch.Tensor] | None = None, resume: bool = False,
+                     checkpoint_every_s: float = LAST_EVERY_S) -> TrainedClassifier:
     """Train the stage-2 classifier on the liver-bearing slices of ``train``, selecting on ``val`` cases.
 
     Args:
         train: training cases (stage-1 caches); labels are mapped onto ``cfg.classes``, others skipped.
         val: validation cases (case-level model selection and early stopping); may be empty.
         cfg: the ``classify`` config section (backbone, weights, strategy, region, classes, budget...).
-        out_dir: where ``classifier.pt`` is written (``None``: nothing written).
+        out_dir: where ``classifier.pt`` and ``lightning/checkpoints/last.ckpt`` are written (``None``:
+            nothing written, no resume).
         seed: overrides ``cfg.train.seed`` (model init, sampling, augmentation).
         progress: show Lightning's progress bar.
         feature_cache: optional dict shared between calls: cached backbone features (``frozen`` only).
+        resume: continue from ``out_dir/lightning/checkpoints/last.ckpt``; a run that already exported
+            ``classifier.pt`` (same settings and inputs) is loaded instead of trained again.
+        checkpoint_every_s: least interval between two writes of ``last.ckpt`` (at a step or validation end).
 
     Returns:
         The trained classifier, its metadata (also saved in the checkpoint) and the per-epoch history.
 
     Raises:
         InputError: fewer than two classes among the labelled train cases.
-        ConfigError / CheckpointError: from the model factory (names, weights, strategy).
+        ConfigError / CheckpointError: from the model factory (names, weights, strategy); ``resume``
+            without ``out_dir``; an unsafe, corrupt or foreign checkpoint to resume from.
     """
     t0 = time.perf_counter()
     seed = cfg.train.seed if seed is None else seed
@@ -280,6 +357,9 @@ def train_classifier(train: list[CaseSlices], val: list[CaseSlices], cfg: Classi
     if skip_train or skip_val:
         logger.warning("skipped cases whose label is not in %s: train %s, val %s", cfg.classes, skip_train, skip_val)
     _check_cases(train_l, cfg)
+    res, done = _resume_plan(train_l, val_l, cfg, out_dir, seed, resume, checkpoint_every_s)
+    if done is not None:
+        return done
     pl.seed_everything(seed, verbose=False)
     in_ch = region_channels(cfg.region, 2 * CONTEXT + 1)
     net = build_classifier(cfg.backbone, weights=cfg.weights, num_classes=len(cfg.classes), in_channels=in_ch,
@@ -287,7 +367,7 @@ def train_classifier(train: list[CaseSlices], val: list[CaseSlices], cfg: Classi
     d = _data(net, train_l, val_l, cfg, feature_cache)
     minutes = cfg.train.max_minutes - (time.perf_counter() - t0) / 60 - 0.05  # 3 s kept for the export
     val_y = np.array([int(c.label) for c in val_l], dtype=np.int64)
-    lit, keep = _fit(net, d, val_y, cfg, minutes, seed, progress)
+    lit, keep = _fit(net, d, val_y, cfg, minutes, seed, progress, res)
     net = net.cpu().eval()
     meta = {
         "kind": "livercad-classifier", "backbone": net.name, "family": net.family, "classes": list(cfg.classes),
@@ -299,6 +379,8 @@ def train_classifier(train: list[CaseSlices], val: list[CaseSlices], cfg: Classi
         "n_train_cases": len(train_l), "n_val_cases": len(val_l), "n_train_slices": int(len(d.y)),
         "skipped": {"train": skip_train, "val": skip_val}, "feature_cache": d.standardise is not None,
         "train_seconds": round(time.perf_counter() - t0, 2), "versions": _versions(),
+        "resumed_from_step": lit.resumed_step, "steps_run": lit.budget.run_steps, "steps": int(lit.global_step),
+        "resume_key": fingerprint_hash(res.fp) if res is not None else None,
     }
     path = None
     if out_dir is not None:

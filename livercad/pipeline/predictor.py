@@ -35,7 +35,7 @@ class Predictor:
 
     Args:
         bundle: a verified model bundle.
-        inference: precision, slice batch size, QC images on/off.
+        inference: precision, backend, channels-last, slice batch size, QC images on/off.
     """
 
     def __init__(self, bundle: Bundle, inference: InferenceConfig) -> None:
@@ -44,14 +44,28 @@ class Predictor:
 
         self.bundle = bundle
         self.inference = inference
-        self.segmenter = Segmenter.load(bundle.segmenter_path, precision=inference.precision)
-        self.classifier = Classifier.load(bundle.classifier_path, precision=inference.precision)
+        opts = {"precision": inference.precision, "backend": inference.backend,
+                "channels_last": inference.channels_last}
+        self.segmenter = Segmenter.load(bundle.segmenter_path, **opts)
+        self.classifier = Classifier.load(bundle.classifier_path, **opts)
         self.classes = bundle.classes
 
     @property
     def precision(self) -> str:
         """The precision actually used (``auto`` resolved)."""
         return str(getattr(self.segmenter, "precision", self.inference.precision))
+
+    @property
+    def backends(self) -> dict[str, str]:
+        """The backend each stage actually runs on (``auto`` resolved), e.g. ``{"segmenter": "onnx", ...}``."""
+        return {"requested": self.inference.backend, "segmenter": self.segmenter.backend,
+                "classifier": self.classifier.backend}
+
+    @property
+    def backend(self) -> str:
+        """One word for run records: the common backend of both stages, or ``mixed``."""
+        used = {self.segmenter.backend, self.classifier.backend}
+        return used.pop() if len(used) == 1 else "mixed"
 
     def process(self, case: CaseInput, folder: RunFolder) -> CaseResult:
         """Run one case; never raises for a bad case, returns a failed CaseResult instead."""

@@ -3,6 +3,10 @@
 Stage 2 is trained on stage-1 *predicted* masks (as at inference), taken from one pass of the trained
 segmenter over every case; that pass (:func:`stage1_cache`) is kept so the ablation study can reuse it
 without re-segmenting.
+
+``resume=True`` continues an interrupted run in the same folder: a stage whose export is already there
+(same settings and inputs) is not trained again, an interrupted stage continues from its
+``last.ckpt`` (see :mod:`livercad.resume`).
 """
 
 from __future__ import annotations
@@ -77,8 +81,10 @@ def stage1_cache(segmenter: Any, rows: list[ManifestRow], cfg: Config) -> list[S
     return out
 
 
-def train_stage1(cfg: Config, out: Path, *, progress: bool = True) -> dict[str, Any]:
+def train_stage1(cfg: Config, out: Path, *, progress: bool = True, resume: bool = False) -> dict[str, Any]:
     """Cohort -> trained segmenter -> stage-1 cache of every case (shared by the pipeline and the ablation).
+
+    ``resume``: continue an interrupted stage-1 training in ``out`` (see :func:`train_segmenter`).
 
     Returns:
         ``rows``, ``checkpoint``, ``segmenter``, ``stage1`` and ``timing`` (seconds per step).
@@ -91,7 +97,7 @@ def train_stage1(cfg: Config, out: Path, *, progress: bool = True) -> dict[str, 
     rows = cohort_rows(cfg, out)
     timing["data_s"] = time.perf_counter() - t
     t = time.perf_counter()
-    ckpt = train_segmenter(rows, cfg, out / "work" / "segment", progress=progress)
+    ckpt = train_segmenter(rows, cfg, out / "work" / "segment", progress=progress, resume=resume)
     timing["train_segment_s"] = time.perf_counter() - t
     t = time.perf_counter()
     segmenter = Segmenter.load(ckpt, precision=cfg.inference.precision)
@@ -100,8 +106,12 @@ def train_stage1(cfg: Config, out: Path, *, progress: bool = True) -> dict[str, 
     return {"rows": rows, "checkpoint": ckpt, "segmenter": segmenter, "stage1": stage1, "timing": timing}
 
 
-def train_pipeline(cfg: Config, out_dir: str | Path, *, progress: bool = True) -> dict[str, Any]:
+def train_pipeline(cfg: Config, out_dir: str | Path, *, progress: bool = True, resume: bool = False
+                   ) -> dict[str, Any]:
     """Train both stages and write a bundle to ``out_dir/model``.
+
+    ``resume``: continue a run interrupted in ``out_dir`` (finished stages are reused, an interrupted
+    one continues from its last checkpoint); without a checkpoint it trains from the start.
 
     Returns:
         A dict with ``bundle`` (path), ``rows`` (the split cohort), ``stage1`` (the stage-1 cache of every
@@ -111,14 +121,14 @@ def train_pipeline(cfg: Config, out_dir: str | Path, *, progress: bool = True) -
     from livercad.pipeline.bundle import write_bundle
 
     out = Path(out_dir)
-    s1 = train_stage1(cfg, out, progress=progress)
+    s1 = train_stage1(cfg, out, progress=progress, resume=resume)
     rows, seg_ckpt, segmenter, stage1 = s1["rows"], s1["checkpoint"], s1["segmenter"], s1["stage1"]
     timing = dict(s1["timing"])
     t = time.perf_counter()
     train = [s.slices for s in stage1 if s.row.split == "train" and s.slices.label is not None]
     val = [s.slices for s in stage1 if s.row.split == "val" and s.slices.label is not None]
     trained = train_classifier(train, val, cfg.classify, out / "work" / "classify", seed=cfg.seed,
-                               progress=progress)
+                               progress=progress, resume=resume)
     timing["train_classify_s"] = time.perf_counter() - t
     clf_ckpt = out / "work" / "classify" / "classifier.pt"
     weights = {"segmenter": segmenter.meta.get("weights"), "classifier": trained.meta.get("weights")}

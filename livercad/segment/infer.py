@@ -5,6 +5,7 @@ the resolved device/precision. :func:`segment_prepared` runs batches of 2.5-D sl
 ``torch.inference_mode`` (channels-last, bf16 autocast when the precision resolves to bf16).
 :func:`segment_volume` goes volume -> probability -> post-processed mask on the canonical
 full-resolution grid -> the original voxel grid through the exact inverse of the orientation.
+``backend="onnx"`` (or ``auto``) runs the network with ONNX Runtime instead (:mod:`livercad.backend`).
 :func:`evaluate_segmenter` scores a cohort on the original grid.
 
 Example:
@@ -21,7 +22,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from contextlib import nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -33,6 +34,7 @@ import torch
 from pydantic import ValidationError
 from torch import nn
 
+from livercad.backend import bf16_supported, resolve_precision, select_backend
 from livercad.checkpoint import load_checkpoint
 from livercad.config import PostprocessConfig, SegmentModelConfig
 from livercad.errors import CheckpointError, ConfigError
@@ -44,35 +46,8 @@ from livercad.types import Segmentation, Volume
 
 logger = logging.getLogger(__name__)
 
-PRECISIONS = ("auto", "fp32", "bf16")
 _REQUIRED = ("arch", "encoder", "context", "extra_channels", "preprocessing")
 _METRICS = ("dice", "iou", "hd95_mm", "msd_mm", "volume_ml", "ref_volume_ml", "volume_error_ml", "volume_error_rel")
-
-
-def bf16_supported(device: torch.device) -> bool:
-    """Whether ``device`` runs bf16 natively (CUDA bf16, or a CPU with AVX-512-BF16 / AMX)."""
-    if device.type == "cuda":
-        return bool(torch.cuda.is_available() and torch.cuda.is_bf16_supported())
-    if device.type == "cpu":
-        names = ("_is_avx512_bf16_supported", "_is_amx_tile_supported")
-        checks = [getattr(torch.cpu, n, None) for n in names]
-        return any(bool(f()) for f in checks if f is not None)
-    return False
-
-
-def resolve_precision(precision: str = "auto", device: torch.device | str | None = None) -> str:
-    """Resolve ``auto | fp32 | bf16`` to ``fp32`` or ``bf16`` for ``device`` (auto: bf16 where native).
-
-    Example:
-        >>> resolve_precision("fp32")
-        'fp32'
-    """
-    if precision not in PRECISIONS:
-        raise ConfigError(f"inference.precision: expected one of {', '.join(PRECISIONS)}, got {precision!r}")
-    dev = torch.device(device) if device is not None else torch.device("cpu")
-    if precision == "auto":
-        return "bf16" if bf16_supported(dev) else "fp32"
-    return precision
 
 
 def _default_device(device: torch.device | str | None) -> torch.device:
@@ -91,6 +66,8 @@ class Segmenter:
         device: where it runs.
         precision: the resolved precision, ``fp32`` or ``bf16`` (the requested one is in ``precision_requested``).
         channels_last: whether inputs and weights use the channels-last memory format.
+        backend: the backend used, ``torch`` or ``onnx`` (the requested one is in ``backend_requested``).
+        runner: the ONNX Runtime model when ``backend == "onnx"``.
     """
 
     model: nn.Module
@@ -99,22 +76,34 @@ class Segmenter:
     precision: str = "fp32"
     channels_last: bool = True
     precision_requested: str = "auto"
+    backend: str = "torch"
+    backend_requested: str = "torch"
+    runner: Callable[[torch.Tensor], torch.Tensor] | None = field(default=None, repr=False)
 
     @classmethod
     def from_model(cls, model: nn.Module, meta: dict[str, Any], *, precision: str = "auto",
-                   device: torch.device | str | None = None, channels_last: bool = True) -> Segmenter:
-        """Wrap an already-built network (moved to ``device``, eval mode, channels-last)."""
+                   device: torch.device | str | None = None, channels_last: bool = True,
+                   backend: str = "torch") -> Segmenter:
+        """Wrap an already-built network (moved to ``device``, eval mode, channels-last) on ``backend``.
+
+        ``backend``: ``torch``, ``onnx`` (fp32, CPU; ``precision="auto"`` then means fp32) or ``auto``
+        (onnx where it can run, see :func:`livercad.backend.select_backend`).
+        """
         dev = _default_device(device)
         model = model.to(dev).eval()
         if channels_last:
             model = model.to(memory_format=torch.channels_last)
-        resolved = resolve_precision(precision, dev)
-        logger.info("segmenter on %s, precision %s (requested %s)", dev, resolved, precision)
-        return cls(model, meta, dev, resolved, channels_last, precision)
+        resolved = resolve_precision("fp32" if backend == "onnx" and precision == "auto" else precision, dev)
+        chans = 2 * int(meta["context"]) + 1 + int(meta.get("extra_channels", 0))
+        size = int(meta["preprocessing"]["image_size"])
+        used, runner = select_backend(backend, model, (1, chans, size, size), device=dev, precision=resolved,
+                                      sha256=meta.get("checkpoint", {}).get("sha256"), what="segmenter")
+        logger.info("segmenter on %s, precision %s (requested %s), backend %s", dev, resolved, precision, used)
+        return cls(model, meta, dev, resolved, channels_last, precision, used, backend, runner)
 
     @classmethod
     def load(cls, path: str | Path, *, precision: str = "auto", device: torch.device | str | None = None,
-             channels_last: bool = True) -> Segmenter:
+             channels_last: bool = True, backend: str = "torch") -> Segmenter:
         """Load a ``segmenter.pt`` written by :func:`livercad.segment.train.train_segmenter`.
 
         Raises:
@@ -135,7 +124,8 @@ class Segmenter:
         except RuntimeError as exc:
             raise CheckpointError(f"{path}: weights do not fit {meta['arch']}/{meta['encoder']} "
                                   f"({' '.join(str(exc).split())[:300]})") from None
-        return cls.from_model(model, meta, precision=precision, device=device, channels_last=channels_last)
+        return cls.from_model(model, meta, precision=precision, device=device, channels_last=channels_last,
+                              backend=backend)
 
     @classmethod
     def random(cls, *, image_size: int = 64, encoder: str = "resnet18", modality: str = "ct", context: int = 1,
@@ -163,6 +153,10 @@ class Segmenter:
     def postprocess(self) -> PostprocessConfig:
         """Post-processing recorded at training time (defaults when absent)."""
         return PostprocessConfig(**self.meta.get("postprocess", {}))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Logits ``(N, 1, S, S)`` of a slice batch on the backend in use."""
+        return self.runner(x) if self.runner is not None else self.model(x)
 
     def prepare(self, volume: Volume) -> Prepared:
         """Preprocess a volume exactly as at training time."""
@@ -194,12 +188,12 @@ def segment_prepared(seg: Segmenter, prepared: Prepared, *, batch_size: int = 4)
     image, ctx = _plain(prepared.image), int(seg.meta["context"])
     out = torch.empty(image.shape, dtype=torch.float32)
     amp = torch.autocast(seg.device.type, dtype=torch.bfloat16) if seg.precision == "bf16" else nullcontext()
-    fmt = torch.channels_last if seg.channels_last else torch.contiguous_format
+    fmt = torch.channels_last if seg.channels_last and seg.runner is None else torch.contiguous_format
     with torch.inference_mode(), amp:
         for start in range(0, image.shape[0], max(int(batch_size), 1)):
             idx = torch.arange(start, min(start + batch_size, image.shape[0]))
             x = context_stack(image, idx, ctx).to(seg.device).contiguous(memory_format=fmt)
-            out[start:start + len(idx)] = torch.sigmoid(seg.model(x).float())[:, 0].cpu()
+            out[start:start + len(idx)] = torch.sigmoid(seg.forward(x).float())[:, 0].cpu()
     return out
 
 

@@ -7,7 +7,10 @@ still ends at a low learning rate, and records ``lr_schedule: time`` since it is
 bit-reproducible). It validates with the 3-D Dice of every validation volume (model space, threshold
 0.5), keeps the best weights and exports them as ``segmenter.pt`` with
 :func:`livercad.checkpoint.save_checkpoint` (config, preprocessing, weights provenance, history,
-versions). Lightning writes its own resumable ``.ckpt`` files and CSV logs under ``lightning/``.
+versions). Lightning writes its ``.ckpt`` files (atomically, see :mod:`livercad.resume`) and CSV logs
+under ``lightning/``; ``resume=True`` continues from ``lightning/checkpoints/last.ckpt``. On resume the
+time budget is the *remaining* one: ``max_minutes`` minus the training time recorded in the checkpoint
+(work done after that checkpoint is redone). The time budget is the one non-reproducible knob.
 """
 
 from __future__ import annotations
@@ -30,6 +33,15 @@ from torch.utils.data import DataLoader
 from livercad.checkpoint import save_checkpoint
 from livercad.config import Config, config_to_dict
 from livercad.errors import InputError
+from livercad.resume import (
+    LAST_EVERY_S,
+    LastCheckpoint,
+    SafeCheckpointIO,
+    fingerprint,
+    fingerprint_hash,
+    finished,
+    resume_point,
+)
 from livercad.segment.data import SliceDataset, anatomy_augment, balanced_sampler, load_cases
 from livercad.segment.model import build_segmenter_with_info, in_channels_of
 
@@ -58,14 +70,15 @@ class TimeBudget(Callback):
 
     The closing validation is estimated from the last one measured, or before any from the mean step
     time (a validation batch is forward-only on twice the training batch: about 0.8 of a training step).
-    Also gives the LR schedule its position (:meth:`progress`).
+    Also gives the LR schedule its position (:meth:`progress`). Its state (training time, steps) is
+    saved in Lightning checkpoints, so a resumed run continues the same budget.
     """
 
     def __init__(self, budget_s: float, n_val_batches: int, total_steps: int) -> None:
         self.budget_s, self.n_val_batches, self.total_steps = budget_s, n_val_batches, max(total_steps, 1)
         self.t0, self.steps, self.val_s, self.last_val_s, self._v0 = time.monotonic(), 0, 0.0, None, 0.0
         self.stopped = self.time_bound = False
-        self.fit_s = 0.0
+        self.fit_s, self.offset, self.run_steps = 0.0, 0.0, 0  # offset: training time before a resume
 
     def elapsed(self) -> float:
         return time.monotonic() - self.t0
@@ -86,15 +99,26 @@ class TimeBudget(Callback):
             return by_time
         return by_steps
 
+    def state_dict(self) -> dict[str, Any]:
+        return {"elapsed": self.elapsed(), "steps": self.steps, "val_s": self.val_s, "last_val_s": self.last_val_s,
+                "time_bound": self.time_bound}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.offset, self.steps, self.val_s = float(state["elapsed"]), int(state["steps"]), float(state["val_s"])
+        self.last_val_s, self.time_bound = state["last_val_s"], bool(state["time_bound"])
+
     def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        self.t0 = time.monotonic()
+        self.t0 = time.monotonic() - self.offset
 
     def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         self.fit_s = self.elapsed()
 
     def on_train_batch_end(self, trainer: L.Trainer, *args: Any) -> None:
-        self.steps += 1
-        if self.elapsed() + self._step_s() >= self.deadline():
+        self.steps, self.run_steps = self.steps + 1, self.run_steps + 1
+        stop = self.elapsed() + self._step_s() >= self.deadline()
+        if getattr(trainer, "world_size", 1) > 1:  # DDP: every rank takes rank 0's decision, or one would hang
+            stop = bool(trainer.strategy.broadcast(stop))
+        if stop:
             trainer.should_stop = self.stopped = True
 
     def on_validation_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
@@ -124,6 +148,15 @@ class SegmentationModule(L.LightningModule):
         self.best: dict[str, Any] = {"dice": -1.0, "epoch": None, "step": None, "state": None}
         self._sums = torch.zeros(3, n_val_cases)
         self._loss = [0.0, 0]
+        self.resumed_step: int | None = None
+
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        checkpoint["livercad_state"] = {"best": self.best, "history": self.history}
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        state = checkpoint.get("livercad_state", {})
+        self.best, self.history = state.get("best", self.best), list(state.get("history", []))
+        self.resumed_step = int(checkpoint.get("global_step", 0))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Liver logits ``(N, 1, S, S)``."""
@@ -191,18 +224,31 @@ def _loaders(cfg: Config, rows: Sequence[Any]) -> tuple[DataLoader, DataLoader, 
     return train_dl, val_dl, steps
 
 
-def _trainer(cfg: Config, out_dir: Path, budget: TimeBudget, steps: int, progress: bool, max_steps: int) -> L.Trainer:
-    t = cfg.segment.train
+def run_fingerprint(cfg: Config, rows: Sequence[Any]) -> dict[str, Any]:
+    """What a resumed stage-1 run must share with the run that wrote the checkpoint."""
+    seg = cfg.segment.model_dump(mode="json")
+    return fingerprint(preprocess=cfg.preprocess.model_dump(mode="json"), model=seg["model"], train=seg["train"],
+                       postprocess=seg["postprocess"], liver_slice_fraction=seg["liver_slice_fraction"],
+                       liver_labels=cfg.data.liver_labels,
+                       cases={s: [str(r.case_id) for r in _split(rows, s)] for s in ("train", "val")})
+
+
+def _trainer(cfg: Config, out_dir: Path, budget: TimeBudget, steps: int, progress: bool, max_steps: int,
+             fp: dict[str, Any], every_s: float) -> L.Trainer:
+    t, ckpt_dir = cfg.segment.train, out_dir / "lightning" / "checkpoints"
     callbacks = [
         budget,
-        ModelCheckpoint(dirpath=out_dir / "lightning" / "checkpoints", filename="best-{epoch}", monitor="val_dice",
-                        mode="max", save_top_k=1, save_last="link"),
-        EarlyStopping(monitor="val_dice", mode="max", patience=t.patience),
+        # both decide at validation end, so last.ckpt (written then too) holds their updated state
+        ModelCheckpoint(dirpath=ckpt_dir, filename="best-{epoch}", monitor="val_dice", mode="max", save_top_k=1,
+                        save_on_train_epoch_end=False),
+        EarlyStopping(monitor="val_dice", mode="max", patience=t.patience, check_on_train_epoch_end=False),
+        LastCheckpoint(ckpt_dir / "last.ckpt", every_s),
     ]
     return L.Trainer(
         max_epochs=t.max_epochs, max_steps=max_steps, max_time=timedelta(seconds=budget.budget_s),
         accelerator=t.accelerator, devices=t.devices, num_nodes=t.num_nodes, strategy=t.strategy,
         precision=t.precision, callbacks=callbacks, logger=CSVLogger(out_dir / "lightning", name="logs"),
+        plugins=[SafeCheckpointIO(fp)],
         enable_progress_bar=progress, enable_model_summary=progress, num_sanity_val_steps=0,
         log_every_n_steps=max(1, min(50, steps)), default_root_dir=out_dir / "lightning",
     )
@@ -225,7 +271,8 @@ def _history(trainer: L.Trainer, module: SegmentationModule, budget: TimeBudget,
             "best_epoch": best["epoch"], "best_step": best["step"], "stopped_by": _stop_reason(trainer, budget),
             "lr_schedule": "time" if budget.time_bound else "steps", "budget_seconds": round(budget.budget_s, 2),
             "seconds": round(seconds, 2), "fit_seconds": round(budget.fit_s, 2), "val_seconds": round(budget.val_s, 2),
-            "per_epoch": module.history, "n_train_cases": n_train, "n_val_cases": module.n_val_cases}
+            "per_epoch": module.history, "n_train_cases": n_train, "n_val_cases": module.n_val_cases,
+            "resumed_from_step": module.resumed_step, "steps_run": budget.run_steps}
 
 
 def versions() -> dict[str, str]:
@@ -259,10 +306,11 @@ def segmenter_meta(cfg: Config, module: SegmentationModule, history: dict[str, A
 
 
 def train_segmenter(rows: Sequence[Any], cfg: Config, out_dir: Path, *, progress: bool = True,
-                    max_steps: int = -1) -> Path:
+                    max_steps: int = -1, resume: bool = False, checkpoint_every_s: float = LAST_EVERY_S) -> Path:
     """Train the liver segmenter on the ``train`` rows (validating on ``val``) and export ``segmenter.pt``.
 
-    The whole call (loading included) stays within ``cfg.segment.train.max_minutes``.
+    The whole call (loading included) stays within ``cfg.segment.train.max_minutes``; a resumed call
+    gets what the interrupted run had left of it.
 
     Args:
         rows: manifest rows (``case_id``, ``image``, ``mask``, ``split``).
@@ -270,33 +318,42 @@ def train_segmenter(rows: Sequence[Any], cfg: Config, out_dir: Path, *, progress
         out_dir: output folder; receives ``segmenter.pt`` and ``lightning/`` (checkpoints, CSV logs).
         progress: show Lightning's progress bar and model summary.
         max_steps: optional hard cap on optimiser steps (tests, smoke runs); ``-1`` = no cap.
+        resume: continue from ``out_dir/lightning/checkpoints/last.ckpt`` (the same run's settings and
+            cases are required); a run that already exported ``segmenter.pt`` is not trained again.
+        checkpoint_every_s: least interval between two writes of ``last.ckpt`` (at a step or validation end).
 
     Returns:
         Path of the exported checkpoint.
 
     Raises:
         InputError: no train or val cases, a row without mask, unreadable files.
-        ConfigError / CheckpointError: bad model name or unavailable weights.
+        ConfigError / CheckpointError: bad model name or unavailable weights; an unsafe, corrupt or
+            foreign checkpoint to resume from.
     """
     start = time.monotonic()
-    out_dir = Path(out_dir)
+    out_dir, path = Path(out_dir), Path(out_dir) / "segmenter.pt"
     t = cfg.segment.train
+    fp = run_fingerprint(cfg, rows)
+    if resume and finished(path, fingerprint_hash(fp)):
+        logger.info("segmenter: %s is this run's finished export; nothing to resume", path)
+        return path
+    ckpt = resume_point(out_dir / "lightning" / "checkpoints", resume)
     L.seed_everything(t.seed, workers=True, verbose=False)
     train_dl, val_dl, steps = _loaders(cfg, rows)
     budget_s = max(t.max_minutes * 60.0 - (time.monotonic() - start) - _EXPORT_RESERVE_S, 1.0)
     total = steps * t.max_epochs if max_steps < 0 else min(max_steps, steps * t.max_epochs)
     budget = TimeBudget(budget_s, len(val_dl), total)
     module = SegmentationModule(cfg, n_val_cases=len(val_dl.dataset.cases), budget=budget)
-    trainer = _trainer(cfg, out_dir, budget, steps, progress, max_steps)
-    trainer.fit(module, train_dataloaders=train_dl, val_dataloaders=val_dl)
+    trainer = _trainer(cfg, out_dir, budget, steps, progress, max_steps, fp, checkpoint_every_s)
+    trainer.fit(module, train_dataloaders=train_dl, val_dataloaders=val_dl, ckpt_path=ckpt, weights_only=True)
     history = _history(trainer, module, budget, time.monotonic() - start, len(train_dl.dataset.cases))
     state = module.best["state"] if module.best["state"] is not None else module.model.state_dict()
-    path = out_dir / "segmenter.pt"
     if trainer.is_global_zero:
-        save_checkpoint(path, state, segmenter_meta(cfg, module, history))
+        save_checkpoint(path, state, {**segmenter_meta(cfg, module, history), "resume_key": fingerprint_hash(fp)})
     logger.info("segmenter: best val Dice %.4f after %d steps (%s) -> %s", history["best_val_dice"],
                 history["steps"], history["stopped_by"], path)
     return path
 
 
-__all__ = ["TimeBudget", "SegmentationModule", "train_segmenter", "lr_factor", "segmenter_meta", "versions"]
+__all__ = ["TimeBudget", "SegmentationModule", "train_segmenter", "lr_factor", "segmenter_meta", "versions",
+           "run_fingerprint"]

@@ -107,7 +107,7 @@ def train_pipeline_cmd(
     try:
         from livercad.pipeline.train import train_pipeline
 
-        set_ = _scale_out(set_, ("segment", "classify"), devices, num_nodes, strategy)
+        set_ = _scale_out(set_, ("segment",), devices, num_nodes, strategy)  # stage 2 is single-process
         res = train_pipeline(_config(config, set_), out, progress=not quiet, resume=resume)
     except LivercadError as exc:
         _fail(exc)

@@ -75,5 +75,7 @@ def test_train_scale_out_options_reach_the_train_sections(tmp_path: Path, monkey
     assert runner.invoke(app, ["train", "segment", "--num-nodes", "0", "--out", str(tmp_path)]).exit_code == 2
     seg, pipe = seen["segment"].segment.train, seen["pipeline"]
     assert (seg.devices, seg.num_nodes, seg.strategy) == (2, 3, "ddp")  # the option wins over --set
-    for t in (pipe.segment.train, pipe.classify.train):
-        assert (t.devices, t.num_nodes, t.strategy) == (2, 3, "ddp")
+    t = pipe.segment.train
+    assert (t.devices, t.num_nodes, t.strategy) == (2, 3, "ddp")
+    t = pipe.classify.train  # stage 2 trains in one process: `train pipeline` scales out stage 1 only
+    assert (t.devices, t.num_nodes, t.strategy) == (1, 1, "auto")

@@ -219,6 +219,9 @@ def _digest(cases: list[CaseSlices]) -> str:
 def _trainer(cfg: ClassifyConfig, minutes_left: float, callbacks: list[pl.Callback], has_val: bool,
              progress: bool, io: SafeCheckpointIO | None) -> pl.Trainer:
     t = cfg.train
+    if t.num_nodes > 1 or str(t.strategy).startswith(("ddp", "fsdp", "deepspeed")) or t.devices not in (1, "1"):
+        raise ConfigError(f"classify.train: stage 2 trains in one process (devices=1, num_nodes=1, no ddp); got "
+                          f"devices={t.devices}, num_nodes={t.num_nodes}, strategy={t.strategy}")
     return pl.Trainer(
         max_epochs=t.max_epochs, max_time=timedelta(minutes=max(minutes_left, 0.05) + 0.5), accelerator=t.accelerator,
         devices=t.devices, num_nodes=t.num_nodes, strategy=t.strategy, precision=t.precision,  # type: ignore[arg-type]

@@ -135,3 +135,14 @@ def test_case_scores() -> None:
     assert s["auc"] == pytest.approx(roc_auc_score(y, p[:, 1])) and s["accuracy"] == 0.5
     one_class = case_scores(np.array([0, 0, 1]), np.array([[0.9, 0.1, 0.0], [0.2, 0.8, 0.0], [0.1, 0.9, 0.0]]))
     assert np.isnan(one_class["auc"]) and one_class["score"] < 1  # balanced accuracy fallback
+
+
+@pytest.mark.parametrize("setting", [{"devices": 2}, {"strategy": "ddp"}, {"num_nodes": 2}])
+def test_multi_process_training_is_refused_with_a_clear_error(setting: dict) -> None:
+    """Stage 2 is single-process: DDP settings fail before any training instead of misbehaving."""
+    from livercad.errors import ConfigError
+
+    cfg = _cfg(strategy="scratch")
+    cfg = cfg.model_copy(update={"train": cfg.train.model_copy(update=setting)})
+    with pytest.raises(ConfigError, match="one process"):
+        train_classifier(TRAIN, VAL, cfg, None, seed=0, progress=False)

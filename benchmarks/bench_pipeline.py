@@ -14,6 +14,7 @@ One process run measures, on phantom CT volumes saved as ``.nii.gz``:
   ScaleIntensityRange -> Orientation -> Resize -> per-slice loop at batch 1, fp32 eager -> threshold ->
   manual inverse -> nibabel save), with Dice and probability agreement against the pipeline;
 * ``precision``: bf16 vs fp32 agreement and speed; ``batch_sweep``: segmenter slices/s at batch 1, 2, 4, 8;
+* ``onnx_vs_torch``: ONNX Runtime vs eager torch segmenter on the first volume (when onnx is used);
 * ``peak_rss_mb``: ``resource.getrusage`` maximum resident set size.
 
 Usage::

@@ -2,11 +2,17 @@
 
 from __future__ import annotations
 
+import os
+import tempfile
 from pathlib import Path
 
 import pytest
 
 from livercad.config import Config, load_config
+
+# Caches the package writes at run time (exported ONNX graphs under $XDG_CACHE_HOME/livercad/onnx) go to a
+# private temporary folder, never to the user's home.
+os.environ["XDG_CACHE_HOME"] = tempfile.mkdtemp(prefix="livercad-test-cache-")
 
 TINY = [
     "data.phantom.n=8",

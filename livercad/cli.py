@@ -144,11 +144,10 @@ def train_classify_cmd(
     _setup_logging(quiet)
     try:
         from livercad.classify.train import train_classifier
-        from livercad.pipeline.train import cohort_rows, stage1_cache
-        from livercad.segment.infer import Segmenter
+        from livercad.pipeline.train import cohort_rows, load_stage1, stage1_cache
 
         cfg = _config(config, _scale_out(set_, ("classify",), devices, num_nodes, strategy))
-        cache = stage1_cache(Segmenter.load(segmenter), cohort_rows(cfg, out), cfg)
+        cache = stage1_cache(load_stage1(segmenter, cfg), cohort_rows(cfg, out), cfg)
         tr = [c.slices for c in cache if c.row.split == "train" and c.slices.label is not None]
         va = [c.slices for c in cache if c.row.split == "val" and c.slices.label is not None]
         train_classifier(tr, va, cfg.classify, out, seed=cfg.seed, progress=not quiet, resume=resume)

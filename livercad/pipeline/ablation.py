@@ -289,7 +289,7 @@ def run_ablation_from_config(cfg: Config, out_dir: str | Path, *, progress: bool
     With ``ablation.shortcut`` and no manifest, the phantom cohort is generated with the site shortcut.
     ``out_dir`` receives ``data/`` (the cohort), ``work/segment/`` (the segmenter) and the ablation outputs.
     """
-    from livercad.pipeline.train import cohort_rows, stage1_cache, train_stage1
+    from livercad.pipeline.train import cohort_rows, load_stage1, stage1_cache, train_stage1
 
     out = Path(out_dir)
     if cfg.ablation.shortcut and cfg.data.manifest is None and not cfg.data.phantom.shortcut:
@@ -299,15 +299,13 @@ def run_ablation_from_config(cfg: Config, out_dir: str | Path, *, progress: bool
         s1 = train_stage1(cfg, out, progress=progress)
         stage1, timing = s1["stage1"], dict(s1["timing"])
     else:
-        from livercad.segment.infer import Segmenter
-
         path = Path(segmenter)
         path = path / "segmenter.pt" if path.is_dir() else path
         t0 = time.perf_counter()
         rows = cohort_rows(cfg, out)
         timing = {"data_s": time.perf_counter() - t0}
         t0 = time.perf_counter()
-        stage1 = stage1_cache(Segmenter.load(path, precision=cfg.inference.precision), rows, cfg)
+        stage1 = stage1_cache(load_stage1(path, cfg), rows, cfg)
         timing["stage1_inference_s"] = time.perf_counter() - t0
     return _run(cfg, stage1, out, progress, timing)
 

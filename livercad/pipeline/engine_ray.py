@@ -56,9 +56,9 @@ class _Worker:
             self.error = (type(exc).__name__, " ".join(str(exc).split()))
         self.folder = RunFolder(out_root)  # paths only; the driver holds the lock
 
-    def ready(self) -> tuple[str | None, tuple[str, str] | None, str]:
-        """(precision, error, host): the model is loaded when error is None."""
-        return (None if self.error else self.predictor.precision), self.error, self.host
+    def ready(self) -> tuple[dict[str, Any] | None, tuple[str, str] | None, str]:
+        """(precision and backends used, error, host): the model is loaded when error is None."""
+        return (None if self.error else self.predictor.used), self.error, self.host
 
     def process(self, case: dict[str, Any]) -> dict[str, Any]:
         """Run one case (a :class:`CaseInput` as a dict of plain values)."""
@@ -98,7 +98,7 @@ def _actor_factory(ray: Any, bundle: Any, inference: InferenceConfig, folder: Ru
     return (lambda: actor_cls.remote(*args, threads=threads)), n
 
 
-def _ready(ray: Any, actors: list[Any], bundle_path: str) -> str:
+def _ready(ray: Any, actors: list[Any], bundle_path: str) -> dict[str, Any]:
     """Wait until every worker has loaded the model; raise the first worker's load error."""
     try:
         states = ray.get([a.ready.remote() for a in actors])
@@ -111,12 +111,13 @@ def _ready(ray: Any, actors: list[Any], bundle_path: str) -> str:
             kind = {"ConfigError": ConfigError, "CheckpointError": CheckpointError}.get(error[0], LivercadError)
             raise kind(f"Ray worker on {host} cannot load the bundle {bundle_path} (it must be on storage every "
                        f"node sees): {error[1]}")
-    return str(states[0][0])
+    return dict(states[0][0])
 
 
 def run_ray(todo: Sequence[CaseInput], predictor_args: tuple[Any, InferenceConfig], folder: RunFolder,
-            bar: Progress, *, address: str | None = None, workers: int | None = None) -> tuple[list[CaseResult], str]:
-    """Process ``todo`` on Ray actors; returns the results (input order) and the precision used.
+            bar: Progress, *, address: str | None = None, workers: int | None = None
+            ) -> tuple[list[CaseResult], dict[str, Any]]:
+    """Process ``todo`` on Ray actors; returns the results (input order) and the precision/backends used.
 
     Connects to ``address`` (or ``RAY_ADDRESS``, or starts a local Ray instance for this call) unless Ray is
     already initialised in this process; only an instance started here is shut down at the end.
@@ -129,20 +130,20 @@ def run_ray(todo: Sequence[CaseInput], predictor_args: tuple[Any, InferenceConfi
     ray = _import_ray()
     bundle, inference = predictor_args
     if not todo:
-        return [], inference.precision
+        return [], {"precision": inference.precision, "backend": {"requested": inference.backend}}
     started_here = not ray.is_initialized()
     if started_here:
         ray.init(address=address, include_dashboard=False, log_to_driver=False, configure_logging=False)
     try:
         make, n = _actor_factory(ray, bundle, inference, folder, workers, len(todo))
         actors = [make() for _ in range(n)]
-        precision = _ready(ray, actors, str(bundle.path))
+        used = _ready(ray, actors, str(bundle.path))
         results = _drive(ray, actors, make, todo, folder, bar)
         folder._remove_stale_temps()  # a worker killed while writing leaves its temporary file behind
     finally:
         if started_here:
             ray.shutdown()
-    return results, precision
+    return results, used
 
 
 def _failed(case: CaseInput, reason: str) -> CaseResult:

@@ -62,6 +62,11 @@ class Predictor:
                 "classifier": self.classifier.backend}
 
     @property
+    def used(self) -> dict[str, Any]:
+        """What run records keep: ``{"precision": ..., "backend": {requested, segmenter, classifier}}``."""
+        return {"precision": self.precision, "backend": self.backends}
+
+    @property
     def backend(self) -> str:
         """One word for run records: the common backend of both stages, or ``mixed``."""
         used = {self.segmenter.backend, self.classifier.backend}
@@ -88,7 +93,8 @@ class Predictor:
         if case.mask is not None:
             gt = load_mask(case.mask, volume, liver_labels=case.liver_labels)
         out = segment_volume(self.segmenter, volume, batch_size=self.inference.batch_size,
-                             postprocess=self.bundle.config.segment.postprocess)
+                             postprocess=self.bundle.config.segment.postprocess,
+                             coarse_to_fine=self.inference.coarse_to_fine)
         mask = out.segmentation.mask
         mask_path = save_mask(mask, volume, folder.mask_path(case.case_id))
         seg_metrics = self._seg_metrics(mask, gt, volume.spacing)

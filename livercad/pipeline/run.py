@@ -55,7 +55,7 @@ def _inference_config(bundle_cfg: Config, config: Config | str | Path | None) ->
 
 
 def _run_local(todo: Sequence[CaseInput], predictor_args: tuple[Any, InferenceConfig], folder: RunFolder,
-               bar: Progress) -> tuple[list[CaseResult], str]:
+               bar: Progress) -> tuple[list[CaseResult], dict[str, Any]]:
     from livercad.pipeline.predictor import Predictor
 
     predictor = Predictor(*predictor_args)  # models load once for the whole batch
@@ -65,7 +65,7 @@ def _run_local(todo: Sequence[CaseInput], predictor_args: tuple[Any, InferenceCo
         folder.write_record(result)
         out.append(result)
         bar.advance(case.case_id, "done" if result.ok else f"FAILED: {result.error}")
-    return out, predictor.precision
+    return out, predictor.used
 
 
 def run_pipeline(inputs: str | Path | Sequence[str | Path], output_dir: str | Path, *, model: str | Path,
@@ -114,14 +114,14 @@ def run_pipeline(inputs: str | Path | Sequence[str | Path], output_dir: str | Pa
             if engine == "ray":
                 from livercad.pipeline.engine_ray import run_ray
 
-                new, precision = run_ray(todo, (bundle, inference), folder, bar, address=address)
+                new, used = run_ray(todo, (bundle, inference), folder, bar, address=address)
             else:
-                new, precision = _run_local(todo, (bundle, inference), folder, bar)
+                new, used = _run_local(todo, (bundle, inference), folder, bar)
         done.update({r.case_id: r for r in new})
         order = [c.case_id for c in cases] + [p.case_id for p in problems if p.case_id not in
                                                {c.case_id for c in cases}]
         results = [done[cid] for cid in dict.fromkeys(order) if cid in done]
-        metrics = _write_outputs(folder, results, bundle, inference, config_precision=precision,
+        metrics = _write_outputs(folder, results, bundle, inference, used=used,
                                  timing={"started": started, "seconds": round(time.perf_counter() - t0, 3),
                                          "cases_run": len(new), "cases_resumed": len(cases) - len(todo),
                                          "engine": engine})
@@ -129,7 +129,7 @@ def run_pipeline(inputs: str | Path | Sequence[str | Path], output_dir: str | Pa
 
 
 def _write_outputs(folder: RunFolder, results: list[CaseResult], bundle: Any, inference: InferenceConfig,
-                   *, config_precision: str, timing: dict[str, Any]) -> dict[str, Any]:
+                   *, used: dict[str, Any], timing: dict[str, Any]) -> dict[str, Any]:
     from livercad.pipeline.summary import cohort_metrics
 
     classes = bundle.classes
@@ -146,7 +146,8 @@ def _write_outputs(folder: RunFolder, results: list[CaseResult], bundle: Any, in
         "bundle_sha256": bundle_checksums(bundle),
         "weights": bundle.meta.get("weights", {}),
         "seed": bundle.config.seed,
-        "precision": config_precision,
+        "precision": used.get("precision", inference.precision),
+        "backend": used.get("backend", {"requested": inference.backend}),
         "inference": inference.model_dump(mode="json"),
         "config": config_to_dict(bundle.config),
         "n_cases": len(results),

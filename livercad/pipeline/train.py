@@ -54,8 +54,20 @@ def cohort_rows(cfg: Config, work_dir: Path) -> list[ManifestRow]:
     return rows
 
 
+def load_stage1(path: str | Path, cfg: Config) -> Any:
+    """The trained segmenter at ``path`` with the run's ``inference`` precision, backend and memory format."""
+    from livercad.segment.infer import Segmenter
+
+    inf = cfg.inference
+    return Segmenter.load(path, precision=inf.precision, backend=inf.backend, channels_last=inf.channels_last)
+
+
 def stage1_cache(segmenter: Any, rows: list[ManifestRow], cfg: Config) -> list[Stage1Case]:
-    """Run the trained segmenter once over every case and keep what stage 2 needs."""
+    """Run the trained segmenter once over every case and keep what stage 2 needs.
+
+    ``cfg.inference`` gives the slice batch size and ``coarse_to_fine``; ``cfg.segment.postprocess`` the
+    post-processing.
+    """
     from livercad.classify.data import case_slices_from_segment
     from livercad.io.manifest import parse_liver_labels
     from livercad.io.nifti import load_mask, load_volume
@@ -67,7 +79,7 @@ def stage1_cache(segmenter: Any, rows: list[ManifestRow], cfg: Config) -> list[S
     for row in rows:
         vol = load_volume(row.image)
         seg = segment_volume(segmenter, vol, batch_size=cfg.inference.batch_size,
-                             postprocess=cfg.segment.postprocess)
+                             postprocess=cfg.segment.postprocess, coarse_to_fine=cfg.inference.coarse_to_fine)
         gt = gt_model = None
         metrics: dict[str, float] = {}
         if row.mask is not None:
@@ -89,7 +101,6 @@ def train_stage1(cfg: Config, out: Path, *, progress: bool = True, resume: bool 
     Returns:
         ``rows``, ``checkpoint``, ``segmenter``, ``stage1`` and ``timing`` (seconds per step).
     """
-    from livercad.segment.infer import Segmenter
     from livercad.segment.train import train_segmenter
 
     timing: dict[str, float] = {}
@@ -100,7 +111,7 @@ def train_stage1(cfg: Config, out: Path, *, progress: bool = True, resume: bool 
     ckpt = train_segmenter(rows, cfg, out / "work" / "segment", progress=progress, resume=resume)
     timing["train_segment_s"] = time.perf_counter() - t
     t = time.perf_counter()
-    segmenter = Segmenter.load(ckpt, precision=cfg.inference.precision)
+    segmenter = load_stage1(ckpt, cfg)
     stage1 = stage1_cache(segmenter, rows, cfg)
     timing["stage1_inference_s"] = time.perf_counter() - t
     return {"rows": rows, "checkpoint": ckpt, "segmenter": segmenter, "stage1": stage1, "timing": timing}

@@ -39,6 +39,7 @@ from livercad.checkpoint import load_checkpoint
 from livercad.config import PostprocessConfig, SegmentModelConfig
 from livercad.errors import CheckpointError, ConfigError
 from livercad.preprocess import Prepared, context_stack, prepare
+from livercad.segment.coarse import coarse_to_fine as coarse_pass
 from livercad.segment.data import model_space_mask
 from livercad.segment.model import build_segmenter
 from livercad.segment.postprocess import postprocess_mask
@@ -171,8 +172,12 @@ def _plain(t: torch.Tensor) -> torch.Tensor:
     return t.as_subclass(torch.Tensor) if type(t) is not torch.Tensor else t
 
 
-def segment_prepared(seg: Segmenter, prepared: Prepared, *, batch_size: int = 4) -> torch.Tensor:
+def segment_prepared(seg: Segmenter, prepared: Prepared, *, batch_size: int = 4,
+                     coarse_to_fine: bool = False) -> torch.Tensor:
     """Liver probability ``(Z, S, S)`` (float32, CPU) in model space, slices in batches.
+
+    ``coarse_to_fine``: run every ~15 mm slice first, then only the slices around the liver
+    (:mod:`livercad.segment.coarse`); skipped slices get probability 0.
 
     Example:
         >>> import numpy as np
@@ -186,14 +191,22 @@ def segment_prepared(seg: Segmenter, prepared: Prepared, *, batch_size: int = 4)
         raise ConfigError("segment_prepared builds the 2.5-D slice stack only; this segmenter expects "
                           f"{seg.meta['extra_channels']} extra input channels")
     image, ctx = _plain(prepared.image), int(seg.meta["context"])
-    out = torch.empty(image.shape, dtype=torch.float32)
+    out = torch.zeros(image.shape, dtype=torch.float32)
     amp = torch.autocast(seg.device.type, dtype=torch.bfloat16) if seg.precision == "bf16" else nullcontext()
     fmt = torch.channels_last if seg.channels_last and seg.runner is None else torch.contiguous_format
-    with torch.inference_mode(), amp:
-        for start in range(0, image.shape[0], max(int(batch_size), 1)):
-            idx = torch.arange(start, min(start + batch_size, image.shape[0]))
+    step = max(int(batch_size), 1)
+
+    def run(index: list[int]) -> None:
+        for start in range(0, len(index), step):
+            idx = torch.as_tensor(index[start:start + step], dtype=torch.long)
             x = context_stack(image, idx, ctx).to(seg.device).contiguous(memory_format=fmt)
-            out[start:start + len(idx)] = torch.sigmoid(seg.forward(x).float())[:, 0].cpu()
+            out[idx] = torch.sigmoid(seg.forward(x).float())[:, 0].cpu()
+
+    with torch.inference_mode(), amp:
+        if coarse_to_fine:
+            coarse_pass(run, out, spacing_z=float(prepared.spacing[2]), threshold=seg.postprocess.threshold)
+        else:
+            run(list(range(image.shape[0])))
     return out
 
 
@@ -223,7 +236,7 @@ class SegmentOutput:
 
 
 def segment_volume(seg: Segmenter, volume: Volume, *, batch_size: int = 4,
-                   postprocess: PostprocessConfig | None = None) -> SegmentOutput:
+                   postprocess: PostprocessConfig | None = None, coarse_to_fine: bool = False) -> SegmentOutput:
     """Segment the liver of one volume; the mask has exactly the volume's shape (and belongs to its affine).
 
     Post-processing (threshold, largest component, hole filling) runs on the canonical full-resolution grid,
@@ -234,11 +247,12 @@ def segment_volume(seg: Segmenter, volume: Volume, *, batch_size: int = 4,
         volume: the input image.
         batch_size: slices per forward pass.
         postprocess: overrides the post-processing recorded in the checkpoint.
+        coarse_to_fine: skip slices far from the liver (see :func:`segment_prepared`).
     """
     t0 = time.perf_counter()
     prepared = seg.prepare(volume)
     t1 = time.perf_counter()
-    prob_model = segment_prepared(seg, prepared, batch_size=batch_size)
+    prob_model = segment_prepared(seg, prepared, batch_size=batch_size, coarse_to_fine=coarse_to_fine)
     t2 = time.perf_counter()
     prob_canon = prepared.to_canonical(prob_model)
     mask_canon = postprocess_mask(prob_canon, postprocess or seg.postprocess)

@@ -72,6 +72,10 @@ def test_predict_folder_masks_on_input_grid_and_failures(tiny_bundle: Path, mixe
         assert abs(sum(probs) - 1) < 1e-4 and p["predicted_label"] in ("normal", "cirrhosis")
     run = json.loads((out / "run.json").read_text())
     assert run["n_ok"] == len(good) and run["n_failed"] == 4 and run["bundle_sha256"]
+    from livercad.backend import onnx_available  # auto = ONNX Runtime for fp32 on the CPU where it imports
+
+    want = "onnx" if run["precision"] == "fp32" and onnx_available() else "torch"
+    assert run["backend"] == {"requested": "auto", "segmenter": want, "classifier": want}
     html = (out / "report.html").read_text()
     assert "http://" not in html and "https://" not in html and "data:image/png;base64," in html
     assert len(_orientations(mixed_folder)) >= 1

@@ -176,8 +176,8 @@ def test_ray_engine_matches_local_engine_including_broken_files(ray_run: dict[st
         assert all(abs(rec["probabilities"][k] - exp["probabilities"][k]) <= 1e-5 for k in rec["probabilities"])
     run, ref_run = json.loads((out / "run.json").read_text()), json.loads((ref / "run.json").read_text())
     assert run["timing"]["engine"] == "ray" and ref_run["timing"]["engine"] == "local"
-    assert (run["n_ok"], run["n_failed"], run["precision"]) == (ref_run["n_ok"], ref_run["n_failed"],
-                                                                 ref_run["precision"])
+    keys = ("n_ok", "n_failed", "precision", "backend")
+    assert {k: run[k] for k in keys} == {k: ref_run[k] for k in keys} and run["backend"]["segmenter"]
     assert (out / "report.html").is_file() and not (out / ".livercad.lock").exists()
 
 

@@ -29,8 +29,8 @@ import torch
 from livercad.config import load_config
 from livercad.io.nifti import load_mask, load_volume
 from livercad.metrics.segmentation import segmentation_metrics, summarize
-from livercad.pipeline.train import cohort_rows
-from livercad.segment.infer import Segmenter, segment_volume
+from livercad.pipeline.train import cohort_rows, load_stage1
+from livercad.segment.infer import segment_volume
 from livercad.segment.train import train_segmenter
 
 
@@ -55,7 +55,7 @@ def run_modality(config: str, modality: str, work: Path) -> dict[str, Any]:
     ckpt = train_segmenter(rows, cfg, work / "segment", progress=False)
     train_s = time.perf_counter() - t0
     train_cpu_s = time.process_time() - cpu0
-    seg = Segmenter.load(ckpt, precision=cfg.inference.precision)
+    seg = load_stage1(ckpt, cfg)
     history = seg.meta.get("history") or {}
     test = [r for r in rows if r.split == "test"]
     per_case, t0 = [], time.perf_counter()
@@ -69,7 +69,8 @@ def run_modality(config: str, modality: str, work: Path) -> dict[str, Any]:
     infer_s = time.perf_counter() - t0
     dices = [c["dice"] for c in per_case]
     return {
-        "modality": modality, "n_cases": len(rows), "n_test": len(test),
+        "modality": modality, "ct_phase": cfg.data.phantom.ct_phase if modality == "ct" else None,
+        "n_cases": len(rows), "n_test": len(test),
         "budget_minutes": cfg.segment.train.max_minutes, "image_size": cfg.preprocess.image_size,
         "encoder": cfg.segment.model.encoder, "encoder_weights": cfg.segment.model.encoder_weights,
         "data_s": round(data_s, 1), "train_s": round(train_s, 1), "train_cpu_s": round(train_cpu_s, 1),

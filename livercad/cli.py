@@ -81,6 +81,7 @@ def phantom(
     orientations: Annotated[str, typer.Option(help="mixed | canonical")] = "mixed",
     sites: Annotated[int, typer.Option(help="Number of scanner sites (intensity/noise/artifact).")] = 1,
     shortcut: Annotated[bool, typer.Option(help="Site artifact correlated with the label in train only.")] = False,
+    ct_phase: Annotated[str, typer.Option(help="CT contrast phase: portal-venous | non-contrast.")] = "portal-venous",
 ) -> None:
     """Generate a synthetic abdominal cohort with liver masks and disease labels."""
     from livercad.data.phantom import generate_cohort
@@ -90,7 +91,7 @@ def phantom(
         if len(shape) != 3:
             raise ConfigError(f"--size must look like 128x128x48, got '{size}'")
         path = generate_cohort(out, n=n, modality=modality, seed=seed, shape=shape,  # type: ignore[arg-type]
-                               orientations=orientations, sites=sites, shortcut=shortcut)
+                               orientations=orientations, sites=sites, shortcut=shortcut, ct_phase=ct_phase)
     except (LivercadError, ValueError) as exc:
         _fail(exc if isinstance(exc, LivercadError) else ConfigError(str(exc)))
     typer.echo(f"wrote {n} cases; manifest: {path}")

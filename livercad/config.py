@@ -39,6 +39,7 @@ class PhantomConfig(_Section):
     orientations: Literal["mixed", "canonical"] = "mixed"
     sites: int = Field(1, ge=1)
     shortcut: bool = False
+    ct_phase: Literal["portal-venous", "non-contrast"] = "portal-venous"
 
 
 class DataConfig(_Section):

@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from livercad.data.phantom_anatomy import LIVER_LABELS, sample_patient
-from livercad.data.phantom_contrast import SiteEffect, bias_field, render_ct, render_mr
+from livercad.data.phantom_contrast import CT_PHASES, SiteEffect, bias_field, render_ct, render_mr
 from livercad.data.phantom_geometry import ORIENTATIONS, canonical_affine, reorient, tilt
 from livercad.data.phantom_paint import artifact_weight, paint_labels
 from livercad.data.phantom_shapes import GridSampler
@@ -53,6 +53,13 @@ class PhantomCase:
     labels: np.ndarray | None = None
 
 
+def check_ct_phase(ct_phase: str) -> str:
+    """Return ``ct_phase`` if the phantom renders it (:data:`CT_PHASES`), else raise :class:`ConfigError`."""
+    if ct_phase not in CT_PHASES:
+        raise ConfigError(f"unknown phantom ct_phase {ct_phase!r}; expected one of {list(CT_PHASES)}")
+    return ct_phase
+
+
 def site_effect(site: str | None, artifact: float = 0.0) -> SiteEffect:
     """The :class:`SiteEffect` of a named site (``None`` -> neutral site ``A``) with the given artifact."""
     name = site or "A"
@@ -79,8 +86,10 @@ def disease_scores(label: str, severity: float | None, rng: np.random.Generator)
 
 
 def build_case(case_id: str, modality: str, label: str, scores: tuple[float, float], seed: int,
-               shape: tuple[int, int, int], site: SiteEffect, orientation: str) -> PhantomCase:
+               shape: tuple[int, int, int], site: SiteEffect, orientation: str,
+               ct_phase: str = "portal-venous") -> PhantomCase:
     """Build one case from explicit disease scores (the engine behind :func:`make_case`)."""
+    check_ct_phase(ct_phase)
     rng = np.random.default_rng(seed)
     patient = sample_patient(rng, *scores)
     severity = {"normal": max(scores), "steatosis": scores[0], "cirrhosis": scores[1]}[label]
@@ -103,7 +112,8 @@ def build_case(case_id: str, modality: str, label: str, scores: tuple[float, flo
         artifact = artifact_weight(x, y, z, patient) if site.artifact > 0 else np.float32(0.0)
         vox = np.sqrt((affine[:3, :3] ** 2).sum(axis=0))
         if modality == "ct":
-            image = render_ct(labels, patient, rng, vox, site, artifact)
+            image = render_ct(labels, patient, rng, vox, site, artifact, ct_phase)
+            meta["ct_phase"] = ct_phase
         else:
             image = render_mr(labels, patient, rng, vox, site, artifact, bias_field(x, y, z, rng))
         (image, labels), affine = reorient([image, labels], affine, orientation)
@@ -116,7 +126,8 @@ def build_case(case_id: str, modality: str, label: str, scores: tuple[float, flo
 
 def make_case(case_id: str, *, modality: str = "ct", label: str = "normal", severity: float | None = None,
               seed: int = 0, shape: tuple[int, int, int] = (128, 128, 48), site: str | None = None,
-              orientation: str | None = None, site_artifact_strength: float = 0.0) -> PhantomCase:
+              orientation: str | None = None, site_artifact_strength: float = 0.0,
+              ct_phase: str = "portal-venous") -> PhantomCase:
     """Generate one phantom case in memory.
 
     Args:
@@ -130,6 +141,7 @@ def make_case(case_id: str, *, modality: str = "ct", label: str = "normal", seve
         site: Site name from :data:`SITES` (intensity scale/offset, noise level); ``None`` = ``"A"``.
         orientation: One of :data:`ORIENTATIONS` (``None`` = ``"RAS"``); ignored for ultrasound.
         site_artifact_strength: Strength of the site artifact outside the body edge (0 = none).
+        ct_phase: CT contrast phase, ``"portal-venous"`` (default) or ``"non-contrast"`` (CT only).
 
     Returns:
         The :class:`PhantomCase`.
@@ -149,5 +161,5 @@ def make_case(case_id: str, *, modality: str = "ct", label: str = "normal", seve
     scores = disease_scores(label, severity, np.random.default_rng([seed, 3]))
     effect = site_effect(site, site_artifact_strength)
     return build_case(case_id, modality, label, scores, seed, tuple(int(s) for s in shape), effect,
-                      orientation)
+                      orientation, ct_phase)
 

@@ -33,6 +33,7 @@ from livercad.data.phantom_case import (
     SITES,
     PhantomCase,
     build_case,
+    check_ct_phase,
     site_effect,
 )
 from livercad.data.phantom_geometry import ORIENTATION_WEIGHTS, ORIENTATIONS
@@ -111,13 +112,13 @@ def _plan(n: int, seed: int, classes: Sequence[str], class_probs: Sequence[float
 
 
 def _make_and_write(item: dict[str, Any], out: Path, modality: str, seed: int,
-                    shape: tuple[int, int, int]) -> dict[str, str]:
+                    shape: tuple[int, int, int], ct_phase: str = "portal-venous") -> dict[str, str]:
     """Generate one planned case, write its image and mask, return its manifest row."""
     i = item["index"]
     case_seed = int(np.random.SeedSequence([seed, i]).generate_state(1)[0])
     effect = site_effect(item["site"], SITES[item["site"]][3])
     case: PhantomCase = build_case(f"case_{i:04d}", modality, item["label"], item["scores"], case_seed, shape,
-                                   effect, item["orientation"])
+                                   effect, item["orientation"], ct_phase)
     image, mask = case.image, case.mask
     if modality == "us":
         image, mask = image[..., 0], mask[..., 0]
@@ -133,7 +134,7 @@ def _make_and_write(item: dict[str, Any], out: Path, modality: str, seed: int,
 def generate_cohort(out_dir: str | Path, *, n: int = 60, modality: str = "ct", seed: int = 0,
                     shape: tuple[int, int, int] = (128, 128, 48), classes: Sequence[str] = CLASSES,
                     class_probs: Sequence[float] | None = None, sites: int = 1, shortcut: bool = False,
-                    orientations: str = "mixed", workers: int = 1) -> Path:
+                    orientations: str = "mixed", workers: int = 1, ct_phase: str = "portal-venous") -> Path:
     """Generate ``n`` phantom cases into ``out_dir`` and return the manifest path.
 
     Args:
@@ -150,6 +151,7 @@ def generate_cohort(out_dir: str | Path, *, n: int = 60, modality: str = "ct", s
         shortcut: Build the shortcut-learning cohort described in the module docstring (fills ``split``).
         orientations: ``"mixed"`` (varied storage orientations, some oblique) or ``"canonical"`` (RAS).
         workers: Processes to use (results do not depend on it).
+        ct_phase: CT contrast phase, ``"portal-venous"`` (default) or ``"non-contrast"``.
 
     Returns:
         Path of ``out_dir/manifest.csv``.
@@ -176,7 +178,8 @@ def generate_cohort(out_dir: str | Path, *, n: int = 60, modality: str = "ct", s
         (out / sub).mkdir(parents=True, exist_ok=True)
     plan = _plan(n, seed, list(classes), class_probs, sites, shortcut, orientations, modality)
     shape3 = tuple(int(s) for s in shape)
-    job = partial(_make_and_write, out=out, modality=modality, seed=seed, shape=shape3)
+    job = partial(_make_and_write, out=out, modality=modality, seed=seed, shape=shape3,
+                  ct_phase=check_ct_phase(ct_phase))
     if workers > 1:
         with ProcessPoolExecutor(max_workers=workers) as pool:
             rows = list(pool.map(job, plan))

@@ -1,6 +1,7 @@
 """Turn a phantom label map into CT (Hounsfield units) or T2-weighted-MR-like intensities.
 
-Each tissue gets a mean value and a texture amplitude (:data:`CT_TISSUE`, :data:`MR_TISSUE`); the
+Each tissue gets a mean value and a texture amplitude (:data:`CT_PHASES`: portal-venous :data:`CT_TISSUE`
+by default or :data:`CT_TISSUE_NONCONTRAST`; :data:`MR_TISSUE`); the
 liver and spleen means are drawn per case (healthy variability) and shifted by the disease scores;
 cirrhosis adds a reticular fibrosis network and regenerative nodules. The image is blurred (partial
 volume), noised (correlated Gaussian noise on CT, Rician noise and a smooth multiplicative bias field
@@ -16,16 +17,28 @@ from scipy import ndimage
 
 from livercad.data.phantom_anatomy import ORGANS, Patient
 
-#: CT mean HU and texture standard deviation per tissue (portal-venous-like vessel enhancement).
+#: CT mean HU and texture standard deviation per tissue in the portal-venous phase (~70 s after contrast):
+#: the phase of most clinical liver CT and of public liver segmentation sets; parenchyma enhances with the
+#: vessels (liver ~105 HU, spleen slightly brighter, muscle ~60 HU).
 CT_TISSUE: dict[str, tuple[float, float]] = {
-    "background": (-1000, 0), "liver": (57, 5), "hepatic_vessel": (150, 8), "spleen": (45, 4),
-    "kidney_cortex": (150, 10), "kidney_medulla": (105, 8), "renal_sinus": (-60, 20), "gallbladder": (8, 3),
-    "ascites": (8, 3), "aorta": (165, 6), "ivc": (130, 8), "portal_vein": (150, 6), "pancreas": (45, 10),
-    "bowel_wall": (70, 8), "bowel_fluid": (18, 6), "gas": (-1000, 0), "stool": (25, 20),
-    "subcutaneous_fat": (-105, 6), "visceral_fat": (-95, 8), "muscle": (50, 6), "bone_cortical": (600, 80),
+    "background": (-1000, 0), "liver": (105, 5), "hepatic_vessel": (155, 8), "spleen": (112, 4),
+    "kidney_cortex": (165, 10), "kidney_medulla": (130, 8), "renal_sinus": (-60, 20), "gallbladder": (8, 3),
+    "ascites": (8, 3), "aorta": (165, 6), "ivc": (130, 8), "portal_vein": (170, 6), "pancreas": (95, 10),
+    "bowel_wall": (90, 8), "bowel_fluid": (18, 6), "gas": (-1000, 0), "stool": (25, 20),
+    "subcutaneous_fat": (-105, 6), "visceral_fat": (-95, 8), "muscle": (60, 6), "bone_cortical": (600, 80),
     "bone_marrow": (240, 40), "disc": (85, 8), "spinal_canal": (15, 5), "lung": (-860, 25),
     "heart": (140, 6), "table": (150, 20),
 }
+#: The same tissues without contrast (the phase used to grade steatosis: a normal liver is brighter than the
+#: spleen, blood ~40 HU).
+CT_TISSUE_NONCONTRAST: dict[str, tuple[float, float]] = {
+    **CT_TISSUE, "liver": (57, 5), "hepatic_vessel": (42, 6), "spleen": (45, 4), "kidney_cortex": (32, 6),
+    "kidney_medulla": (30, 6), "aorta": (42, 5), "ivc": (40, 5), "portal_vein": (42, 5), "pancreas": (42, 8),
+    "bowel_wall": (40, 8), "muscle": (50, 6), "heart": (42, 6),
+}
+#: CT phases the phantom renders (``ct_phase``), default first.
+CT_PHASES: dict[str, dict[str, tuple[float, float]]] = {"portal-venous": CT_TISSUE,
+                                                        "non-contrast": CT_TISSUE_NONCONTRAST}
 #: T2-weighted MR signal (arbitrary units, free fluid = 1000) and texture standard deviation.
 MR_TISSUE: dict[str, tuple[float, float]] = {
     "background": (0, 0), "liver": (260, 14), "hepatic_vessel": (60, 10), "spleen": (480, 20),
@@ -120,9 +133,9 @@ def bias_field(x: np.ndarray, y: np.ndarray, z: np.ndarray, rng: np.random.Gener
 
 
 def render_ct(labels: np.ndarray, p: Patient, rng: np.random.Generator, vox: np.ndarray, site: SiteEffect,
-              artifact: np.ndarray) -> np.ndarray:
-    """CT image in HU (float32, clipped to [-1024, 3071]) of a canonical label volume."""
-    image = tissue_image(labels, CT_TISSUE, p, rng, vox, "ct")
+              artifact: np.ndarray, phase: str = "portal-venous") -> np.ndarray:
+    """CT image in HU (float32, clipped to [-1024, 3071]) of a canonical label volume in ``phase``."""
+    image = tissue_image(labels, CT_PHASES[phase], p, rng, vox, "ct")
     image = ndimage.gaussian_filter(image, (0.5, 0.5, 0.35))
     sd = rng.uniform(10, 18) * site.noise
     image += np.float32(sd) * smooth_noise(rng, labels.shape, (0.6, 0.6, 0.0))

@@ -47,7 +47,7 @@ def cohort_rows(cfg: Config, work_dir: Path) -> list[ManifestRow]:
         ph = cfg.data.phantom
         manifest = generate_cohort(work_dir / "data", n=ph.n, modality=ph.modality, seed=ph.seed,
                                    shape=ph.shape, classes=tuple(ph.classes), sites=ph.sites,
-                                   shortcut=ph.shortcut, orientations=ph.orientations)
+                                   shortcut=ph.shortcut, orientations=ph.orientations, ct_phase=ph.ct_phase)
     rows = read_manifest(manifest)
     if any(not r.split for r in rows):
         rows = patient_split(rows, fractions=cfg.data.split_fractions, seed=cfg.data.split_seed)

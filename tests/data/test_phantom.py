@@ -82,13 +82,31 @@ def test_liver_covers_most_but_not_all_slices_and_has_a_plausible_volume() -> No
 
 
 def test_ct_steatosis_liver_below_spleen_normal_above() -> None:
+    """Non-contrast CT, the phase steatosis is graded in: a normal liver is brighter than the spleen."""
     for seed in range(3):
-        normal = make_case("n", label="normal", severity=0.0, seed=seed, shape=SMALL)
-        fatty = make_case("s", label="steatosis", severity=0.6, seed=seed, shape=SMALL)
+        normal = make_case("n", label="normal", severity=0.0, seed=seed, shape=SMALL, ct_phase="non-contrast")
+        fatty = make_case("s", label="steatosis", severity=0.6, seed=seed, shape=SMALL, ct_phase="non-contrast")
+        assert normal.meta["ct_phase"] == "non-contrast"
         assert _mean(normal, "liver") > _mean(normal, "spleen") + 3
         assert _mean(fatty, "liver") < _mean(fatty, "spleen") - 10
         assert _mean(normal, "liver") - _mean(fatty, "liver") == pytest.approx(30, abs=6)  # 50 HU * 0.6
         assert 35 <= _mean(normal, "liver") <= 70 and _mean(normal, "visceral_fat") < -60
+        assert abs(_mean(normal, "heart") - _mean(normal, "liver")) < 30  # unenhanced blood
+
+
+def test_ct_portal_venous_phase_is_the_default() -> None:
+    """Portal-venous phase: parenchyma enhances with the vessels, muscle stays ~60 HU, fat lowers the liver."""
+    for seed in range(2):
+        normal = make_case("n", label="normal", severity=0.0, seed=seed, shape=SMALL)
+        fatty = make_case("s", label="steatosis", severity=0.6, seed=seed, shape=SMALL)
+        assert normal.meta["ct_phase"] == "portal-venous"
+        liver, spleen, muscle = (_mean(normal, n) for n in ("liver", "spleen", "muscle"))
+        assert 90 <= liver <= 120 and abs(spleen - liver) < 20 and liver > muscle + 30
+        assert _mean(normal, "heart") > liver + 20  # enhanced blood pool
+        assert _mean(normal, "liver") - _mean(fatty, "liver") == pytest.approx(30, abs=6)
+        assert _mean(fatty, "liver") < _mean(fatty, "spleen") - 20
+    with pytest.raises(ConfigError, match="ct_phase"):
+        make_case("x", shape=SMALL, ct_phase="arterial")
 
 
 def test_cirrhosis_cues_inside_and_outside_the_liver() -> None:

@@ -163,6 +163,7 @@ class AblationConfig(_Section):
     mask_quality_targets: list[float] = [1.0, 0.95, 0.9, 0.8, 0.7]
     saliency: bool = True
     saliency_cases: int = Field(8, ge=0)
+    saliency_method: Literal["gradient-input", "gradcam"] = "gradient-input"
     shortcut: bool = False
     n_boot: int = Field(1000, ge=100)
     train: TrainConfig | None = None

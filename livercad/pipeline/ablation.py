@@ -9,8 +9,8 @@ test to evaluate) from the same stage-1 cache (never re-segmented); seed ``i`` t
 This module orchestrates; the statistics (per seed, mean ± SD over seeds, seed-averaged "pooled"
 predictions with patient-bootstrap CIs, McNemar / χ² / DeLong against the reference arm, Holm) are
 :mod:`livercad.pipeline.ablation_stats`. Plus the mask-quality curve (:mod:`livercad.pipeline.degrade`),
-Grad-CAM inside-liver attention (:mod:`livercad.pipeline.saliency`), the val→test gap (shortcut study)
-and the report (:mod:`livercad.report.ablation_page`).
+inside-liver attention (gradient × input or Grad-CAM, :mod:`livercad.pipeline.saliency`), the val→test gap
+(shortcut study) and the report (:mod:`livercad.report.ablation_page`).
 """
 
 from __future__ import annotations
@@ -259,8 +259,8 @@ def _run(cfg: Config, stage1: list[Any], out_dir: Path, progress: bool, timing: 
         stats.append(_arm_stats(cfg, arm, trained[arm.name], data, y, groups))
         if sal_cases:
             t = time.perf_counter()
-            saliency[arm.name] = arm_saliency(trained[arm.name]["classifier"], sal_cases,
-                                              n_boot=cfg.ablation.n_boot, seed=cfg.seed)
+            saliency[arm.name] = arm_saliency(trained[arm.name]["classifier"], sal_cases, n_boot=cfg.ablation.n_boot,
+                                              seed=cfg.seed, method=cfg.ablation.saliency_method)
             timing["saliency_s"] += time.perf_counter() - t
         if arm.region != _quality_region(arms):
             trained[arm.name]["classifier"] = None  # free memory; only the mask-quality arms are reused

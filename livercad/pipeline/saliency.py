@@ -1,7 +1,19 @@
-"""Grad-CAM saliency of a stage-2 classifier and the *inside-liver attention fraction*.
+"""Saliency of a stage-2 classifier and the *inside-liver attention fraction*.
+
+Two methods (``ablation.saliency_method``):
+
+* ``gradient-input`` (default): ``|sum_c (x_c - b_c) * d score / d x_c|`` per pixel, the gradient from
+  MONAI's :class:`monai.visualize.VanillaGrad` times the input's difference from its blank level ``b`` (the
+  per-channel minimum, i.e. the background the region modes paint outside the liver). A pixel equal to
+  the background gets exactly zero: a ``mask`` arm, which sees nothing outside the liver, cannot be
+  credited with attention there.
+* ``gradcam``: Grad-CAM. Caveat measured in the ablation: in a constant background region the
+  BatchNorm'd activations are not zero, so Grad-CAM puts mass outside the liver even for ``mask`` inputs
+  (inside-liver fractions of 0.05-0.15 for arms whose input is constant outside the liver); it shows
+  *where features fire*, not what the input contributes.
 
 For one case the saliency is computed on the classifier's own input for the slice with the largest
-liver area (the slice the ``single-slice`` verdict uses), with MONAI's
+liver area (the slice the ``single-slice`` verdict uses); Grad-CAM uses MONAI's
 :class:`monai.visualize.GradCAM` on the backbone's last convolutional stage (:data:`CAM_LAYERS`, falling
 back to the last ``Conv2d``), for the class the model predicts on that slice. MONAI's default
 post-processing (a min-max rescale that *inverts* magnitudes) is replaced by the identity, so the map
@@ -37,7 +49,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from livercad.errors import InputError
+from livercad.errors import ConfigError, InputError
 
 logger = logging.getLogger(__name__)
 
@@ -50,6 +62,8 @@ CAM_LAYERS: dict[str, str] = {
     "efficientnet_b0": "backbone.features.8",
 }
 _CROP_REGIONS = ("crop", "mask-crop")
+#: Saliency methods, default first.
+METHODS: tuple[str, ...] = ("gradient-input", "gradcam")
 
 
 def _stage_outputs(model: nn.Module, x: torch.Tensor) -> dict[str, tuple[int, ...]]:
@@ -96,6 +110,32 @@ def target_layer(model: nn.Module, x: torch.Tensor | None = None, *, min_size: i
     if not convs:
         raise InputError(None, f"saliency: no Conv2d layer in {type(model).__name__}; cannot run Grad-CAM")
     return convs[-1]
+
+
+def gradient_input(model: nn.Module, x: torch.Tensor, *, class_idx: int | None = None) -> np.ndarray:
+    """Gradient × (input − blank) maps ``(N, H, W)``, non-negative, with MONAI's VanillaGrad.
+
+    The blank level of each input channel is its minimum (the background of the region modes); the
+    per-pixel attribution is the absolute value of the channel sum. ``class_idx``: explained class
+    (default: each input's predicted class).
+
+    Example:
+        >>> net = nn.Sequential(nn.Flatten(), nn.Linear(4, 2))
+        >>> x = torch.tensor([[[[0.0, 1.0], [0.0, 2.0]]]])
+        >>> (gradient_input(net, x)[0] == 0).tolist()  # background pixels (value 0) get no attribution
+        [[True, False], [True, False]]
+    """
+    from monai.visualize import VanillaGrad
+
+    net = copy.deepcopy(model).float().eval().to(memory_format=torch.contiguous_format)
+    maps = []
+    for i in range(x.shape[0]):
+        xi = x[i:i + 1].detach().float().contiguous().clone()
+        with torch.enable_grad():
+            grad = VanillaGrad(net)(xi, index=class_idx)
+        base = xi.amin(dim=(2, 3), keepdim=True)
+        maps.append(((xi - base) * grad).sum(dim=1)[0].abs())
+    return torch.stack(maps).detach().cpu().numpy()
 
 
 def inside_fraction(heat: Any, mask: Any) -> float:
@@ -171,11 +211,14 @@ def _to_model_space(heat: np.ndarray, s: int, box: tuple[int, int, int, int] | N
     return out
 
 
-def case_saliency(clf: Any, case: Any) -> CaseSaliency:
-    """Grad-CAM of a :class:`~livercad.classify.infer.Classifier` on one case's largest-liver slice.
+def case_saliency(clf: Any, case: Any, *, method: str = "gradient-input") -> CaseSaliency:
+    """Saliency of a :class:`~livercad.classify.infer.Classifier` on one case's largest-liver slice.
 
-    Returns the map in model space and its inside-GT-liver fraction (``nan`` without ground truth).
+    ``method``: ``gradient-input`` or ``gradcam`` (see the module docstring). Returns the map in model space
+    and its inside-GT-liver fraction (``nan`` without ground truth).
     """
+    if method not in METHODS:
+        raise ConfigError(f"ablation.saliency_method: expected one of {', '.join(METHODS)}, got {method!r}")
     from livercad.classify.data import case_inputs, select_slices
     from livercad.regions import liver_bbox
 
@@ -184,7 +227,8 @@ def case_saliency(clf: Any, case: Any) -> CaseSaliency:
                            min_fraction=clf.min_liver_fraction)
     j = int(torch.argmax(areas))
     z = int(sel.index[j])
-    heat_in = grad_cam(clf.model, x[j:j + 1])[0]
+    explain = gradient_input if method == "gradient-input" else grad_cam
+    heat_in = explain(clf.model, x[j:j + 1])[0]
     s = int(case.image.shape[-1])
     box = None
     if clf.region in _CROP_REGIONS and sel.region_override is None:
@@ -196,7 +240,8 @@ def case_saliency(clf: Any, case: Any) -> CaseSaliency:
                         np.asarray(case.mask[z], dtype=np.uint8), frac)
 
 
-def arm_saliency(clf: Any, cases: list[Any], *, n_boot: int = 1000, seed: int = 0) -> dict[str, Any]:
+def arm_saliency(clf: Any, cases: list[Any], *, n_boot: int = 1000, seed: int = 0,
+                 method: str = "gradient-input") -> dict[str, Any]:
     """Saliency of one arm over cases: per-case fractions, their mean with a patient bootstrap 95 % CI.
 
     Returns:
@@ -206,7 +251,7 @@ def arm_saliency(clf: Any, cases: list[Any], *, n_boot: int = 1000, seed: int = 
     """
     from livercad.metrics.stats import bootstrap_replicates, percentile_ci
 
-    maps = [case_saliency(clf, c) for c in cases]
+    maps = [case_saliency(clf, c, method=method) for c in cases]
     fr = np.array([m.fraction for m in maps], dtype=float)
     pids = [str(getattr(c, "patient_id", c.case_id)) for c in cases]
     ok = np.flatnonzero(~np.isnan(fr))
@@ -219,8 +264,8 @@ def arm_saliency(clf: Any, cases: list[Any], *, n_boot: int = 1000, seed: int = 
         low, high = percentile_ci(reps)
     per_case = [{"case_id": m.case_id, "slice": m.slice_index, "fraction": m.fraction} for m in maps]
     return {"fraction": {"value": value, "ci_low": low, "ci_high": high, "n": int(ok.size)},
-            "per_case": per_case, "maps": maps}
+            "method": method, "per_case": per_case, "maps": maps}
 
 
-__all__ = ["CAM_LAYERS", "CaseSaliency", "arm_saliency", "case_saliency", "grad_cam", "inside_fraction",
-           "target_layer"]
+__all__ = ["CAM_LAYERS", "METHODS", "CaseSaliency", "arm_saliency", "case_saliency", "grad_cam", "gradient_input",
+           "inside_fraction", "target_layer"]

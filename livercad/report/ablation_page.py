@@ -199,17 +199,21 @@ def _saliency_section(page: HtmlReport, result: dict[str, Any], maps: dict[str, 
     if not sal:
         return
     page.heading("Saliency: where does each arm look?")
-    page.paragraph("Grad-CAM (MONAI, last convolutional stage) of each arm's seed-0 classifier on the "
-                   "largest-liver slice of each case, mapped back to the model-space slice; inside-liver "
-                   "attention = positive saliency mass inside the ground-truth liver / total positive mass "
-                   "(mean over cases, patient-bootstrap 95% CI; n maps = cases whose map is not all zero). Crop "
-                   "arms: the map covers the liver box only. Masked arms see a constant background outside the "
-                   "liver, so their mass there reflects the network's response to blank input (or image borders), "
-                   "not anatomy; full and crop arms can use real structures outside the liver.")
+    method = next((v.get("method", "gradcam") for v in sal.values()), "gradcam")
+    what = ("gradient × input (MONAI VanillaGrad times the input's difference from its blank background level; "
+            "pixels equal to the background get no attribution)" if method == "gradient-input" else
+            "Grad-CAM (MONAI; the deepest stage with a map of at least 7 px). Caveat: Grad-CAM also fires on "
+            "constant background, so masked arms get mass outside the liver that reflects the network's response "
+            "to blank input, not anatomy")
+    page.paragraph(f"Saliency method: {what}. Computed for each arm's seed-0 classifier on the largest-liver "
+                   "slice of each case, mapped back to the model-space slice; inside-liver attention = saliency "
+                   "mass inside the ground-truth liver / total mass (mean over cases, patient-bootstrap 95% CI; "
+                   "n maps = cases whose map is not all zero). Crop arms: the map covers the liver box only; full "
+                   "and crop arms can use real structures outside the liver.")
     names = list(sal)
     f = [sal[n]["fraction"] for n in names]
     page.image(bar_ci_png(names, [x["value"] for x in f], [x["ci_low"] for x in f], [x["ci_high"] for x in f],
-                          title="Inside-liver attention fraction", ylabel="share of Grad-CAM mass inside the liver"))
+                          title="Inside-liver attention fraction", ylabel=f"share of {method} mass inside the liver"))
     items = [(radiological(m.image), None if m.gt is None else radiological(m.gt), radiological(m.heat),
               f"{n}: {m.case_id} ({m.fraction:.2f})") for n in names for m in maps.get(n, [])[:4]]
     if items:

@@ -91,3 +91,29 @@ def test_case_saliency_maps_back_to_model_space(region: str, resnet18: nn.Module
         outside = np.ones((32, 32), bool)
         outside[r0:r1, c0:c1] = False
         assert sal.heat[outside].sum() == 0 and sal.heat.sum() > 0
+
+
+def test_gradient_input_matches_autograd(resnet18: nn.Module) -> None:
+    from livercad.pipeline.saliency import gradient_input
+
+    x = torch.rand(2, 3, 64, 64)
+    heat = gradient_input(resnet18, x)
+    assert all(p.grad is None for p in resnet18.parameters())  # a copy ran backward, not the model
+    for i in range(2):
+        xi = x[i:i + 1].clone().requires_grad_(True)
+        out = resnet18.eval()(xi)
+        out[0, int(out.argmax())].backward()
+        ref = ((xi - xi.amin(dim=(2, 3), keepdim=True)) * xi.grad).sum(1)[0].abs().detach().numpy()
+        np.testing.assert_allclose(heat[i], ref, rtol=1e-4, atol=1e-7)
+
+
+def test_gradient_input_gives_a_masked_arm_no_attention_outside_the_liver(resnet18: nn.Module) -> None:
+    case = _case()
+    fractions = {}
+    for region in ("mask", "full"):
+        meta = {"classes": ["a", "b"], "region": region, "image_size": 32, "crop_margin": 0.1}
+        clf = Classifier(copy.deepcopy(resnet18), meta, precision="fp32", device="cpu")
+        fractions[region] = case_saliency(clf, case, method="gradient-input").fraction
+        assert case_saliency(clf, case, method="gradcam").heat.shape == (32, 32)
+    assert fractions["mask"] == pytest.approx(1.0)  # the input is the background value outside the liver
+    assert fractions["full"] < 0.9  # the liver covers 14 % of the slice; the full arm sees the rest

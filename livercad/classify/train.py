@@ -30,21 +30,17 @@ import math
 import platform
 import time
 from dataclasses import dataclass, field
-from datetime import timedelta
 from pathlib import Path
 from typing import Any, NamedTuple
 
 import lightning.pytorch as pl
 import numpy as np
 import torch
-import torch.nn.functional as F
 from torch import nn
-from torch.utils.data import DataLoader, TensorDataset, WeightedRandomSampler
 
 from livercad.classify.data import (
     CONTEXT,
     CaseSlices,
-    augment_batch,
     resolve_labels,
     sample_weights,
     slice_labels,
@@ -52,13 +48,12 @@ from livercad.classify.data import (
 )
 from livercad.classify.infer import (
     Classifier,
-    aggregate_logits,
     backbone_features,
-    case_scores,
     check_aggregation,
     net_fingerprint,
 )
 from livercad.classify.model import ClassifierNet, build_classifier, param_groups
+from livercad.classify.module import ClassifierModule, KeepBest, make_loader, make_trainer
 from livercad.config import ClassifyConfig
 from livercad.errors import ConfigError, InputError
 from livercad.regions import region_channels
@@ -71,7 +66,7 @@ from livercad.resume import (
     finished,
     resume_point,
 )
-from livercad.segment.train import TimeBudget, lr_factor
+from livercad.segment.budget import TimeBudget
 
 logger = logging.getLogger(__name__)
 
@@ -89,83 +84,6 @@ class TrainedClassifier:
     def model(self) -> ClassifierNet:
         """The trained network."""
         return self.classifier.model
-
-
-class _Lit(pl.LightningModule):
-    def __init__(self, net: nn.Module, groups: list[dict[str, Any]], cfg: ClassifyConfig,
-                 augment_channels: int | None, val_case: torch.Tensor, val_area: torch.Tensor,
-                 val_y: np.ndarray, budget: TimeBudget) -> None:
-        super().__init__()
-        self.net, self.groups, self.cfg, self.aug, self.budget = net, groups, cfg, augment_channels, budget
-        self.val_case, self.val_area, self.val_y = val_case, val_area, val_y
-        self.history: list[dict[str, Any]] = []
-        self._losses: list[float] = []
-        self._val_logits: list[torch.Tensor] = []
-        self._val: dict[str, float] = {}
-        self._t0 = time.perf_counter()
-        self.resumed_step: int | None = None
-
-    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        checkpoint["livercad_state"] = {"history": self.history, "losses": self._losses, "val": self._val}
-
-    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        state = checkpoint.get("livercad_state", {})
-        self.history, self._losses = list(state.get("history", [])), list(state.get("losses", []))
-        self._val, self.resumed_step = dict(state.get("val", {})), int(checkpoint.get("global_step", 0))
-
-    def configure_optimizers(self) -> dict[str, Any]:
-        opt = torch.optim.AdamW(self.groups, weight_decay=self.cfg.train.weight_decay)
-        sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda step: lr_factor(self.budget.progress(step)))
-        return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
-
-    def _prep(self, x: torch.Tensor) -> torch.Tensor:
-        return x.float()  # NCHW: channels-last slows CPU training (backward and AdamW) here
-
-    def training_step(self, batch: list[torch.Tensor], _: int) -> torch.Tensor:
-        x, y = batch
-        x = self._prep(x)
-        if self.aug is not None:
-            x = augment_batch(x, self.aug)
-        loss = F.cross_entropy(self.net(x), y)
-        self._losses.append(float(loss.detach()))
-        return loss
-
-    def validation_step(self, batch: list[torch.Tensor], _: int) -> None:
-        self._val_logits.append(self.net(self._prep(batch[0])).float().cpu())
-
-    def on_validation_epoch_end(self) -> None:
-        logits, self._val_logits = torch.cat(self._val_logits), []
-        mode, k = self.cfg.aggregation, self.cfg.top_k
-        cases = [aggregate_logits(logits[self.val_case == i], self.val_area[self.val_case == i], mode, k)
-                 for i in range(len(self.val_y))]
-        proba = torch.softmax(torch.stack(cases), 1).numpy()
-        self._val = case_scores(self.val_y, proba)
-        self.log("val_score", self._val["score"], prog_bar=True)
-
-    def on_train_epoch_end(self) -> None:
-        loss = float(np.mean(self._losses)) if self._losses else float("nan")
-        self._losses = []
-        rec = {"epoch": self.current_epoch, "train_loss": loss, "seconds": time.perf_counter() - self._t0}
-        self.history.append({**rec, **{f"val_{k}": v for k, v in self._val.items()}})
-
-
-class _KeepBest(pl.Callback):
-    """Keep (in memory) the weights of the epoch with the best ``val_score``."""
-
-    def __init__(self) -> None:
-        self.best, self.epoch, self.state = -math.inf, -1, None
-
-    def state_dict(self) -> dict[str, Any]:
-        return {"best": self.best, "epoch": self.epoch, "state": self.state}
-
-    def load_state_dict(self, state: dict[str, Any]) -> None:
-        self.best, self.epoch, self.state = float(state["best"]), int(state["epoch"]), state["state"]
-
-    def on_validation_end(self, trainer: pl.Trainer, module: pl.LightningModule) -> None:
-        score = float(trainer.callback_metrics.get("val_score", -math.inf))
-        if score > self.best:
-            self.best, self.epoch = score, trainer.current_epoch
-            self.state = {k: v.detach().clone() for k, v in module.net.state_dict().items()}
 
 
 def _features(net: ClassifierNet, cases: list[CaseSlices], xs: list[torch.Tensor], cfg: ClassifyConfig,
@@ -216,32 +134,6 @@ def _digest(cases: list[CaseSlices]) -> str:
     return h.hexdigest()
 
 
-def _trainer(cfg: ClassifyConfig, minutes_left: float, callbacks: list[pl.Callback], has_val: bool,
-             progress: bool, io: SafeCheckpointIO | None) -> pl.Trainer:
-    t = cfg.train
-    if t.num_nodes > 1 or str(t.strategy).startswith(("ddp", "fsdp", "deepspeed")) or t.devices not in (1, "1"):
-        raise ConfigError(f"classify.train: stage 2 trains in one process (devices=1, num_nodes=1, no ddp); got "
-                          f"devices={t.devices}, num_nodes={t.num_nodes}, strategy={t.strategy}")
-    return pl.Trainer(
-        max_epochs=t.max_epochs, max_time=timedelta(minutes=max(minutes_left, 0.05) + 0.5), accelerator=t.accelerator,
-        devices=t.devices, num_nodes=t.num_nodes, strategy=t.strategy, precision=t.precision,  # type: ignore[arg-type]
-        callbacks=callbacks, logger=False, enable_checkpointing=io is not None, enable_progress_bar=progress,
-        plugins=[io] if io is not None else None,
-        enable_model_summary=False, num_sanity_val_steps=0, limit_val_batches=1.0 if has_val else 0,
-        log_every_n_steps=1, limit_train_batches=t.steps_per_epoch or 1.0)
-
-
-def _loader(x: torch.Tensor, y: torch.Tensor, weights: torch.Tensor | None, cfg: ClassifyConfig,
-            seed: int = 0) -> DataLoader:
-    t = cfg.train
-    if weights is None:  # validation: every slice once, in order
-        return DataLoader(TensorDataset(x, y), batch_size=max(t.batch_size, 64), num_workers=t.num_workers)
-    n = (t.steps_per_epoch or math.ceil(len(y) / t.batch_size)) * t.batch_size
-    sampler = WeightedRandomSampler(weights, n, replacement=True, generator=torch.Generator().manual_seed(seed))
-    return DataLoader(TensorDataset(x, y), batch_size=t.batch_size, sampler=sampler, num_workers=t.num_workers,
-                      drop_last=len(y) > t.batch_size)
-
-
 def _versions() -> dict[str, str]:
     from importlib.metadata import version
 
@@ -277,7 +169,7 @@ def _data(net: ClassifierNet, train: list[CaseSlices], val: list[CaseSlices], cf
 
 
 def _fit(net: ClassifierNet, d: _Data, val_y: np.ndarray, cfg: ClassifyConfig, minutes: float, seed: int,
-         progress: bool, res: _Resume | None) -> tuple[_Lit, _KeepBest]:
+         progress: bool, res: _Resume | None) -> tuple[ClassifierModule, KeepBest]:
     frozen = d.standardise is not None
     trainee: nn.Module = net.head if frozen else net
     groups = ([{"params": list(net.head.parameters()), "lr": cfg.train.lr, "name": "head"}] if frozen
@@ -285,8 +177,8 @@ def _fit(net: ClassifierNet, d: _Data, val_y: np.ndarray, cfg: ClassifyConfig, m
     t = cfg.train
     steps = t.steps_per_epoch or math.ceil(len(d.y) / t.batch_size)
     budget = TimeBudget(max(minutes, 0.05) * 60, math.ceil(len(d.vy) / max(t.batch_size, 64)), t.max_epochs * steps)
-    lit = _Lit(trainee, groups, cfg, None if frozen else 2 * CONTEXT + 1, d.vcase, d.varea, val_y, budget)
-    keep = _KeepBest()
+    lit = ClassifierModule(trainee, groups, cfg, None if frozen else 2 * CONTEXT + 1, d.vcase, d.varea, val_y, budget)
+    keep = KeepBest()
     callbacks: list[pl.Callback] = [keep, budget]
     if len(val_y):
         callbacks.append(pl.callbacks.EarlyStopping("val_score", mode="max", patience=cfg.train.patience,
@@ -294,10 +186,11 @@ def _fit(net: ClassifierNet, d: _Data, val_y: np.ndarray, cfg: ClassifyConfig, m
     if res is not None:
         callbacks.append(LastCheckpoint(res.folder / "last.ckpt", res.every_s))
     io = SafeCheckpointIO(res.fp) if res is not None else None
-    trainer = _trainer(cfg, minutes, callbacks, bool(len(val_y)), progress, io)
+    trainer = make_trainer(cfg, minutes, callbacks, bool(len(val_y)), progress, io)
     weights = sample_weights(d.case.numpy(), d.y.numpy(), cfg.class_weighting)
     trainee.train()
-    trainer.fit(lit, _loader(d.x, d.y, weights, cfg, seed), _loader(d.vx, d.vy, None, cfg) if len(val_y) else None,
+    val_loader = make_loader(d.vx, d.vy, None, cfg) if len(val_y) else None
+    trainer.fit(lit, make_loader(d.x, d.y, weights, cfg, seed), val_loader,
                 ckpt_path=res.start if res is not None else None, weights_only=True)
     if keep.state is not None:
         trainee.load_state_dict(keep.state)

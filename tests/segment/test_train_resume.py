@@ -114,14 +114,14 @@ class _Crash(Exception):
 
 
 def _crash_at(monkeypatch: pytest.MonkeyPatch, step: int) -> None:
-    original = cls_train._Lit.training_step
+    original = cls_train.ClassifierModule.training_step
 
     def step_or_crash(self, batch, i):  # noqa: ANN001, ANN202
         if self.global_step == step:
             raise _Crash(f"killed at step {step}")
         return original(self, batch, i)
 
-    monkeypatch.setattr(cls_train._Lit, "training_step", step_or_crash)
+    monkeypatch.setattr(cls_train.ClassifierModule, "training_step", step_or_crash)
 
 
 def test_stage2_interrupted_mid_epoch_resumes(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

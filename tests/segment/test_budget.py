@@ -1,0 +1,52 @@
+"""The wall-clock training budget and the learning-rate schedule shared by both stages."""
+
+from __future__ import annotations
+
+import pytest
+
+from livercad.segment import budget as budget_mod
+from livercad.segment.budget import TimeBudget, lr_factor
+
+
+class _Clock:
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+class _FakeTrainer:
+    should_stop = False
+
+
+def test_time_budget_stops_before_the_closing_validation_would_overrun(monkeypatch):
+    clock = _Clock()
+    monkeypatch.setattr(budget_mod.time, "monotonic", clock)
+    budget = TimeBudget(budget_s=100.0, n_val_batches=10, total_steps=1000)
+    trainer = _FakeTrainer()
+    budget.on_train_start(trainer, None)
+    steps = 0
+    while not trainer.should_stop:
+        clock.now += 2.0  # 2 s per step -> closing validation estimated at 0.8 * 10 * 2 = 16 s
+        budget.on_train_batch_end(trainer)
+        steps += 1
+    assert steps == 41 and budget.stopped  # 82 s + one more 2 s step + 16 s validation reaches 100 s
+    # measured validations replace the estimate
+    budget.on_validation_start(trainer, None)
+    clock.now += 30.0
+    budget.on_validation_end(trainer, None)
+    assert budget.last_val_s == 30.0 and budget.deadline() == 70.0
+
+
+def test_lr_schedule_follows_steps_unless_the_run_lags_the_time_budget(monkeypatch):
+    clock = _Clock()
+    monkeypatch.setattr(budget_mod.time, "monotonic", clock)
+    budget = TimeBudget(budget_s=100.0, n_val_batches=0, total_steps=100)
+    budget.on_train_start(None, None)
+    clock.now += 10.0
+    assert budget.progress(50) == 0.5 and not budget.time_bound  # ahead of pace: step-driven
+    clock.now += 60.0
+    assert budget.progress(50) == pytest.approx(0.7) and budget.time_bound  # 70 s of 100 s: time-driven
+    assert lr_factor(0.0) == pytest.approx(0.1) and lr_factor(1.0) == pytest.approx(0.02)
+    assert lr_factor(0.5) > lr_factor(0.9) > lr_factor(1.0)

@@ -11,9 +11,9 @@ import torch
 from sklearn.metrics import roc_auc_score
 
 from livercad.classify.data import CaseSlices, augment_batch, sample_weights
-from livercad.classify.infer import Classifier, predict_cases
+from livercad.classify.infer import Classifier, case_scores, predict_cases
 from livercad.classify.model import build_classifier
-from livercad.classify.train import case_scores, train_classifier
+from livercad.classify.train import train_classifier
 from livercad.config import ClassifyConfig, TrainConfig
 from livercad.errors import InputError
 from livercad.regions import REGIONS

@@ -279,7 +279,7 @@ def compare(pipe: list[dict[str, Any]], naive: list[dict[str, Any]]) -> dict[str
 def run(args: argparse.Namespace) -> dict[str, Any]:
     """Every section of the benchmark, in one process."""
     result: dict[str, Any] = {"date": dt.datetime.now().isoformat(timespec="seconds"), "machine": machine(),
-                              "args": {k: v for k, v in vars(args).items() if k != "out"}}
+                              "args": {k: v for k, v in vars(args).items() if k not in ("out", "tag")}}
     n = args.gemm_n
     result["gemm"] = {"fp32": gemm_peak(torch.float32, n),
                       "bf16": gemm_peak(torch.bfloat16, n if result["machine"]["bf16_native"] else 256, reps=1),
@@ -338,6 +338,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--bf16-slices", type=int, default=4, help="slices compared when bf16 is emulated")
     p.add_argument("--quick", action="store_true", help="small smoke run (1 volume 96x96x12, 64 px models)")
     p.add_argument("--out", type=Path, default=RESULTS)
+    p.add_argument("--tag", default="", help="suffix of the result file name (e.g. trained)")
     args = p.parse_args(argv)
     if args.quick:
         args.volumes, args.shape, args.image_size, args.classify_size, args.gemm_n = 1, "96x96x12", 64, 64, 512
@@ -352,7 +353,7 @@ def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
     result = run(args)
     args.out.mkdir(parents=True, exist_ok=True)
-    tag = "_quick" if args.quick else ""
+    tag = ("_quick" if args.quick else "") + (f"_{args.tag}" if args.tag else "")
     host = "".join(ch if ch.isalnum() or ch in "-_" else "-" for ch in socket.gethostname())[:40]
     path = args.out / f"{dt.date.today().isoformat()}_{host}{tag}.json"
     text = json.dumps(result, indent=2)

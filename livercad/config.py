@@ -119,6 +119,7 @@ class ClassifyConfig(_Section):
     crop_margin: float = Field(0.1, ge=0)
     aggregation: str = "area-weighted"
     top_k: int = Field(3, ge=1)
+    decision: Literal["youden", "argmax"] = "youden"  # binary: threshold of max Youden's J on validation
     min_liver_fraction: float = Field(0.01, ge=0, le=1)
     backbone_lr_factor: float = Field(0.1, gt=0)
     class_weighting: bool = True

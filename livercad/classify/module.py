@@ -39,6 +39,7 @@ class ClassifierModule(pl.LightningModule):
         self._losses: list[float] = []
         self._val_logits: list[torch.Tensor] = []
         self._val: dict[str, float] = {}
+        self.val_proba: np.ndarray | None = None  # case probabilities of the last validation
         self._t0 = time.perf_counter()
         self.resumed_step: int | None = None
 
@@ -77,6 +78,7 @@ class ClassifierModule(pl.LightningModule):
                  for i in range(len(self.val_y))]
         proba = torch.softmax(torch.stack(cases), 1).numpy()
         self._val = case_scores(self.val_y, proba)
+        self.val_proba = proba
         self.log("val_score", self._val["score"], prog_bar=True)
 
     def on_train_epoch_end(self) -> None:
@@ -87,22 +89,28 @@ class ClassifierModule(pl.LightningModule):
 
 
 class KeepBest(pl.Callback):
-    """Keep (in memory) the weights of the epoch with the best ``val_score``."""
+    """Keep (in memory) the weights and validation case probabilities of the epoch with the best ``val_score``."""
 
     def __init__(self) -> None:
         self.best, self.epoch, self.state = -math.inf, -1, None
+        self.val_proba: np.ndarray | None = None
 
     def state_dict(self) -> dict[str, Any]:
-        return {"best": self.best, "epoch": self.epoch, "state": self.state}
+        proba = None if self.val_proba is None else self.val_proba.tolist()
+        return {"best": self.best, "epoch": self.epoch, "state": self.state, "val_proba": proba}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.best, self.epoch, self.state = float(state["best"]), int(state["epoch"]), state["state"]
+        proba = state.get("val_proba")
+        self.val_proba = None if proba is None else np.asarray(proba, dtype=np.float64)
 
     def on_validation_end(self, trainer: pl.Trainer, module: pl.LightningModule) -> None:
         score = float(trainer.callback_metrics.get("val_score", -math.inf))
         if score > self.best:
             self.best, self.epoch = score, trainer.current_epoch
             self.state = {k: v.detach().clone() for k, v in module.net.state_dict().items()}
+            proba = getattr(module, "val_proba", None)
+            self.val_proba = None if proba is None else np.array(proba, dtype=np.float64)
 
 
 def make_trainer(cfg: ClassifyConfig, minutes_left: float, callbacks: list[pl.Callback], has_val: bool,

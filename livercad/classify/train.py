@@ -54,6 +54,7 @@ from livercad.classify.infer import (
 )
 from livercad.classify.model import ClassifierNet, build_classifier, param_groups
 from livercad.classify.module import ClassifierModule, KeepBest, make_loader, make_trainer
+from livercad.classify.threshold import choose_decision, fold_threshold
 from livercad.config import ClassifyConfig
 from livercad.errors import ConfigError, InputError
 from livercad.regions import region_channels
@@ -265,6 +266,10 @@ def train_classifier(train: list[CaseSlices], val: list[CaseSlices], cfg: Classi
     val_y = np.array([int(c.label) for c in val_l], dtype=np.int64)
     lit, keep = _fit(net, d, val_y, cfg, minutes, seed, progress, res)
     net = net.cpu().eval()
+    decision = choose_decision(cfg.decision, val_y, keep.val_proba if keep.state is not None else None,
+                               len(cfg.classes))
+    if decision["method"] == "youden":
+        decision["logit_shift"] = fold_threshold(net.head, decision["threshold"])
     meta = {
         "kind": "livercad-classifier", "backbone": net.name, "family": net.family, "classes": list(cfg.classes),
         "region": cfg.region, "strategy": cfg.strategy, "weights": net.weights, "image_size": cfg.image_size,
@@ -276,7 +281,7 @@ def train_classifier(train: list[CaseSlices], val: list[CaseSlices], cfg: Classi
         "skipped": {"train": skip_train, "val": skip_val}, "feature_cache": d.standardise is not None,
         "train_seconds": round(time.perf_counter() - t0, 2), "versions": _versions(),
         "resumed_from_step": lit.resumed_step, "steps_run": lit.budget.run_steps, "steps": int(lit.global_step),
-        "resume_key": fingerprint_hash(res.fp) if res is not None else None,
+        "resume_key": fingerprint_hash(res.fp) if res is not None else None, "decision": decision,
     }
     path = None
     if out_dir is not None:

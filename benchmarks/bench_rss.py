@@ -1,0 +1,132 @@
+"""Memory of the prediction path (issue 7): peak RSS on one large volume, RSS drift over a long batch.
+
+Each measurement runs in a fresh subprocess of this script, so their peaks do not mix:
+
+* ``big``: one phantom CT volume of ``--big-shape`` (default 512x512x300, int16 ``.nii.gz``) through the
+  pipeline's stages (read, preprocess, segment, post-process, write, regions, classify; the calls of
+  ``benchmarks/bench_pipeline.py``); reports the process's peak RSS.
+* ``drift``: ``--volumes`` cases (default 200) cycling over 10 distinct phantom volumes of
+  ``--drift-shape``; the current RSS (``/proc/self/statm``) after every case; reports it at the 20th and
+  the last case and the relative change.
+
+Models have random weights (memory does not depend on them); the segmenter runs at ``--image-size``, the
+ResNet50 classifier at ``--classify-size``, on the pipeline's default backend. Prints one JSON object and
+writes it to ``benchmarks/results/<date>_rss.json``.
+
+    python benchmarks/bench_rss.py                     # both measurements
+    python benchmarks/bench_rss.py --volumes 40 --big-shape 256x256x100   # a smaller run
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+RESULTS = Path(__file__).resolve().parent / "results"
+
+
+def current_rss_mb() -> float:
+    """Resident set size of this process now (MiB)."""
+    pages = int(Path("/proc/self/statm").read_text().split()[1])
+    return pages * os.sysconf("SC_PAGE_SIZE") / 2**20
+
+
+def _models(args: argparse.Namespace) -> tuple[Any, Any]:
+    from bench_pipeline import random_classifier
+
+    from livercad.config import InferenceConfig
+    from livercad.segment.infer import Segmenter
+
+    backend = InferenceConfig().backend
+    seg = Segmenter.random(image_size=args.image_size, encoder="resnet34", precision="auto", backend=backend)
+    return seg, random_classifier(args.classify_size, seg.precision, backend)
+
+
+def measure_big(args: argparse.Namespace) -> dict[str, Any]:
+    """Peak RSS of one large volume through every stage."""
+    from bench_pipeline import make_volumes, rss_mb, run_pipeline
+
+    seg, clf = _models(args)
+    with tempfile.TemporaryDirectory() as tmp:
+        path = make_volumes(1, args.big_shape, Path(tmp))[0]
+        before = rss_mb()
+        res = run_pipeline(seg, clf, path, Path(tmp), args.batch)
+    return {"shape": list(args.big_shape), "seconds": res["seconds"], "peak_rss_mb_before_case": round(before, 1),
+            "peak_rss_mb": round(rss_mb(), 1), "backend": {"segmenter": seg.backend, "classifier": clf.backend}}
+
+
+def measure_drift(args: argparse.Namespace) -> dict[str, Any]:
+    """Current RSS after each of ``args.volumes`` cases."""
+    import gc
+
+    from bench_pipeline import make_volumes, run_pipeline
+
+    seg, clf = _models(args)
+    rss: list[float] = []
+    t0 = time.perf_counter()
+    with tempfile.TemporaryDirectory() as tmp:
+        paths = make_volumes(10, args.drift_shape, Path(tmp))
+        for i in range(args.volumes):
+            res = run_pipeline(seg, clf, paths[i % len(paths)], Path(tmp), args.batch)
+            del res
+            gc.collect()
+            rss.append(round(current_rss_mb(), 1))
+    first = rss[min(19, len(rss) - 1)]
+    return {"shape": list(args.drift_shape), "volumes": args.volumes, "seconds": round(time.perf_counter() - t0, 1),
+            "rss_mb_at_20": first, "rss_mb_at_last": rss[-1], "rss_mb_max_after_20": max(rss[19:] or rss),
+            "change_20_to_last": round(rss[-1] / first - 1.0, 4), "rss_mb_every_10": rss[::10]}
+
+
+def _shape(text: str) -> tuple[int, int, int]:
+    parts = tuple(int(v) for v in text.lower().split("x"))
+    if len(parts) != 3:
+        raise argparse.ArgumentTypeError(f"expected XxYxZ, got {text!r}")
+    return parts  # type: ignore[return-value]
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    """Command-line options (see the module docstring)."""
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--big-shape", type=_shape, default=(512, 512, 300))
+    p.add_argument("--drift-shape", type=_shape, default=(128, 128, 48))
+    p.add_argument("--volumes", type=int, default=200)
+    p.add_argument("--image-size", type=int, default=256)
+    p.add_argument("--classify-size", type=int, default=224)
+    p.add_argument("--batch", type=int, default=4)
+    p.add_argument("--only", choices=["big", "drift"], help="run one measurement in this process (internal)")
+    p.add_argument("--out", type=Path, default=RESULTS)
+    return p.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Run each measurement in its own subprocess, print and save the JSON."""
+    args = parse_args(argv)
+    if args.only:
+        fn = measure_big if args.only == "big" else measure_drift
+        print(json.dumps(fn(args)))
+        return
+    argv = list(sys.argv[1:] if argv is None else argv)
+    result: dict[str, Any] = {"benchmark": "bench_rss", "date": dt.datetime.now().isoformat(timespec="seconds"),
+                              "args": {k: v for k, v in vars(args).items() if k not in ("out", "only")}}
+    for mode in ("big", "drift"):
+        done = subprocess.run([sys.executable, __file__, *argv, "--only", mode], capture_output=True, text=True,
+                              check=False)
+        lines = [ln for ln in done.stdout.splitlines() if ln.startswith("{")]
+        result[mode] = json.loads(lines[-1]) if done.returncode == 0 and lines else {
+            "error": " ".join((done.stderr.strip().splitlines() or ["no output"])[-1].split())}
+    args.out.mkdir(parents=True, exist_ok=True)
+    text = json.dumps(result, indent=2, default=str)
+    (args.out / f"{dt.date.today().isoformat()}_rss.json").write_text(text + "\n", encoding="utf-8")
+    print(text)
+
+
+if __name__ == "__main__":
+    main()

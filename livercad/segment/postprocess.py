@@ -3,7 +3,10 @@
 Threshold (``AsDiscrete``), keep the largest 3-D connected component (``KeepLargestConnectedComponent``,
 26-connectivity) and fill enclosed holes (``FillHoles``), each switchable in
 :class:`~livercad.config.PostprocessConfig`. Applied on the canonical full-resolution grid by
-:func:`livercad.segment.infer.segment_volume`.
+:func:`livercad.segment.infer.segment_volume`. The chain runs on the bounding box of the thresholded
+voxels plus a one-voxel background margin only: components lie inside that box, and a background
+region inside it touches the box border exactly when it reaches the volume border in the whole map, so
+the result is identical to running on the whole map (tested), several times faster on a large volume.
 
 Example:
     >>> import numpy as np
@@ -44,9 +47,15 @@ def postprocess_mask(prob: np.ndarray | torch.Tensor, cfg: PostprocessConfig | N
         uint8 mask (0/1) of the same shape.
     """
     cfg = cfg or PostprocessConfig()
-    t = torch.as_tensor(prob, dtype=torch.float32)[None]
-    out = postprocess_transform(cfg)(t)
-    return np.ascontiguousarray(torch.as_tensor(out).as_subclass(torch.Tensor)[0].numpy().astype(np.uint8))
+    full = torch.as_tensor(prob, dtype=torch.float32)
+    out = np.zeros(tuple(full.shape), np.uint8)
+    fg = (full >= cfg.threshold).numpy()
+    if not fg.any():
+        return out
+    box = tuple(slice(max(int(i.min()) - 1, 0), int(i.max()) + 2) for i in np.nonzero(fg))
+    res = postprocess_transform(cfg)(full[box][None])
+    out[box] = torch.as_tensor(res).as_subclass(torch.Tensor)[0].numpy().astype(np.uint8)
+    return out
 
 
 __all__ = ["postprocess_mask", "postprocess_transform", "PostprocessConfig"]

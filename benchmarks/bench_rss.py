@@ -2,9 +2,11 @@
 
 Each measurement runs in a fresh subprocess of this script, so their peaks do not mix:
 
-* ``big``: one phantom CT volume of ``--big-shape`` (default 512x512x300, int16 ``.nii.gz``) through the
-  pipeline's stages (read, preprocess, segment, post-process, write, regions, classify; the calls of
-  ``benchmarks/bench_pipeline.py``); reports the process's peak RSS.
+* ``big``: one phantom CT volume of ``--big-shape`` (default 512x512x300, int16 ``.nii.gz``, generated in a
+  child process) through the pipeline's stages (read, preprocess, segment, post-process, write, regions,
+  classify; the calls of ``benchmarks/bench_pipeline.py``); reports the peak RSS of the case itself
+  (``VmHWM`` reset after the models are loaded, ``peak_rss_mb_case``) and of the whole process, model
+  loading and ONNX export included (``peak_rss_mb``).
 * ``drift``: ``--volumes`` cases (default 200) cycling over 10 distinct phantom volumes of
   ``--drift-shape``; the current RSS (``/proc/self/statm``) after every case; reports it at the 20th and
   the last case and the relative change.
@@ -39,6 +41,34 @@ def current_rss_mb() -> float:
     return pages * os.sysconf("SC_PAGE_SIZE") / 2**20
 
 
+def reset_peak_rss() -> bool:
+    """Reset this process's peak-RSS counter (``VmHWM``) to the current RSS (Linux ``clear_refs`` 5)."""
+    try:
+        Path("/proc/self/clear_refs").write_text("5")
+    except OSError:
+        return False
+    return True
+
+
+def peak_rss_mb() -> float:
+    """``VmHWM`` of this process (MiB): the peak RSS since start or since :func:`reset_peak_rss`."""
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024.0
+    return float("nan")
+
+
+def _make_volume_elsewhere(shape: tuple[int, int, int], folder: Path) -> Path:
+    """Generate the phantom volume in a child process, so its memory never counts towards this one's peak."""
+    import multiprocessing as mp
+    from concurrent.futures import ProcessPoolExecutor
+
+    from bench_pipeline import make_volumes
+
+    with ProcessPoolExecutor(1, mp_context=mp.get_context("spawn")) as pool:
+        return pool.submit(make_volumes, 1, shape, folder).result()[0]
+
+
 def _models(args: argparse.Namespace) -> tuple[Any, Any]:
     from bench_pipeline import random_classifier
 
@@ -52,15 +82,19 @@ def _models(args: argparse.Namespace) -> tuple[Any, Any]:
 
 def measure_big(args: argparse.Namespace) -> dict[str, Any]:
     """Peak RSS of one large volume through every stage."""
-    from bench_pipeline import make_volumes, rss_mb, run_pipeline
+    from bench_pipeline import rss_mb, run_pipeline
 
-    seg, clf = _models(args)
     with tempfile.TemporaryDirectory() as tmp:
-        path = make_volumes(1, args.big_shape, Path(tmp))[0]
-        before = rss_mb()
+        path = _make_volume_elsewhere(args.big_shape, Path(tmp))
+        seg, clf = _models(args)
+        startup_peak, before = rss_mb(), current_rss_mb()
+        reset = reset_peak_rss()
         res = run_pipeline(seg, clf, path, Path(tmp), args.batch)
-    return {"shape": list(args.big_shape), "seconds": res["seconds"], "peak_rss_mb_before_case": round(before, 1),
-            "peak_rss_mb": round(rss_mb(), 1), "backend": {"segmenter": seg.backend, "classifier": clf.backend}}
+        case_peak = peak_rss_mb() if reset else rss_mb()
+    return {"shape": list(args.big_shape), "seconds": res["seconds"],
+            "peak_rss_mb_startup": round(startup_peak, 1), "rss_mb_before_case": round(before, 1),
+            "peak_rss_mb_case": round(case_peak, 1), "peak_reset": reset, "peak_rss_mb": round(rss_mb(), 1),
+            "backend": {"segmenter": seg.backend, "classifier": clf.backend}}
 
 
 def measure_drift(args: argparse.Namespace) -> dict[str, Any]:
@@ -101,6 +135,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--image-size", type=int, default=256)
     p.add_argument("--classify-size", type=int, default=224)
     p.add_argument("--batch", type=int, default=4)
+    p.add_argument("--modes", default="big,drift", help="measurements to run (comma-separated: big, drift)")
     p.add_argument("--only", choices=["big", "drift"], help="run one measurement in this process (internal)")
     p.add_argument("--out", type=Path, default=RESULTS)
     return p.parse_args(argv)
@@ -116,7 +151,8 @@ def main(argv: list[str] | None = None) -> None:
     argv = list(sys.argv[1:] if argv is None else argv)
     result: dict[str, Any] = {"benchmark": "bench_rss", "date": dt.datetime.now().isoformat(timespec="seconds"),
                               "args": {k: v for k, v in vars(args).items() if k not in ("out", "only")}}
-    for mode in ("big", "drift"):
+    modes = [m for m in ("big", "drift") if m in args.modes.split(",")]
+    for mode in modes:
         done = subprocess.run([sys.executable, __file__, *argv, "--only", mode], capture_output=True, text=True,
                               check=False)
         lines = [ln for ln in done.stdout.splitlines() if ln.startswith("{")]
@@ -124,7 +160,8 @@ def main(argv: list[str] | None = None) -> None:
             "error": " ".join((done.stderr.strip().splitlines() or ["no output"])[-1].split())}
     args.out.mkdir(parents=True, exist_ok=True)
     text = json.dumps(result, indent=2, default=str)
-    (args.out / f"{dt.date.today().isoformat()}_rss.json").write_text(text + "\n", encoding="utf-8")
+    suffix = "" if len(modes) == 2 else f"_{'_'.join(modes)}"
+    (args.out / f"{dt.date.today().isoformat()}_rss{suffix}.json").write_text(text + "\n", encoding="utf-8")
     print(text)
 
 

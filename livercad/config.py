@@ -140,7 +140,7 @@ class InferenceConfig(_Section):
     backend: Literal["auto", "torch", "onnx"] = "auto"  # auto: ONNX Runtime for fp32 on CPU when it imports
     batch_size: int = Field(4, ge=1)
     channels_last: bool = True
-    coarse_to_fine: bool = False
+    coarse_to_fine: bool = True  # stage 1: every ~15 mm slice, then only the slices around the liver
     engine: Literal["local", "ray"] = "local"
     ray_address: str | None = None
     write_prob: bool = False

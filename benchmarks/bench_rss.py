@@ -11,7 +11,9 @@ Each measurement runs in a fresh subprocess of this script, so their peaks do no
   ``--drift-shape``; the current RSS (``/proc/self/statm``) after every case; reports it at the 20th and
   the last case and the relative change.
 
-Models have random weights (memory does not depend on them); the segmenter runs at ``--image-size``, the
+Models have random weights unless ``--segmenter`` gives a trained stage 1 (the weights do not change the
+models' memory, but a random segmenter's mask covers the whole body, the worst case for post-processing);
+the segmenter runs at ``--image-size``, the
 ResNet50 classifier at ``--classify-size``, on the pipeline's default backend. Prints one JSON object and
 writes it to ``benchmarks/results/<date>_rss.json``.
 
@@ -76,7 +78,10 @@ def _models(args: argparse.Namespace) -> tuple[Any, Any]:
     from livercad.segment.infer import Segmenter
 
     backend = InferenceConfig().backend
-    seg = Segmenter.random(image_size=args.image_size, encoder="resnet34", precision="auto", backend=backend)
+    if args.segmenter:
+        seg = Segmenter.load(args.segmenter, precision="auto", backend=backend, device="cpu")
+    else:
+        seg = Segmenter.random(image_size=args.image_size, encoder="resnet34", precision="auto", backend=backend)
     return seg, random_classifier(args.classify_size, seg.precision, backend)
 
 
@@ -89,7 +94,7 @@ def measure_big(args: argparse.Namespace) -> dict[str, Any]:
         seg, clf = _models(args)
         startup_peak, before = rss_mb(), current_rss_mb()
         reset = reset_peak_rss()
-        res = run_pipeline(seg, clf, path, Path(tmp), args.batch)
+        res = run_pipeline(seg, clf, path, Path(tmp), args.batch, args.coarse_to_fine)
         case_peak = peak_rss_mb() if reset else rss_mb()
     return {"shape": list(args.big_shape), "seconds": res["seconds"],
             "peak_rss_mb_startup": round(startup_peak, 1), "rss_mb_before_case": round(before, 1),
@@ -109,7 +114,7 @@ def measure_drift(args: argparse.Namespace) -> dict[str, Any]:
     with tempfile.TemporaryDirectory() as tmp:
         paths = make_volumes(10, args.drift_shape, Path(tmp))
         for i in range(args.volumes):
-            res = run_pipeline(seg, clf, paths[i % len(paths)], Path(tmp), args.batch)
+            res = run_pipeline(seg, clf, paths[i % len(paths)], Path(tmp), args.batch, args.coarse_to_fine)
             del res
             gc.collect()
             rss.append(round(current_rss_mb(), 1))
@@ -135,6 +140,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--image-size", type=int, default=256)
     p.add_argument("--classify-size", type=int, default=224)
     p.add_argument("--batch", type=int, default=4)
+    p.add_argument("--segmenter", default=None, help="a trained segmenter.pt instead of random weights")
+    p.add_argument("--coarse-to-fine", action="store_true", help="stage-1 coarse-to-fine in both measurements")
+    p.add_argument("--tag", default="", help="suffix of the result file name")
     p.add_argument("--modes", default="big,drift", help="measurements to run (comma-separated: big, drift)")
     p.add_argument("--only", choices=["big", "drift"], help="run one measurement in this process (internal)")
     p.add_argument("--out", type=Path, default=RESULTS)
@@ -160,7 +168,7 @@ def main(argv: list[str] | None = None) -> None:
             "error": " ".join((done.stderr.strip().splitlines() or ["no output"])[-1].split())}
     args.out.mkdir(parents=True, exist_ok=True)
     text = json.dumps(result, indent=2, default=str)
-    suffix = "" if len(modes) == 2 else f"_{'_'.join(modes)}"
+    suffix = ("" if len(modes) == 2 else f"_{'_'.join(modes)}") + (f"_{args.tag}" if args.tag else "")
     (args.out / f"{dt.date.today().isoformat()}_rss{suffix}.json").write_text(text + "\n", encoding="utf-8")
     print(text)
 

@@ -31,6 +31,8 @@ from livercad.errors import InputError
 from livercad.types import Volume
 
 _RAS = (("L", "R"), ("P", "A"), ("I", "S"))
+#: CT slices windowed and resized per call in :func:`prepare` (bounds its temporary memory).
+CHUNK = 16
 
 
 @dataclass(frozen=True)
@@ -50,12 +52,15 @@ class Prepared:
     spacing: tuple[float, float, float]
 
     def to_canonical(self, maps: np.ndarray | torch.Tensor, *, mode: str = "bilinear") -> np.ndarray:
-        """Resize ``(Z, S, S)`` slice maps back to the canonical ``(X, Y, Z)`` grid."""
+        """Resize ``(Z, S, S)`` slice maps back to the canonical ``(X, Y, Z)`` grid (in chunks of slices)."""
         t = torch.as_tensor(maps, dtype=torch.float32)
         x, y, _ = self.canonical_shape
         kwargs = {"align_corners": False} if mode == "bilinear" else {}
-        back = Resize((x, y), mode=mode, **kwargs)(t)
-        return np.ascontiguousarray(torch.as_tensor(back).permute(1, 2, 0).numpy())
+        resize = Resize((x, y), mode=mode, **kwargs)
+        out = np.empty((x, y, t.shape[0]), np.float32)
+        for z0 in range(0, t.shape[0], CHUNK):
+            out[:, :, z0:z0 + CHUNK] = torch.as_tensor(resize(t[z0:z0 + CHUNK])).permute(1, 2, 0).numpy()
+        return out
 
     def to_original(self, maps: np.ndarray | torch.Tensor, *, mode: str = "bilinear") -> np.ndarray:
         """Map ``(Z, S, S)`` slice maps onto the original file's voxel grid (exact inverse)."""
@@ -64,11 +69,18 @@ class Prepared:
         return np.ascontiguousarray(nib.orientations.apply_orientation(canon, inverse))
 
     def from_original(self, arr: np.ndarray, *, mode: str = "nearest") -> torch.Tensor:
-        """Bring an array on the original grid (e.g. a ground-truth mask) to ``(Z, S, S)`` model space."""
-        canon = nib.orientations.apply_orientation(arr.astype(np.float32), self.ornt)
+        """Bring an array on the original grid (e.g. a ground-truth mask) to ``(Z, S, S)`` model space.
+
+        Works in chunks of slices (cast to float32 per chunk), so a large uint8 mask is never copied whole.
+        """
+        canon = nib.orientations.apply_orientation(np.asarray(arr), self.ornt)  # flips/transposes: a view
         s = self.image.shape[-1]
-        t = torch.from_numpy(np.ascontiguousarray(canon)).permute(2, 0, 1)
-        return torch.as_tensor(Resize((s, s), mode=mode)(t)).float()
+        resize = Resize((s, s), mode=mode)
+        out = torch.empty((canon.shape[2], s, s), dtype=torch.float32)
+        for z0 in range(0, canon.shape[2], CHUNK):
+            part = np.ascontiguousarray(canon[:, :, z0:z0 + CHUNK].astype(np.float32))
+            out[z0:z0 + CHUNK] = torch.as_tensor(resize(torch.from_numpy(part).permute(2, 0, 1))).float()
+        return out
 
 
 def _canonical_ornt() -> np.ndarray:
@@ -130,9 +142,18 @@ def prepare(volume: Volume, *, modality: str = "ct", image_size: int = 256,
     """
     canon, ornt, spacing = reorient(volume)
     t = torch.from_numpy(np.ascontiguousarray(canon)).permute(2, 0, 1)  # (Z, X, Y): slices as channels
-    t = normalize(t, modality, ct_window=ct_window, percentiles=percentiles)
-    t = torch.as_tensor(Resize((image_size, image_size), mode="bilinear", align_corners=False)(t)).float()
-    return Prepared(image=t.contiguous(), canonical_shape=tuple(canon.shape), ornt=ornt, spacing=spacing)
+    resize = Resize((image_size, image_size), mode="bilinear", align_corners=False)
+    if modality != "ct":  # percentile clip and z-score use whole-volume statistics
+        t = normalize(t, modality, ct_window=ct_window, percentiles=percentiles)
+        t = torch.as_tensor(resize(t)).float()
+        return Prepared(image=t.contiguous(), canonical_shape=tuple(canon.shape), ornt=ornt, spacing=spacing)
+    # CT windowing is per voxel and the slices are independent channels of Resize: chunks of slices give the
+    # same result as one call, without full-resolution float copies of a large volume
+    out = torch.empty((t.shape[0], image_size, image_size), dtype=torch.float32)
+    for z0 in range(0, t.shape[0], CHUNK):
+        part = normalize(t[z0:z0 + CHUNK], modality, ct_window=ct_window, percentiles=percentiles)
+        out[z0:z0 + CHUNK] = torch.as_tensor(resize(part)).as_subclass(torch.Tensor).float()
+    return Prepared(image=out, canonical_shape=tuple(canon.shape), ornt=ornt, spacing=spacing)
 
 
 def context_stack(slices: torch.Tensor, index: torch.Tensor | list[int], context: int) -> torch.Tensor:

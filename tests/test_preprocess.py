@@ -95,3 +95,42 @@ def test_context_stack_edges() -> None:
     assert st.shape == (2, 3, 2, 2)
     assert st[0, :, 0, 0].tolist() == [0, 0, 1] and st[1, :, 0, 0].tolist() == [2, 3, 3]
     assert context_stack(s, [1], 0).shape == (1, 1, 2, 2)
+
+
+def test_ct_prepare_in_chunks_equals_one_call_over_the_volume() -> None:
+    from monai.transforms import Resize
+
+    from livercad.preprocess import CHUNK
+
+    z = 2 * CHUNK + 3
+    rng = np.random.default_rng(0)
+    data = rng.normal(40, 200, (48, 40, z)).astype(np.float32)
+    vol = Volume(data, np.diag([-1.0, 1.0, 2.5, 1.0]), None, (1.0, 1.0, 2.5))
+    got = prepare(vol, modality="ct", image_size=32).image
+    canon, _, _ = reorient(vol)
+    whole = normalize(torch.from_numpy(np.ascontiguousarray(canon)).permute(2, 0, 1), "ct")
+    ref = torch.as_tensor(Resize((32, 32), mode="bilinear", align_corners=False)(whole)).float()
+    assert got.shape == (z, 32, 32) and type(got) is torch.Tensor
+    torch.testing.assert_close(got, ref.as_subclass(torch.Tensor), rtol=0, atol=0)
+
+
+@pytest.mark.parametrize("mode", ["bilinear", "nearest"])
+def test_chunked_maps_to_and_from_the_original_grid_equal_one_resize_call(mode: str) -> None:
+    from monai.transforms import Resize
+
+    from livercad.preprocess import CHUNK
+
+    z = 2 * CHUNK + 5
+    vol = Volume(np.zeros((40, 30, z), np.float32), np.diag([-1.0, 1.0, 2.0, 1.0]), None, (1.0, 1.0, 2.0))
+    p = prepare(vol, modality="ct", image_size=16)
+    maps = torch.rand(z, 16, 16)
+    kwargs = {"align_corners": False} if mode == "bilinear" else {}
+    ref = torch.as_tensor(Resize((40, 30), mode=mode, **kwargs)(maps)).permute(1, 2, 0).numpy()
+    got = p.to_canonical(maps, mode=mode)
+    assert got.shape == (40, 30, z) and got.flags["C_CONTIGUOUS"]
+    np.testing.assert_array_equal(got, ref)
+    mask = (np.random.default_rng(1).random((40, 30, z)) > 0.5).astype(np.uint8)
+    canon = nib.orientations.apply_orientation(mask.astype(np.float32), p.ornt)
+    whole = torch.from_numpy(np.ascontiguousarray(canon)).permute(2, 0, 1)
+    expected = torch.as_tensor(Resize((16, 16), mode=mode)(whole)).float().as_subclass(torch.Tensor)
+    torch.testing.assert_close(p.from_original(mask, mode=mode), expected, rtol=0, atol=0)

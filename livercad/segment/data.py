@@ -72,7 +72,7 @@ def model_space_mask(prepared: Any, ref: Any) -> torch.Tensor:
     Resized bilinearly and thresholded at 0.5, i.e. consistent with how predictions are resized back
     (nearest-neighbour downsampling would shift boundaries by up to half an input voxel).
     """
-    soft = _plain(prepared.from_original(np.asarray(ref, dtype=np.float32), mode="bilinear"))
+    soft = _plain(prepared.from_original(np.asarray(ref), mode="bilinear"))
     return (soft > 0.5).to(torch.uint8).contiguous()
 
 

@@ -3,8 +3,9 @@
 Forward: the volume is reoriented to the closest canonical frame (RAS, MONAI ``Orientation``: pure
 axis flips/permutations, no resampling, so it is exactly invertible), intensities are normalised per
 modality (CT: HU window ``ScaleIntensityRange``; MR/US: ``ScaleIntensityRangePercentiles`` then
-``NormalizeIntensity``), and every axial slice is resized in-plane to the model size in one bulk
-``Resize`` call (slices are the channel axis, so one interpolate covers the whole volume).
+``NormalizeIntensity``), and every axial slice is resized in-plane to the model size with ``Resize``
+(slices are the channel axis; CT goes in chunks of :data:`CHUNK` slices, windowed and resized per chunk,
+so a large volume is never copied whole in float32).
 
 Inverse: :meth:`Prepared.to_original` resizes slice maps back to the canonical in-plane size and
 undoes the orientation, giving arrays with exactly the input voxel grid.

@@ -14,10 +14,7 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
-import json
 import os
-import platform
-import resource
 import tempfile
 import time
 from pathlib import Path
@@ -25,6 +22,7 @@ from typing import Any
 
 import numpy as np
 import torch
+from bench_common import cpu_name, finish
 
 from livercad.config import load_config
 from livercad.io.nifti import load_mask, load_volume
@@ -32,16 +30,6 @@ from livercad.metrics.segmentation import segmentation_metrics, summarize
 from livercad.pipeline.train import cohort_rows, load_stage1
 from livercad.segment.infer import segment_volume
 from livercad.segment.train import train_segmenter
-
-
-def _cpu_name() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
 
 
 def run_modality(config: str, modality: str, work: Path) -> dict[str, Any]:
@@ -94,7 +82,7 @@ def main() -> None:
     result: dict[str, Any] = {
         "benchmark": "accept_stage1", "date": dt.datetime.now().isoformat(timespec="seconds"),
         "config": args.config,
-        "machine": {"cpu": _cpu_name(), "cores": os.cpu_count(), "threads": torch.get_num_threads(),
+        "machine": {"cpu": cpu_name(), "cores": os.cpu_count(), "threads": torch.get_num_threads(),
                     "torch": torch.__version__},
         "modalities": {},
     }
@@ -102,12 +90,7 @@ def main() -> None:
         root = Path(args.work) if args.work else Path(tmp)
         for m in modalities:
             result["modalities"][m] = run_modality(args.config, m, root / m)
-    result["peak_rss_mb"] = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
-    text = json.dumps(result, indent=2, default=float)
-    print(text)
-    if not args.no_save:
-        out = Path(__file__).parent / "results" / f"{dt.date.today()}_accept_stage1.json"
-        out.write_text(text + "\n", encoding="utf-8")
+    finish(result, "accept_stage1", save=not args.no_save)
 
 
 if __name__ == "__main__":

@@ -16,16 +16,14 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import datetime as dt
-import json
 import os
-import platform
-import resource
 import tempfile
 import time
 from pathlib import Path
 from typing import Any
 
 import torch
+from bench_common import cpu_name, finish
 
 from livercad.classify.data import resolve_labels
 from livercad.classify.infer import predict_cases
@@ -37,16 +35,6 @@ from livercad.metrics.segmentation import summarize
 from livercad.pipeline.train import train_stage1
 
 METRICS = ("roc_auc", "accuracy", "balanced_accuracy", "sensitivity", "specificity", "youden_j")
-
-
-def _cpu_name() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
 
 
 def _task(stage1: list[Any], cfg: Any, positive: str, work: Path) -> dict[str, Any]:
@@ -92,7 +80,7 @@ def main() -> None:
     result: dict[str, Any] = {
         "benchmark": "accept_stage2", "date": dt.datetime.now().isoformat(timespec="seconds"),
         "config": args.config, "overrides": overrides,
-        "machine": {"cpu": _cpu_name(), "cores": os.cpu_count(), "threads": torch.get_num_threads(),
+        "machine": {"cpu": cpu_name(), "cores": os.cpu_count(), "threads": torch.get_num_threads(),
                     "torch": torch.__version__},
         "classify": {"backbone": cfg.classify.backbone, "weights": cfg.classify.weights,
                      "strategy": cfg.classify.strategy, "region": cfg.classify.region,
@@ -108,12 +96,7 @@ def main() -> None:
                             "test_dice": summarize([s.seg_metrics["dice"] for s in stage1
                                                     if s.row.split == "test" and s.seg_metrics])}
         result["tasks"] = {pos: _task(stage1, cfg, pos, root / "classify") for pos in ("cirrhosis", "steatosis")}
-    result["peak_rss_mb"] = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
-    text = json.dumps(result, indent=2, default=float)
-    print(text)
-    if not args.no_save:
-        out = Path(__file__).parent / "results" / f"{dt.date.today()}_accept_stage2.json"
-        out.write_text(text + "\n", encoding="utf-8")
+    finish(result, "accept_stage2", save=not args.no_save)
 
 
 if __name__ == "__main__":

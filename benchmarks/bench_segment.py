@@ -22,12 +22,12 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import tempfile
 import time
 from pathlib import Path
 
 import torch
+from bench_common import cpu_name
 from monai.losses import DiceCELoss
 from torch.utils.flop_counter import FlopCounterMode
 
@@ -90,16 +90,6 @@ def _cohort(args: argparse.Namespace, folder: Path) -> list:
     return patient_split(read_manifest(manifest), fractions=(0.5, 0.25, 0.25), seed=0)
 
 
-def _cpu_name() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
-
-
 def _args() -> argparse.Namespace:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--manifest", help="use this cohort instead of a generated phantom")
@@ -151,7 +141,7 @@ def main() -> None:
         inf = inference(seg, rows, args.batch_size)
     inf["fraction_of_raw"] = inf["slices_per_s"] / fwd["slices_per_s"]
     result = {
-        "machine": {"cpu": _cpu_name(), "cores": os.cpu_count(),
+        "machine": {"cpu": cpu_name(), "cores": os.cpu_count(),
                     "threads": torch.get_num_threads(), "torch": torch.__version__,
                     "cpu_capability": torch.backends.cpu.get_cpu_capability()},
         "encoder": args.encoder, "image_size": size, "precision": precision,

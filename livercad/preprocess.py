@@ -144,16 +144,14 @@ def prepare(volume: Volume, *, modality: str = "ct", image_size: int = 256,
     canon, ornt, spacing = reorient(volume)
     t = torch.from_numpy(np.ascontiguousarray(canon)).permute(2, 0, 1)  # (Z, X, Y): slices as channels
     resize = Resize((image_size, image_size), mode="bilinear", align_corners=False)
-    if modality != "ct":  # percentile clip and z-score use whole-volume statistics
-        t = normalize(t, modality, ct_window=ct_window, percentiles=percentiles)
-        t = torch.as_tensor(resize(t)).float()
-        return Prepared(image=t.contiguous(), canonical_shape=tuple(canon.shape), ornt=ornt, spacing=spacing)
-    # CT windowing is per voxel and the slices are independent channels of Resize: chunks of slices give the
-    # same result as one call, without full-resolution float copies of a large volume
+    # CT windowing is per voxel and the slices are independent channels of Resize, so chunks of slices give
+    # the same result as one call without full-resolution float copies; MR/US normalisation uses
+    # whole-volume statistics (one chunk)
+    step = CHUNK if modality == "ct" else max(t.shape[0], 1)
     out = torch.empty((t.shape[0], image_size, image_size), dtype=torch.float32)
-    for z0 in range(0, t.shape[0], CHUNK):
-        part = normalize(t[z0:z0 + CHUNK], modality, ct_window=ct_window, percentiles=percentiles)
-        out[z0:z0 + CHUNK] = torch.as_tensor(resize(part)).as_subclass(torch.Tensor).float()
+    for z0 in range(0, t.shape[0], step):
+        part = normalize(t[z0:z0 + step], modality, ct_window=ct_window, percentiles=percentiles)
+        out[z0:z0 + step] = torch.as_tensor(resize(part)).as_subclass(torch.Tensor).float()
     return Prepared(image=out, canonical_shape=tuple(canon.shape), ornt=ornt, spacing=spacing)
 
 

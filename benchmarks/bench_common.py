@@ -1,0 +1,34 @@
+"""Small helpers shared by the benchmark scripts (run as scripts from any folder: ``benchmarks/`` is on sys.path)."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import platform
+import resource
+from pathlib import Path
+from typing import Any
+
+RESULTS = Path(__file__).resolve().parent / "results"
+
+
+def cpu_name() -> str:
+    """The CPU model from ``/proc/cpuinfo`` (else what :mod:`platform` knows)."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def finish(result: dict[str, Any], name: str, *, save: bool = True) -> str:
+    """Add peak RSS to ``result``, print it as JSON and (``save``) write ``results/<date>_<name>.json``."""
+    result["peak_rss_mb"] = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
+    text = json.dumps(result, indent=2, default=float)
+    print(text)
+    if save:
+        RESULTS.mkdir(parents=True, exist_ok=True)
+        (RESULTS / f"{dt.date.today()}_{name}.json").write_text(text + "\n", encoding="utf-8")
+    return text

@@ -69,6 +69,14 @@ class SegmentModelConfig(_Section):
     encoder_weights: str = "none"
     context: int = Field(1, ge=0, le=4)  # neighbours each side: 1 -> 3 input channels (2.5-D)
     extra_channels: int = Field(0, ge=0)  # e.g. further CT phases stacked as channels
+    decoder_channels: list[int] | None = None  # U-Net decoder widths, deepest first; None = smp's (256..16)
+
+    @field_validator("decoder_channels")
+    @classmethod
+    def _positive_widths(cls, v: list[int] | None) -> list[int] | None:
+        if v is not None and (not v or any(int(c) < 1 for c in v)):
+            raise ValueError(f"decoder_channels must be positive integers, got {v}")
+        return v
 
 
 class TrainConfig(_Section):
@@ -105,6 +113,7 @@ class SegmentConfig(_Section):
     train: TrainConfig = TrainConfig()
     postprocess: PostprocessConfig = PostprocessConfig()
     liver_slice_fraction: float = Field(0.5, ge=0, le=1)  # share of liver-bearing slices per batch
+    crop_size: int | None = Field(None, ge=16)  # train on random square crops of this size (None = whole slice)
 
 
 class ClassifyConfig(_Section):

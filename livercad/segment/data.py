@@ -25,7 +25,14 @@ from typing import Any
 
 import numpy as np
 import torch
-from monai.transforms import Compose, RandAffined, RandGaussianNoised, RandScaleIntensityd, RandShiftIntensityd
+from monai.transforms import (
+    Compose,
+    RandAffined,
+    RandGaussianNoised,
+    RandScaleIntensityd,
+    RandShiftIntensityd,
+    RandSpatialCropd,
+)
 from torch.utils.data import Dataset, WeightedRandomSampler
 
 from livercad.config import Config
@@ -105,12 +112,14 @@ def load_cases(rows: Sequence[Any], cfg: Config) -> list[CaseSlices]:
     return cases
 
 
-def anatomy_augment(seed: int = 0, *, prob: float = 0.8) -> Compose:
+def anatomy_augment(seed: int = 0, *, prob: float = 0.8, crop_size: int | None = None) -> Compose:
     """Augmentation suited to anatomy, applied jointly to ``{"image", "mask"}`` (channel-first tensors).
 
     Small rotations (±10°) and scales (±10 %) with the same parameters for image and mask (mask
     resampled with nearest neighbour), intensity scale/shift jitter and Gaussian noise on the image.
-    No left-right (or any) flips.
+    No left-right (or any) flips. ``crop_size`` adds a random square crop of that size (MONAI
+    ``RandSpatialCropd``; slices smaller than it are left whole): the fully convolutional network then
+    trains on fewer pixels per step and still predicts whole slices.
 
     Example:
         >>> aug = anatomy_augment(0)
@@ -125,6 +134,7 @@ def anatomy_augment(seed: int = 0, *, prob: float = 0.8) -> Compose:
         RandScaleIntensityd("image", factors=0.1, prob=0.5),
         RandShiftIntensityd("image", offsets=0.1, prob=0.5),
         RandGaussianNoised("image", std=0.05, prob=0.3),
+        *([RandSpatialCropd(keys, roi_size=(crop_size, crop_size), random_size=False)] if crop_size else []),
     ])
     t.set_random_state(seed=seed)
     return t

@@ -116,7 +116,8 @@ class Segmenter:
             raise CheckpointError(f"{path}: not a segmenter checkpoint (kind {meta.get('kind')!r}, missing {missing})")
         try:
             cfg = SegmentModelConfig(arch=meta["arch"], encoder=meta["encoder"], encoder_weights="none",
-                                     context=meta["context"], extra_channels=meta["extra_channels"])
+                                     context=meta["context"], extra_channels=meta["extra_channels"],
+                                     decoder_channels=meta.get("decoder_channels"))
             model = build_segmenter(cfg)
         except (ValidationError, ConfigError) as exc:
             raise CheckpointError(f"{path}: cannot rebuild the network from its metadata ({exc})") from None

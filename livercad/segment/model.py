@@ -122,7 +122,16 @@ def build_segmenter_with_info(cfg: SegmentModelConfig) -> tuple[nn.Module, Weigh
     check_arch(cfg.arch)
     check_encoder(cfg.encoder)
     c = in_channels_of(cfg)
-    model = smp.create_model(cfg.arch, encoder_name=cfg.encoder, encoder_weights=None, in_channels=c, classes=1)
+    extra = {} if cfg.decoder_channels is None else {"decoder_channels": list(cfg.decoder_channels)}
+    try:
+        model = smp.create_model(cfg.arch, encoder_name=cfg.encoder, encoder_weights=None, in_channels=c, classes=1,
+                                 **extra)
+    except (TypeError, ValueError) as exc:
+        if not extra:
+            raise
+        reason = " ".join(str(exc).split())[:200]
+        raise ConfigError(f"segment.model.decoder_channels {cfg.decoder_channels} do not fit {cfg.arch}/"
+                          f"{cfg.encoder} ({reason})") from None
     state, info = resolve_weights(cfg.encoder_weights, family="smp", name=cfg.encoder)
     if state is not None:
         load_encoder_weights(model, state, c, info.path or cfg.encoder_weights)

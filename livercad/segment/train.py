@@ -128,7 +128,7 @@ def _loaders(cfg: Config, rows: Sequence[Any]) -> tuple[DataLoader, DataLoader, 
         if not part:
             raise InputError(None, f"no '{name}' cases among {len(rows)} manifest rows; set split to train/val/test")
     t, ctx = cfg.segment.train, cfg.segment.model.context
-    train_ds = SliceDataset(load_cases(train_rows, cfg), context=ctx, augment=anatomy_augment(t.seed))
+    train_ds = SliceDataset(load_cases(train_rows, cfg), context=ctx, augment=anatomy_augment(t.seed, crop_size=cfg.segment.crop_size))
     val_ds = SliceDataset(load_cases(val_rows, cfg), context=ctx)
     steps = t.steps_per_epoch or max(len(train_ds) // t.batch_size, 1)
     gen = torch.Generator().manual_seed(t.seed)
@@ -213,7 +213,7 @@ def segmenter_meta(cfg: Config, module: SegmentationModule, history: dict[str, A
         "kind": "segmenter",
         "config": config_to_dict(cfg),
         "arch": m.arch, "encoder": m.encoder, "in_channels": in_channels_of(m),
-        "context": m.context, "extra_channels": m.extra_channels,
+        "context": m.context, "extra_channels": m.extra_channels, "decoder_channels": m.decoder_channels,
         "preprocessing": {"modality": pp.modality, "image_size": pp.image_size, "ct_window": list(pp.ct_window),
                           "percentiles": list(pp.percentiles), "context": m.context, "orientation": "RAS"},
         "postprocess": cfg.segment.postprocess.model_dump(mode="json"),

@@ -156,6 +156,19 @@ def test_load_round_trip_and_mismatch(tmp_path):
         Segmenter.load(save_checkpoint(tmp_path / "other.pt", {}, {"kind": "classifier"}))
 
 
+def test_load_rebuilds_a_narrow_decoder_from_the_metadata(tmp_path):
+    from livercad.config import SegmentModelConfig
+    from livercad.segment.model import build_segmenter
+
+    model = build_segmenter(SegmentModelConfig(encoder="resnet18", decoder_channels=[32, 16, 16, 8, 8]))
+    meta = {**Segmenter.random(image_size=32, encoder="resnet18").meta, "decoder_channels": [32, 16, 16, 8, 8]}
+    loaded = Segmenter.load(save_checkpoint(tmp_path / "narrow.pt", model.state_dict(), meta), precision="fp32")
+    assert loaded.model.segmentation_head[0].in_channels == 8
+    plain = {k: v for k, v in meta.items() if k != "decoder_channels"}
+    with pytest.raises(CheckpointError, match="do not fit"):
+        Segmenter.load(save_checkpoint(tmp_path / "plain.pt", model.state_dict(), plain))
+
+
 def test_postprocess_threshold_largest_component_and_holes():
     prob = np.zeros((9, 9, 9), np.float32)
     prob[1:6, 1:6, 1:6] = 0.9

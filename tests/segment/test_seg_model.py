@@ -106,3 +106,18 @@ def test_imagenet_without_cache_fails_fast_and_offline(tmp_path, monkeypatch):
     msg = str(err.value)
     assert "resnet34" in msg and "not available offline" in msg and "place the file" in msg
     assert attempts == []
+
+
+def test_decoder_channels_set_the_decoder_widths_and_bad_ones_are_refused():
+    cfg = SegmentModelConfig(encoder="resnet18", decoder_channels=[64, 32, 16, 8, 4])
+    model = build_segmenter(cfg).eval()
+    convs = [m for m in model.decoder.modules() if isinstance(m, torch.nn.Conv2d)]
+    assert convs[-1].out_channels == 4 and model.segmentation_head[0].in_channels == 4
+    assert sum(p.numel() for p in model.parameters()) < sum(
+        p.numel() for p in build_segmenter(SegmentModelConfig(encoder="resnet18")).parameters())
+    with torch.no_grad():
+        assert tuple(model(torch.randn(1, 3, 64, 64)).shape) == (1, 1, 64, 64)
+    with pytest.raises(ConfigError, match="decoder_channels.*do not fit"):
+        build_segmenter(SegmentModelConfig(encoder="resnet18", decoder_channels=[64, 32]))
+    with pytest.raises(ValueError, match="positive"):
+        SegmentModelConfig(decoder_channels=[64, 0, 16, 8, 4])

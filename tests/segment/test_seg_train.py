@@ -79,6 +79,25 @@ def test_augmentation_is_joint_and_never_flips():
         assert rows.mean() < 32  # still on the same side: no flip
 
 
+def test_crop_size_crops_image_and_mask_alike():
+    index = torch.arange(64 * 64, dtype=torch.float32).reshape(1, 64, 64)
+    image = torch.rand(3, 64, 64, generator=torch.Generator().manual_seed(0))
+    aug = anatomy_augment(seed=5, prob=0.0, crop_size=40)  # no affine: geometry is the crop alone
+    seen = set()
+    for _ in range(10):
+        out = aug({"image": image.clone(), "mask": index.clone()})  # the mask only gets geometric transforms
+        img, m = torch.as_tensor(out["image"]), torch.as_tensor(out["mask"])
+        assert tuple(img.shape) == (3, 40, 40) and tuple(m.shape) == (1, 40, 40)
+        top, left = divmod(int(m[0, 0, 0]), 64)
+        assert torch.equal(m, index[:, top:top + 40, left:left + 40])
+        expected = image[0, top:top + 40, left:left + 40].flatten()
+        assert torch.corrcoef(torch.stack([img[0].flatten(), expected]))[0, 1] > 0.9  # same window (jitter aside; another window: ~0)
+        seen.add((top, left))
+    assert len(seen) > 1  # a random position, not a fixed one
+    small = anatomy_augment(seed=5, prob=0.0, crop_size=96)({"image": image.clone(), "mask": index.clone()})
+    assert tuple(torch.as_tensor(small["image"]).shape) == (3, 64, 64)  # slices smaller than the crop stay whole
+
+
 @pytest.fixture(scope="module")
 def trained(tiny_rows, tmp_path_factory):
     out = tmp_path_factory.mktemp("run")

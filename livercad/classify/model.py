@@ -4,7 +4,9 @@ Backbones come from torchvision by name (:data:`TORCHVISION`: resnet18/34/50/101
 inception_v3, densenet121, efficientnet_b0) or, for any other name, from timm
 (``timm.create_model(name, pretrained=False, num_classes=0, in_chans=3)``). Weights ``none |
 imagenet | <path>`` are resolved offline by :func:`livercad.weights.resolve_weights` and loaded into
-the *original* architecture before the head is replaced, so provenance is exact.
+the *original* architecture before the head is replaced, so provenance is exact. The path may be a
+stage-1 ``segmenter.pt``: its smp ResNet encoder then initialises a ResNet backbone of the same depth
+(:func:`stage1_encoder`).
 
 Every model is a :class:`ClassifierNet`: ``backbone`` (image -> pooled feature vector) + ``head``
 (one ``nn.Linear``). That split lets the ``frozen`` strategy train the head on cached features.
@@ -166,6 +168,20 @@ def _load(model: nn.Module, state: dict[str, torch.Tensor] | None, name: str, *,
                               f"{result.missing_keys[0]}")
 
 
+def stage1_encoder(state: dict[str, torch.Tensor] | None, own: set[str]) -> dict[str, torch.Tensor] | None:
+    """The smp encoder tensors of a livercad stage-1 checkpoint (``encoder.*``, prefix removed), else ``state``.
+
+    smp's ResNet encoders keep torchvision's parameter names, so a trained ``segmenter.pt`` (U-Net on a
+    ResNet encoder) initialises a ResNet classifier of the same depth: transfer from the project's own
+    liver segmentation when no ImageNet weights are at hand. A state dict that already fits ``own`` keys
+    is returned unchanged.
+    """
+    if state is None or any(k in own for k in state) or not any(k.startswith("encoder.") for k in state):
+        return state
+    logger.info("classifier weights: the encoder of a stage-1 segmenter checkpoint")
+    return {k[len("encoder."):]: v for k, v in state.items() if k.startswith("encoder.")}
+
+
 def _torchvision(name: str, weights: str) -> tuple[nn.Module, int, list[list[str]], str, dict[str, Any]]:
     import torchvision
 
@@ -174,6 +190,10 @@ def _torchvision(name: str, weights: str) -> tuple[nn.Module, int, list[list[str
     state, info = resolve_weights(weights, family="torchvision", name=name)
     if state is not None and name == "inception_v3":
         state = {k: v for k, v in state.items() if not k.startswith("AuxLogits.")}
+    encoder = stage1_encoder(state, set(model.state_dict()))
+    if encoder is not state:  # a segmenter's encoder has no classification head: everything else must fit
+        head = {k for k in model.state_dict() if k.startswith(f"{spec.strip}.")}
+        state = {**encoder, **{k: v for k, v in model.state_dict().items() if k in head}}
     _load(model, state, name)
     num_features = model.get_submodule(spec.linear).in_features
     parent, _, child = spec.strip.rpartition(".")
@@ -189,6 +209,7 @@ def _timm(name: str, weights: str) -> tuple[nn.Module, int, list[list[str]], str
     state, info = resolve_weights(weights, family="timm", name=name)
     if state is not None:
         own = model.state_dict()
+        state = stage1_encoder(state, set(own))
         _load(model, {k: v for k, v in state.items() if k in own}, name, strict=False)
     groups = group_modules(model, model.group_matcher(coarse=True))
     stages = [list(groups[k]) for k in sorted(groups)]
@@ -287,5 +308,5 @@ def param_groups(model: ClassifierNet, lr: float, factor: float) -> list[dict[st
     return [g for g in groups if g["params"]]
 
 
-__all__ = ["TORCHVISION", "ClassifierNet", "apply_strategy", "build_classifier", "param_groups",
+__all__ = ["TORCHVISION", "stage1_encoder", "ClassifierNet", "apply_strategy", "build_classifier", "param_groups",
            "parse_strategy"]

@@ -128,7 +128,8 @@ def _loaders(cfg: Config, rows: Sequence[Any]) -> tuple[DataLoader, DataLoader, 
         if not part:
             raise InputError(None, f"no '{name}' cases among {len(rows)} manifest rows; set split to train/val/test")
     t, ctx = cfg.segment.train, cfg.segment.model.context
-    train_ds = SliceDataset(load_cases(train_rows, cfg), context=ctx, augment=anatomy_augment(t.seed, crop_size=cfg.segment.crop_size))
+    augment = anatomy_augment(t.seed, crop_size=cfg.segment.crop_size)
+    train_ds = SliceDataset(load_cases(train_rows, cfg), context=ctx, augment=augment)
     val_ds = SliceDataset(load_cases(val_rows, cfg), context=ctx)
     steps = t.steps_per_epoch or max(len(train_ds) // t.batch_size, 1)
     gen = torch.Generator().manual_seed(t.seed)

@@ -118,3 +118,22 @@ def test_config_errors(kwargs: dict, match: str) -> None:
 def test_parse_strategy() -> None:
     assert parse_strategy("partial:3") == ("partial", 3)
     assert parse_strategy("finetune") == ("finetune", None)
+
+
+def test_a_stage1_segmenter_checkpoint_initialises_a_resnet_backbone(tmp_path: Path) -> None:
+    from livercad.checkpoint import save_checkpoint
+    from livercad.config import SegmentModelConfig
+    from livercad.segment.model import build_segmenter
+
+    torch.manual_seed(3)
+    seg = build_segmenter(SegmentModelConfig(encoder="resnet18", decoder_channels=[32, 16, 16, 8, 8]))
+    path = save_checkpoint(tmp_path / "segmenter.pt", seg.state_dict(), {"kind": "segmenter"})
+    enc = seg.encoder.state_dict()
+    net = build_classifier("resnet18", weights=str(path), num_classes=2, strategy="finetune")
+    own = net.backbone.state_dict()
+    assert torch.equal(own["conv1.weight"], enc["conv1.weight"])
+    assert torch.equal(own["layer4.1.bn2.running_mean"], enc["layer4.1.bn2.running_mean"])
+    assert net.weights["source"] == "file" and net.weights["sha256"]
+    assert net.eval()(torch.zeros(1, 3, 32, 32)).shape == (1, 2)
+    with pytest.raises(CheckpointError, match="resnet34.*do not fit"):  # a different depth is refused
+        build_classifier("resnet34", weights=str(path), num_classes=2)

@@ -101,13 +101,13 @@ def random_classifier(image_size: int, precision: str, backend: str) -> Classifi
 
 
 def run_pipeline(seg: Segmenter, clf: Classifier, path: Path, out: Path, batch: int,
-                 coarse_to_fine: bool = False) -> dict[str, Any]:
-    """One case the way Predictor._process runs it, timing each stage."""
+                 coarse_to_fine: bool = False, keep_prob: bool = True) -> dict[str, Any]:
+    """One case the way Predictor._process runs it (which passes ``keep_prob=False``), timing each stage."""
     s: dict[str, float] = {}
     t = time.perf_counter()
     volume = load_volume(path)
     s["read"] = time.perf_counter() - t
-    seg_out = segment_volume(seg, volume, batch_size=batch, coarse_to_fine=coarse_to_fine)
+    seg_out = segment_volume(seg, volume, batch_size=batch, coarse_to_fine=coarse_to_fine, keep_prob=keep_prob)
     s["preprocess"], s["segment"], s["postprocess"] = (seg_out.seconds[k] for k in ("preprocess", "model",
                                                                                      "postprocess"))
     t = time.perf_counter()

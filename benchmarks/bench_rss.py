@@ -74,6 +74,7 @@ def _make_volume_elsewhere(shape: tuple[int, int, int], folder: Path) -> Path:
 def _models(args: argparse.Namespace) -> tuple[Any, Any]:
     from bench_pipeline import random_classifier
 
+    from livercad.backend import release_torch_weights
     from livercad.config import InferenceConfig
     from livercad.segment.infer import Segmenter
 
@@ -82,7 +83,9 @@ def _models(args: argparse.Namespace) -> tuple[Any, Any]:
         seg = Segmenter.load(args.segmenter, precision="auto", backend=backend, device="cpu")
     else:
         seg = Segmenter.random(image_size=args.image_size, encoder="resnet34", precision="auto", backend=backend)
-    return seg, random_classifier(args.classify_size, seg.precision, backend)
+    clf = random_classifier(args.classify_size, seg.precision, backend)
+    release_torch_weights(seg, clf)  # as livercad.pipeline.predictor.Predictor does after loading
+    return seg, clf
 
 
 def measure_big(args: argparse.Namespace) -> dict[str, Any]:
@@ -94,7 +97,7 @@ def measure_big(args: argparse.Namespace) -> dict[str, Any]:
         seg, clf = _models(args)
         startup_peak, before = rss_mb(), current_rss_mb()
         reset = reset_peak_rss()
-        res = run_pipeline(seg, clf, path, Path(tmp), args.batch, args.coarse_to_fine)
+        res = run_pipeline(seg, clf, path, Path(tmp), args.batch, args.coarse_to_fine, keep_prob=False)
         case_peak = peak_rss_mb() if reset else rss_mb()
     return {"shape": list(args.big_shape), "seconds": res["seconds"],
             "peak_rss_mb_startup": round(startup_peak, 1), "rss_mb_before_case": round(before, 1),
@@ -114,7 +117,8 @@ def measure_drift(args: argparse.Namespace) -> dict[str, Any]:
     with tempfile.TemporaryDirectory() as tmp:
         paths = make_volumes(10, args.drift_shape, Path(tmp))
         for i in range(args.volumes):
-            res = run_pipeline(seg, clf, paths[i % len(paths)], Path(tmp), args.batch, args.coarse_to_fine)
+            res = run_pipeline(seg, clf, paths[i % len(paths)], Path(tmp), args.batch, args.coarse_to_fine,
+                               keep_prob=False)
             del res
             gc.collect()
             rss.append(round(current_rss_mb(), 1))

@@ -13,6 +13,10 @@ Exported graphs of checkpoints are cached by the checkpoint's sha256 in ``$XDG_C
 (``~/.cache`` by default; written atomically, never next to the user's bundle or outputs; the
 ``CACHE_ENTRIES`` most recently used are kept) and, within a process, the ONNX Runtime sessions are shared.
 
+Memory: :func:`make_session` hands the ~150 MB ONNX Runtime frees while building a session back to the OS
+(:func:`release_free_memory`); :func:`release_torch_weights` frees the torch copy of a stage's weights once it
+runs on ONNX Runtime (the prediction path does, see :class:`livercad.pipeline.predictor.Predictor`).
+
 Example:
     >>> check_backend("torch")
     'torch'
@@ -20,6 +24,8 @@ Example:
 
 from __future__ import annotations
 
+import ctypes
+import functools
 import hashlib
 import io
 import logging
@@ -127,6 +133,27 @@ def export_onnx(model: nn.Module, example: torch.Tensor) -> bytes:
     return buf.getvalue()
 
 
+@functools.lru_cache(maxsize=1)
+def _malloc_trim() -> Callable[[int], int] | None:
+    try:
+        return getattr(ctypes.CDLL(None), "malloc_trim", None)  # glibc only
+    except (OSError, TypeError):  # pragma: no cover - no dlopen(NULL) on this platform
+        return None
+
+
+def release_free_memory() -> bool:
+    """Hand freed heap pages back to the OS (glibc ``malloc_trim(0)``, as Dask's workers do); ``False`` without glibc.
+
+    glibc keeps freed small and medium blocks mapped, so after a burst of temporary buffers they would stay in
+    the resident set and add to the next stage's peak. Costs milliseconds.
+    """
+    trim = _malloc_trim()
+    if trim is None:
+        return False
+    trim(0)
+    return True
+
+
 def make_session(graph: bytes | str | Path, threads: int | None = None) -> Any:
     """An ONNX Runtime CPU session: ``threads`` intra-op threads (torch's count by default), all optimisations."""
     import onnxruntime as ort
@@ -136,7 +163,34 @@ def make_session(graph: bytes | str | Path, threads: int | None = None) -> Any:
     opts.inter_op_num_threads = 1
     opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
     src = graph if isinstance(graph, bytes) else str(graph)
-    return ort.InferenceSession(src, opts, providers=["CPUExecutionProvider"])
+    session = ort.InferenceSession(src, opts, providers=["CPUExecutionProvider"])
+    release_free_memory()
+    return session
+
+
+def _refuse_released(module: nn.Module, args: Any) -> None:
+    raise RuntimeError(f"the torch weights of this {type(module).__name__} were released because it runs on "
+                       "ONNX Runtime; load the checkpoint again (Segmenter.load / Classifier.load) to use it in torch")
+
+
+def release_torch_weights(*stages: Any) -> int:
+    """Free the torch weights of stages on ONNX Runtime (whose session holds its own copy); returns how many.
+
+    A stage (``Segmenter``, ``Classifier``) with ``backend == "onnx"`` gets its ``model`` moved to the ``meta``
+    device (~100 MB each freed); calling that module then raises a ``RuntimeError`` saying so.
+    """
+    done = 0
+    for stage in stages:
+        model = getattr(stage, "model", None)
+        if getattr(stage, "backend", None) != "onnx" or getattr(stage, "runner", None) is None or model is None:
+            continue
+        if not getattr(model, "_livercad_released", False):
+            model.to("meta").register_forward_pre_hook(_refuse_released)
+            model._livercad_released = True
+            done += 1
+    if done:
+        release_free_memory()
+    return done
 
 
 def _cache_key(sha256: str | None, shape: tuple[int, ...]) -> str | None:
@@ -246,4 +300,5 @@ def select_backend(backend: str, model: nn.Module, shape: tuple[int, ...], *, de
 
 
 __all__ = ["BACKENDS", "OPSET", "PRECISIONS", "OnnxModel", "bf16_supported", "cache_dir", "check_backend",
-           "export_onnx", "make_session", "onnx_available", "onnx_session", "resolve_precision", "select_backend"]
+           "export_onnx", "make_session", "onnx_available", "onnx_session", "release_free_memory",
+           "release_torch_weights", "resolve_precision", "select_backend"]

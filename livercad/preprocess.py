@@ -88,6 +88,13 @@ def _canonical_ornt() -> np.ndarray:
     return nib.orientations.axcodes2ornt("RAS")
 
 
+def _strided(arr: np.ndarray) -> np.ndarray:
+    """``arr`` itself when torch can wrap it without a copy (native byte order, C or Fortran order), else a copy."""
+    if arr.dtype.isnative and (arr.flags.c_contiguous or arr.flags.f_contiguous):
+        return arr
+    return np.ascontiguousarray(arr)
+
+
 def orientation_of(affine: np.ndarray) -> np.ndarray:
     """The nibabel orientation mapping voxel axes to the closest canonical (RAS) axes."""
     return nib.orientations.io_orientation(affine)
@@ -102,7 +109,7 @@ def reorient(volume: Volume) -> tuple[np.ndarray, np.ndarray, tuple[float, float
     from monai.data import MetaTensor
     from monai.transforms import Orientation
 
-    data = torch.from_numpy(np.ascontiguousarray(volume.data))[None]
+    data = torch.from_numpy(_strided(volume.data))[None]  # no copy of a loaded (Fortran-ordered) volume
     mt = MetaTensor(data, affine=torch.as_tensor(volume.affine))
     out = Orientation(axcodes="RAS", labels=_RAS)(mt)
     ornt = orientation_of(volume.affine)
@@ -142,15 +149,17 @@ def prepare(volume: Volume, *, modality: str = "ct", image_size: int = 256,
         percentiles: clip percentiles for MR/US.
     """
     canon, ornt, spacing = reorient(volume)
-    t = torch.from_numpy(np.ascontiguousarray(canon)).permute(2, 0, 1)  # (Z, X, Y): slices as channels
     resize = Resize((image_size, image_size), mode="bilinear", align_corners=False)
     # CT windowing is per voxel and the slices are independent channels of Resize, so chunks of slices give
     # the same result as one call without full-resolution float copies; MR/US normalisation uses
     # whole-volume statistics (one chunk)
-    step = CHUNK if modality == "ct" else max(t.shape[0], 1)
-    out = torch.empty((t.shape[0], image_size, image_size), dtype=torch.float32)
-    for z0 in range(0, t.shape[0], step):
-        part = normalize(t[z0:z0 + step], modality, ct_window=ct_window, percentiles=percentiles)
+    # (the canonical view is copied chunk by chunk into C order, the layout every chunk had before)
+    n = canon.shape[2]
+    step = CHUNK if modality == "ct" else max(n, 1)
+    out = torch.empty((n, image_size, image_size), dtype=torch.float32)
+    for z0 in range(0, n, step):
+        t = torch.from_numpy(np.ascontiguousarray(canon[:, :, z0:z0 + step])).permute(2, 0, 1)  # (z, X, Y)
+        part = normalize(t, modality, ct_window=ct_window, percentiles=percentiles)
         out[z0:z0 + step] = torch.as_tensor(resize(part)).as_subclass(torch.Tensor).float()
     return Prepared(image=out, canonical_shape=tuple(canon.shape), ornt=ornt, spacing=spacing)
 

@@ -46,11 +46,12 @@ class Segmentation:
     """Stage-1 output for one volume, on the volume's original voxel grid.
 
     Attributes:
-        prob: float32 liver probability, same shape as ``Volume.data``.
+        prob: float32 liver probability, same shape as ``Volume.data``; ``None`` when not asked for
+            (``segment_volume(..., keep_prob=False)``, the prediction path, which never uses it).
         mask: uint8 binary mask after post-processing, same shape as ``Volume.data``.
     """
 
-    prob: np.ndarray
+    prob: np.ndarray | None
     mask: np.ndarray
 
 

@@ -97,14 +97,15 @@ def test_context_stack_edges() -> None:
     assert context_stack(s, [1], 0).shape == (1, 1, 2, 2)
 
 
-def test_ct_prepare_in_chunks_equals_one_call_over_the_volume() -> None:
+@pytest.mark.parametrize("order", ["C", "F"])  # F: the layout load_volume returns (reoriented without a copy)
+def test_ct_prepare_in_chunks_equals_one_call_over_the_volume(order: str) -> None:
     from monai.transforms import Resize
 
     from livercad.preprocess import CHUNK
 
     z = 2 * CHUNK + 3
     rng = np.random.default_rng(0)
-    data = rng.normal(40, 200, (48, 40, z)).astype(np.float32)
+    data = np.asarray(rng.normal(40, 200, (48, 40, z)).astype(np.float32), order=order)
     vol = Volume(data, np.diag([-1.0, 1.0, 2.5, 1.0]), None, (1.0, 1.0, 2.5))
     got = prepare(vol, modality="ct", image_size=32).image
     canon, _, _ = reorient(vol)

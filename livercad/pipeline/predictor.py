@@ -14,6 +14,7 @@ from typing import Any
 
 import numpy as np
 
+from livercad.backend import release_torch_weights
 from livercad.config import InferenceConfig
 from livercad.errors import LivercadError
 from livercad.pipeline.bundle import Bundle
@@ -33,6 +34,10 @@ def one_line(exc: BaseException) -> str:
 class Predictor:
     """Both stages of a bundle, loaded once, applied case by case.
 
+    A stage that runs on ONNX Runtime has its torch weights released after loading
+    (:func:`livercad.backend.release_torch_weights`, ~100 MB each): load the checkpoint again for torch work
+    such as saliency maps.
+
     Args:
         bundle: a verified model bundle.
         inference: precision, backend, channels-last, slice batch size, QC images on/off.
@@ -49,6 +54,7 @@ class Predictor:
         self.segmenter = Segmenter.load(bundle.segmenter_path, **opts)
         self.classifier = Classifier.load(bundle.classifier_path, **opts)
         self.classes = bundle.classes
+        release_torch_weights(self.segmenter, self.classifier)  # stages on ONNX Runtime never call torch
 
     @property
     def precision(self) -> str:
@@ -94,7 +100,7 @@ class Predictor:
             gt = load_mask(case.mask, volume, liver_labels=case.liver_labels)
         out = segment_volume(self.segmenter, volume, batch_size=self.inference.batch_size,
                              postprocess=self.bundle.config.segment.postprocess,
-                             coarse_to_fine=self.inference.coarse_to_fine)
+                             coarse_to_fine=self.inference.coarse_to_fine, keep_prob=False)
         mask = out.segmentation.mask
         mask_path = save_mask(mask, volume, folder.mask_path(case.case_id))
         seg_metrics = self._seg_metrics(mask, gt, volume.spacing)

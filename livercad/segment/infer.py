@@ -42,7 +42,7 @@ from livercad.preprocess import Prepared, context_stack, prepare
 from livercad.segment.coarse import coarse_to_fine as coarse_pass
 from livercad.segment.data import model_space_mask
 from livercad.segment.model import build_segmenter
-from livercad.segment.postprocess import postprocess_mask
+from livercad.segment.postprocess import postprocess_binary, postprocess_mask, threshold_canonical
 from livercad.types import Segmentation, Volume
 
 logger = logging.getLogger(__name__)
@@ -237,7 +237,8 @@ class SegmentOutput:
 
 
 def segment_volume(seg: Segmenter, volume: Volume, *, batch_size: int = 4,
-                   postprocess: PostprocessConfig | None = None, coarse_to_fine: bool = False) -> SegmentOutput:
+                   postprocess: PostprocessConfig | None = None, coarse_to_fine: bool = False,
+                   keep_prob: bool = True) -> SegmentOutput:
     """Segment the liver of one volume; the mask has exactly the volume's shape (and belongs to its affine).
 
     Post-processing (threshold, largest component, hole filling) runs on the canonical full-resolution grid,
@@ -249,15 +250,20 @@ def segment_volume(seg: Segmenter, volume: Volume, *, batch_size: int = 4,
         batch_size: slices per forward pass.
         postprocess: overrides the post-processing recorded in the checkpoint.
         coarse_to_fine: skip slices far from the liver (see :func:`segment_prepared`).
+        keep_prob: also return ``segmentation.prob`` (float32, original grid); ``False``: ``None``, never computed.
     """
     t0 = time.perf_counter()
     prepared = seg.prepare(volume)
     t1 = time.perf_counter()
     prob_model = segment_prepared(seg, prepared, batch_size=batch_size, coarse_to_fine=coarse_to_fine)
     t2 = time.perf_counter()
-    prob_canon = prepared.to_canonical(prob_model)
-    mask_canon = postprocess_mask(prob_canon, postprocess or seg.postprocess)
-    prob = canonical_to_original(prepared, prob_canon).astype(np.float32, copy=False)
+    cfg, prob = postprocess or seg.postprocess, None
+    if keep_prob:
+        prob_canon = prepared.to_canonical(prob_model)
+        mask_canon = postprocess_mask(prob_canon, cfg)
+        prob = canonical_to_original(prepared, prob_canon).astype(np.float32, copy=False)
+    else:  # the same mask from a chunk-wise threshold, no full-resolution float32 map (peak memory)
+        mask_canon = postprocess_binary(threshold_canonical(prepared, prob_model, cfg.threshold), cfg)
     mask = canonical_to_original(prepared, mask_canon).astype(np.uint8, copy=False)
     mask_model = model_space_mask(prepared, mask)
     t3 = time.perf_counter()

@@ -7,6 +7,9 @@ Threshold (``AsDiscrete``), keep the largest 3-D connected component (``KeepLarg
 voxels plus a one-voxel background margin only: components lie inside that box, and a background
 region inside it touches the box border exactly when it reaches the volume border in the whole map, so
 the result is identical to running on the whole map (tested), several times faster on a large volume.
+Memory: the threshold is written straight into the uint8 output (the comparison ``AsDiscrete`` makes, in
+float32) and the component and hole steps run on that binary uint8 box (:func:`mask_transform`), never on
+float copies of the probability map: about 1 byte per voxel of the map plus ~12 per voxel of the box.
 
 Example:
     >>> import numpy as np
@@ -19,16 +22,25 @@ Example:
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 import torch
 from monai.transforms import AsDiscrete, Compose, FillHoles, KeepLargestConnectedComponent
 
+from livercad.backend import release_free_memory
 from livercad.config import PostprocessConfig
+from livercad.preprocess import CHUNK, Prepared
 
 
 def postprocess_transform(cfg: PostprocessConfig) -> Compose:
     """The MONAI chain for ``cfg`` acting on a channel-first ``(1, X, Y, Z)`` probability tensor."""
-    steps = [AsDiscrete(threshold=cfg.threshold)]
+    return Compose([AsDiscrete(threshold=cfg.threshold), *mask_transform(cfg).transforms])
+
+
+def mask_transform(cfg: PostprocessConfig) -> Compose:
+    """The steps after the threshold (largest component, hole filling) on a binary ``(1, X, Y, Z)`` tensor."""
+    steps: list[Any] = []
     if cfg.largest_component:
         steps.append(KeepLargestConnectedComponent(applied_labels=[1], is_onehot=False))
     if cfg.fill_holes:
@@ -36,26 +48,82 @@ def postprocess_transform(cfg: PostprocessConfig) -> Compose:
     return Compose(steps)
 
 
+def foreground_box(mask: np.ndarray) -> tuple[slice, ...] | None:
+    """Bounding box of the non-zero voxels plus a one-voxel margin (clipped at 0), ``None`` when there are none.
+
+    Example:
+        >>> m = np.zeros((5, 6), np.uint8); m[2, 3] = 1
+        >>> foreground_box(m)
+        (slice(1, 4, None), slice(2, 5, None))
+    """
+    fg = mask if mask.dtype == np.bool_ else mask != 0
+    box = []
+    for axis in range(fg.ndim):
+        hit = np.flatnonzero(fg.any(axis=tuple(a for a in range(fg.ndim) if a != axis)))
+        if hit.size == 0:
+            return None
+        box.append(slice(max(int(hit[0]) - 1, 0), int(hit[-1]) + 2))
+    return tuple(box)
+
+
+def postprocess_binary(mask: np.ndarray, cfg: PostprocessConfig | None = None) -> np.ndarray:
+    """Largest component + hole filling (as ``cfg`` says) of a thresholded uint8 0/1 map, in place.
+
+    Args:
+        mask: uint8 (0/1) map, e.g. from :func:`threshold_canonical`; overwritten with the result.
+        cfg: post-processing settings (the threshold is not used here).
+
+    Returns:
+        ``mask`` itself.
+    """
+    cfg = cfg or PostprocessConfig()
+    box = foreground_box(mask.view(np.bool_))
+    chain = mask_transform(cfg)
+    if box is not None and chain.transforms:
+        release_free_memory()  # what earlier stages freed goes back to the OS before the chain (~12 B per box voxel)
+        part = torch.from_numpy(np.ascontiguousarray(mask[box]))[None]
+        mask[box] = torch.as_tensor(chain(part)).as_subclass(torch.Tensor)[0].numpy()
+        del part
+        release_free_memory()
+    return mask
+
+
+def threshold_canonical(prepared: Prepared, prob_model: torch.Tensor, threshold: float) -> np.ndarray:
+    """``prepared.to_canonical(prob_model) >= threshold`` as uint8, computed per :data:`CHUNK` slices.
+
+    Equal to thresholding the whole float32 map (the resize treats slices independently) without ever
+    holding it; all-zero slices (skipped by the coarse pass) are not resized when ``threshold > 0``.
+    """
+    maps = torch.as_tensor(prob_model)
+    x, y, _ = prepared.canonical_shape
+    out = np.zeros((x, y, maps.shape[0]), np.uint8)
+    live = maps.flatten(1).ne(0).any(1).tolist() if threshold > 0 else [True] * maps.shape[0]
+    thr = np.float32(threshold)
+    for z0 in range(0, maps.shape[0], CHUNK):
+        if any(live[z0:z0 + CHUNK]):
+            part = prepared.to_canonical(maps[z0:z0 + CHUNK])
+            np.greater_equal(part, thr, out=out[:, :, z0:z0 + CHUNK].view(np.bool_))
+    return out
+
+
 def postprocess_mask(prob: np.ndarray | torch.Tensor, cfg: PostprocessConfig | None = None) -> np.ndarray:
     """Threshold + largest component + hole filling of a 2-D or 3-D probability map.
 
     Args:
-        prob: liver probability in [0, 1] (any spatial shape).
+        prob: liver probability in [0, 1] (any spatial shape; compared in float32, as MONAI's ``AsDiscrete``).
         cfg: post-processing settings (defaults: 0.5, largest component, fill holes).
 
     Returns:
         uint8 mask (0/1) of the same shape.
     """
     cfg = cfg or PostprocessConfig()
-    full = torch.as_tensor(prob, dtype=torch.float32)
-    out = np.zeros(tuple(full.shape), np.uint8)
-    fg = (full >= cfg.threshold).numpy()
-    if not fg.any():
-        return out
-    box = tuple(slice(max(int(i.min()) - 1, 0), int(i.max()) + 2) for i in np.nonzero(fg))
-    res = postprocess_transform(cfg)(full[box][None])
-    out[box] = torch.as_tensor(res).as_subclass(torch.Tensor)[0].numpy().astype(np.uint8)
-    return out
+    if isinstance(prob, torch.Tensor):
+        prob = prob.detach().as_subclass(torch.Tensor).to("cpu", torch.float32).numpy()
+    arr = np.asarray(prob, dtype=np.float32)
+    out = np.empty(arr.shape, np.uint8)
+    np.greater_equal(arr, np.float32(cfg.threshold), out=out.view(np.bool_))
+    return postprocess_binary(out, cfg)
 
 
-__all__ = ["postprocess_mask", "postprocess_transform", "PostprocessConfig"]
+__all__ = ["PostprocessConfig", "foreground_box", "mask_transform", "postprocess_binary", "postprocess_mask",
+           "postprocess_transform", "threshold_canonical"]

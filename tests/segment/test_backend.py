@@ -7,6 +7,7 @@ with Dice >= 0.995, probability maps within 1e-3 and case probabilities within 0
 from __future__ import annotations
 
 import os
+import platform
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -92,9 +93,31 @@ def test_predictor_records_the_backend_used(tiny_bundle: Path, bundle_cache: Pat
     auto = Predictor(bundle, InferenceConfig(precision="fp32", backend="auto"))
     assert auto.backends == {"requested": "auto", "segmenter": "onnx", "classifier": "onnx"}
     assert auto.backend == "onnx" and auto.precision == "fp32"
+    for stage in (auto.segmenter, auto.classifier):  # ONNX Runtime holds the weights; the torch copies are freed
+        assert {p.device.type for p in stage.model.parameters()} == {"meta"}
     assert len(list(bundle_cache.glob("*.onnx"))) == 2  # the sessions of the first test were reused
     plain = Predictor(bundle, InferenceConfig(precision="fp32", backend="torch", channels_last=False))
     assert plain.backend == "torch" and plain.segmenter.channels_last is False
+    assert {p.device.type for p in plain.classifier.model.parameters()} == {"cpu"}  # torch stages keep theirs
+
+
+def test_release_torch_weights_keeps_onnx_results_and_refuses_torch_calls(cache: Path) -> None:
+    torch.manual_seed(0)
+    seg = Segmenter.random(image_size=32, encoder="resnet18", backend="onnx")
+    eager = Segmenter.random(image_size=32, encoder="resnet18", backend="torch")
+    x = torch.randn(2, 3, 32, 32)
+    with torch.inference_mode():
+        before, ref = seg.forward(x), eager.model(x)
+    assert backend.release_torch_weights(seg, eager) == 1
+    assert backend.release_torch_weights(seg) == 0  # already released
+    assert {p.device.type for p in seg.model.parameters()} == {"meta"}
+    assert {p.device.type for p in eager.model.parameters()} == {"cpu"}
+    with torch.inference_mode():
+        after = seg.forward(x)
+        assert torch.equal(after, before) and torch.allclose(after, ref, atol=1e-4)
+        with pytest.raises(RuntimeError, match="released because it runs on ONNX Runtime"):
+            seg.model(x)
+    assert backend.release_free_memory() is (platform.libc_ver()[0] == "glibc")  # malloc_trim: glibc only
 
 
 def test_auto_falls_back_to_torch_without_onnxruntime(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -1,4 +1,5 @@
-"""Post-processing on the foreground's bounding box equals MONAI's chain on the whole map."""
+"""Post-processing on the foreground's bounding box equals MONAI's chain on the whole map; the prediction
+path's chunk-wise threshold (no full float32 map) gives the same masks."""
 
 from __future__ import annotations
 
@@ -8,7 +9,9 @@ import torch
 from scipy import ndimage
 
 from livercad.config import PostprocessConfig
-from livercad.segment.postprocess import postprocess_mask, postprocess_transform
+from livercad.preprocess import CHUNK, prepare
+from livercad.segment.postprocess import foreground_box, postprocess_mask, postprocess_transform, threshold_canonical
+from livercad.types import Volume
 
 
 def _whole(prob: np.ndarray, cfg: PostprocessConfig) -> np.ndarray:
@@ -35,3 +38,40 @@ def test_cropped_chain_equals_the_whole_map(seed: int, cfg: PostprocessConfig) -
 
 def test_empty_map_gives_an_empty_mask() -> None:
     assert not postprocess_mask(np.zeros((8, 8, 4), np.float32)).any()
+
+
+def test_foreground_box_matches_nonzero() -> None:
+    rng = np.random.default_rng(3)
+    fg = rng.random((20, 17, 9)) > 0.995
+    ref = tuple(slice(max(int(i.min()) - 1, 0), int(i.max()) + 2) for i in np.nonzero(fg))
+    assert fg.any() and foreground_box(fg) == ref
+    assert foreground_box(np.zeros((4, 4), bool)) is None
+
+
+@pytest.mark.parametrize("threshold", [0.5, 0.0, 0.93])
+def test_chunked_threshold_equals_thresholding_the_whole_canonical_map(threshold: float) -> None:
+    z = 2 * CHUNK + 3
+    vol = Volume(np.zeros((37, 29, z), np.float32), np.diag([-1.0, 1.0, 2.0, 1.0]), None, (1.0, 1.0, 2.0))
+    prepared = prepare(vol, modality="ct", image_size=16)
+    maps = torch.rand(z, 16, 16, generator=torch.Generator().manual_seed(0))
+    maps[: CHUNK + 2] = 0.0  # slices the coarse pass skipped (the first chunk is skipped entirely)
+    ref = (prepared.to_canonical(maps) >= threshold).astype(np.uint8)
+    got = threshold_canonical(prepared, maps, threshold)
+    assert got.dtype == np.uint8 and got.shape == ref.shape and 0 < int(ref.sum()) and np.array_equal(got, ref)
+
+
+def test_prediction_path_mask_equals_the_mask_from_the_probability_map() -> None:
+    """``segment_volume(keep_prob=False)`` (chunked threshold, uint8 chain) gives the same mask, no prob."""
+    from livercad.segment.infer import Segmenter, segment_volume
+
+    rng = np.random.default_rng(0)
+    data = ndimage.gaussian_filter(rng.normal(0, 300, (40, 36, 2 * CHUNK + 1)), 2).astype(np.float32)
+    vol = Volume(data, np.diag([-1.0, -1.0, 2.5, 1.0]), None, (1.0, 1.0, 2.5))
+    seg = Segmenter.random(image_size=32, encoder="resnet18", seed=1)
+    cfg = PostprocessConfig(threshold=0.5)
+    full = segment_volume(seg, vol, postprocess=cfg)
+    lean = segment_volume(seg, vol, postprocess=cfg, keep_prob=False)
+    assert lean.segmentation.prob is None and full.segmentation.prob is not None
+    assert full.segmentation.mask.any() and not full.segmentation.mask.all()  # a non-trivial mask is compared
+    assert np.array_equal(lean.segmentation.mask, full.segmentation.mask)
+    assert torch.equal(lean.mask_model, full.mask_model)

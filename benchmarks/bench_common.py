@@ -23,9 +23,14 @@ def cpu_name() -> str:
     return platform.processor() or platform.machine()
 
 
+def rss_mb() -> float:
+    """Peak resident set size of this process so far (MiB, ``getrusage``)."""
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
+
+
 def finish(result: dict[str, Any], name: str, *, save: bool = True) -> str:
     """Add peak RSS to ``result``, print it as JSON and (``save``) write ``results/<date>_<name>.json``."""
-    result["peak_rss_mb"] = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
+    result["peak_rss_mb"] = round(rss_mb(), 1)
     text = json.dumps(result, indent=2, default=float)
     print(text)
     if save:

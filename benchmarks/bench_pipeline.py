@@ -35,7 +35,6 @@ import datetime as dt
 import json
 import os
 import platform
-import resource
 import socket
 import tempfile
 import time
@@ -47,6 +46,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from bench_backends import achieved, best_time, compile_check, flops_of, gemm_peak, ort_peak, peak_of
+from bench_common import RESULTS, rss_mb
 
 from livercad.classify.data import case_slices_from_segment
 from livercad.classify.infer import Classifier, predict_case
@@ -57,13 +57,7 @@ from livercad.io.nifti import load_volume, save_mask, save_volume
 from livercad.preprocess import context_stack
 from livercad.segment.infer import Segmenter, bf16_supported, segment_prepared, segment_volume
 
-RESULTS = Path(__file__).resolve().parent / "results"
 CLASSES = ["normal", "steatosis", "cirrhosis"]
-
-
-def rss_mb() -> float:
-    """Peak resident set size of this process so far (MiB)."""
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
 
 
 def machine() -> dict[str, Any]:

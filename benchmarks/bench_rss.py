@@ -34,7 +34,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-RESULTS = Path(__file__).resolve().parent / "results"
+from bench_common import RESULTS, rss_mb
 
 
 def current_rss_mb() -> float:
@@ -90,7 +90,7 @@ def _models(args: argparse.Namespace) -> tuple[Any, Any]:
 
 def measure_big(args: argparse.Namespace) -> dict[str, Any]:
     """Peak RSS of one large volume through every stage."""
-    from bench_pipeline import rss_mb, run_pipeline
+    from bench_pipeline import run_pipeline
 
     with tempfile.TemporaryDirectory() as tmp:
         path = _make_volume_elsewhere(args.big_shape, Path(tmp))

@@ -190,10 +190,10 @@ def _torchvision(name: str, weights: str) -> tuple[nn.Module, int, list[list[str
     state, info = resolve_weights(weights, family="torchvision", name=name)
     if state is not None and name == "inception_v3":
         state = {k: v for k, v in state.items() if not k.startswith("AuxLogits.")}
-    encoder = stage1_encoder(state, set(model.state_dict()))
+    own = model.state_dict()
+    encoder = stage1_encoder(state, set(own))
     if encoder is not state:  # a segmenter's encoder has no classification head: everything else must fit
-        head = {k for k in model.state_dict() if k.startswith(f"{spec.strip}.")}
-        state = {**encoder, **{k: v for k, v in model.state_dict().items() if k in head}}
+        state = {**encoder, **{k: v for k, v in own.items() if k.startswith(f"{spec.strip}.")}}
     _load(model, state, name)
     num_features = model.get_submodule(spec.linear).in_features
     parent, _, child = spec.strip.rpartition(".")

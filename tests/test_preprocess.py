@@ -82,6 +82,17 @@ def test_ct_window_and_mr_zscore() -> None:
     assert abs(float(z.mean())) < 1e-3 and abs(float(z.std()) - 1) < 1e-2
 
 
+def test_ct_window_is_monai_scale_intensity_range_bit_for_bit_and_leaves_the_input() -> None:
+    from monai.transforms import ScaleIntensityRange
+
+    hu = torch.from_numpy(np.random.default_rng(0).normal(40, 400, (3, 64, 48)).astype(np.float32))
+    before = hu.clone()
+    ref = ScaleIntensityRange(a_min=-160.0, a_max=240.0, b_min=-1.0, b_max=1.0, clip=True)(hu)
+    got = normalize(hu, "ct", ct_window=(-160.0, 240.0))
+    assert got.dtype == torch.float32 and torch.equal(got, torch.as_tensor(ref).as_subclass(torch.Tensor))
+    assert torch.equal(hu, before)  # in place on a copy only
+
+
 def test_unknown_modality() -> None:
     from livercad.errors import InputError
 

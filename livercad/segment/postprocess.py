@@ -7,9 +7,12 @@ Threshold (``AsDiscrete``), keep the largest 3-D connected component (``KeepLarg
 voxels plus a one-voxel background margin only: components lie inside that box, and a background
 region inside it touches the box border exactly when it reaches the volume border in the whole map, so
 the result is identical to running on the whole map (tested), several times faster on a large volume.
+Hole filling is :func:`fill_enclosed`: one connected-component labelling of the background instead of
+MONAI's ``FillHoles`` flood fill by repeated dilation; the masks are identical (tested against MONAI's
+chain, :func:`postprocess_transform`) and the step is about 3× faster on a liver-sized box.
 Memory: the threshold is written straight into the uint8 output (the comparison ``AsDiscrete`` makes, in
-float32) and the component and hole steps run on that binary uint8 box (:func:`mask_transform`), never on
-float copies of the probability map: about 1 byte per voxel of the map plus ~12 per voxel of the box.
+float32) and the component and hole steps run on that binary uint8 box, never on float copies of the
+probability map: about 1 byte per voxel of the map plus ~12 per voxel of the box.
 
 Example:
     >>> import numpy as np
@@ -27,6 +30,7 @@ from typing import Any
 import numpy as np
 import torch
 from monai.transforms import AsDiscrete, Compose, FillHoles, KeepLargestConnectedComponent
+from scipy import ndimage
 
 from livercad.backend import release_free_memory
 from livercad.config import PostprocessConfig
@@ -34,18 +38,42 @@ from livercad.preprocess import CHUNK, Prepared
 
 
 def postprocess_transform(cfg: PostprocessConfig) -> Compose:
-    """The MONAI chain for ``cfg`` acting on a channel-first ``(1, X, Y, Z)`` probability tensor."""
-    return Compose([AsDiscrete(threshold=cfg.threshold), *mask_transform(cfg).transforms])
+    """The MONAI chain for ``cfg`` acting on a channel-first ``(1, X, Y, Z)`` probability tensor.
 
-
-def mask_transform(cfg: PostprocessConfig) -> Compose:
-    """The steps after the threshold (largest component, hole filling) on a binary ``(1, X, Y, Z)`` tensor."""
-    steps: list[Any] = []
+    The reference the fast path (:func:`postprocess_mask`, :func:`postprocess_binary`) is tested against.
+    """
+    steps: list[Any] = [AsDiscrete(threshold=cfg.threshold)]
     if cfg.largest_component:
         steps.append(KeepLargestConnectedComponent(applied_labels=[1], is_onehot=False))
     if cfg.fill_holes:
         steps.append(FillHoles(applied_labels=[1]))
     return Compose(steps)
+
+
+def fill_enclosed(mask: np.ndarray) -> np.ndarray:
+    """Set every background region that does not reach the array border to 1, in place (uint8 0/1 map).
+
+    The same result as MONAI's ``FillHoles(applied_labels=[1])`` (full connectivity; regions touching the
+    border are open), from one labelling of the background (``scipy.ndimage.label``) instead of a flood fill
+    by repeated dilation.
+
+    Example:
+        >>> m = np.ones((3, 3, 3), np.uint8); m[1, 1, 1] = 0
+        >>> int(fill_enclosed(m)[1, 1, 1])
+        1
+    """
+    structure = ndimage.generate_binary_structure(mask.ndim, mask.ndim)
+    labels, n = ndimage.label(mask == 0, structure=structure)
+    if n == 0:
+        return mask
+    open_ = np.zeros(n + 1, np.bool_)
+    for axis in range(labels.ndim):
+        for end in (0, -1):
+            open_[np.unique(labels.take(end, axis=axis))] = True
+    open_[0] = True  # label 0 is the foreground itself
+    if not open_.all():
+        mask[~open_[labels]] = 1
+    return mask
 
 
 def foreground_box(mask: np.ndarray) -> tuple[slice, ...] | None:
@@ -78,11 +106,16 @@ def postprocess_binary(mask: np.ndarray, cfg: PostprocessConfig | None = None) -
     """
     cfg = cfg or PostprocessConfig()
     box = foreground_box(mask.view(np.bool_))
-    chain = mask_transform(cfg)
-    if box is not None and chain.transforms:
+    if box is not None and (cfg.largest_component or cfg.fill_holes):
         release_free_memory()  # what earlier stages freed goes back to the OS before the chain (~12 B per box voxel)
-        part = torch.from_numpy(np.ascontiguousarray(mask[box]))[None]
-        mask[box] = torch.as_tensor(chain(part)).as_subclass(torch.Tensor)[0].numpy()
+        part = np.ascontiguousarray(mask[box])
+        if cfg.largest_component:
+            keep = KeepLargestConnectedComponent(applied_labels=[1], is_onehot=False)
+            part = torch.as_tensor(keep(torch.from_numpy(part)[None])).as_subclass(torch.Tensor)[0].numpy()
+            part = np.ascontiguousarray(part, dtype=np.uint8)
+        if cfg.fill_holes:
+            fill_enclosed(part)
+        mask[box] = part
         del part
         release_free_memory()
     return mask
@@ -92,12 +125,17 @@ def threshold_canonical(prepared: Prepared, prob_model: torch.Tensor, threshold:
     """``prepared.to_canonical(prob_model) >= threshold`` as uint8, computed per :data:`CHUNK` slices.
 
     Equal to thresholding the whole float32 map (the resize treats slices independently) without ever
-    holding it; all-zero slices (skipped by the coarse pass) are not resized when ``threshold > 0``.
+    holding it. When ``threshold > 0``, slices whose largest probability is below it (all those skipped by
+    the coarse pass, most of those outside the liver) are not resized: bilinear interpolation never exceeds
+    the largest input value (a 1e-6 guard covers rounding), so they threshold to zero.
     """
     maps = torch.as_tensor(prob_model)
     x, y, _ = prepared.canonical_shape
     out = np.zeros((x, y, maps.shape[0]), np.uint8)
-    live = maps.flatten(1).ne(0).any(1).tolist() if threshold > 0 else [True] * maps.shape[0]
+    if threshold > 0 and maps.shape[0]:
+        live = (maps.flatten(1).amax(1) >= threshold - 1e-6).tolist()
+    else:
+        live = [True] * maps.shape[0]
     thr = np.float32(threshold)
     for z0 in range(0, maps.shape[0], CHUNK):
         if any(live[z0:z0 + CHUNK]):
@@ -125,5 +163,5 @@ def postprocess_mask(prob: np.ndarray | torch.Tensor, cfg: PostprocessConfig | N
     return postprocess_binary(out, cfg)
 
 
-__all__ = ["PostprocessConfig", "foreground_box", "mask_transform", "postprocess_binary", "postprocess_mask",
+__all__ = ["PostprocessConfig", "fill_enclosed", "foreground_box", "postprocess_binary", "postprocess_mask",
            "postprocess_transform", "threshold_canonical"]

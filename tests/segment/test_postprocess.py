@@ -10,7 +10,13 @@ from scipy import ndimage
 
 from livercad.config import PostprocessConfig
 from livercad.preprocess import CHUNK, prepare
-from livercad.segment.postprocess import foreground_box, postprocess_mask, postprocess_transform, threshold_canonical
+from livercad.segment.postprocess import (
+    fill_enclosed,
+    foreground_box,
+    postprocess_mask,
+    postprocess_transform,
+    threshold_canonical,
+)
 from livercad.types import Volume
 
 
@@ -36,6 +42,33 @@ def test_cropped_chain_equals_the_whole_map(seed: int, cfg: PostprocessConfig) -
     assert ref.any() and np.array_equal(got, ref)
 
 
+@pytest.mark.parametrize("shape", [(30, 25, 12), (40, 33)])
+@pytest.mark.parametrize("seed", range(4))
+def test_fill_enclosed_equals_monai_fill_holes(shape: tuple[int, ...], seed: int) -> None:
+    from monai.transforms import FillHoles
+
+    rng = np.random.default_rng(seed)
+    m = (ndimage.gaussian_filter(rng.random(shape), 1.2) > 0.5).astype(np.uint8)  # open background regions
+    block = tuple(slice(3, n - 3) for n in shape)
+    inner = tuple(slice(5, n - 5) for n in shape)
+    m[block] = 1
+    m[inner] = (rng.random(m[inner].shape) > 0.15).astype(np.uint8)  # enclosed cavities of various sizes
+    ref = np.asarray(FillHoles(applied_labels=[1])(torch.from_numpy(m.copy())[None]))[0].astype(np.uint8)
+    got = fill_enclosed(m.copy())
+    assert int(ref.sum()) > int(m.sum()) and np.array_equal(got, ref)  # holes were filled, the same ones
+
+
+def test_fill_enclosed_without_background_or_holes() -> None:
+    full = np.ones((4, 5, 3), np.uint8)
+    assert np.array_equal(fill_enclosed(full.copy()), full)
+    square = np.zeros((7, 7), np.uint8)
+    square[1:6, 1:6] = 1
+    square[3, 3] = 0  # enclosed: filled
+    square[3, 1] = 0  # a notch open to the outside: kept
+    got = fill_enclosed(square.copy())
+    assert got[3, 3] == 1 and got[3, 1] == 0 and got[0, 0] == 0 and int(got.sum()) == 24
+
+
 def test_empty_map_gives_an_empty_mask() -> None:
     assert not postprocess_mask(np.zeros((8, 8, 4), np.float32)).any()
 
@@ -55,6 +88,8 @@ def test_chunked_threshold_equals_thresholding_the_whole_canonical_map(threshold
     prepared = prepare(vol, modality="ct", image_size=16)
     maps = torch.rand(z, 16, 16, generator=torch.Generator().manual_seed(0))
     maps[: CHUNK + 2] = 0.0  # slices the coarse pass skipped (the first chunk is skipped entirely)
+    if threshold > 0:  # slices that stay just below the threshold everywhere (not resized)
+        maps[CHUNK + 4: CHUNK + 7] *= (threshold - 1e-4) / maps[CHUNK + 4: CHUNK + 7].amax()
     ref = (prepared.to_canonical(maps) >= threshold).astype(np.uint8)
     got = threshold_canonical(prepared, maps, threshold)
     assert got.dtype == np.uint8 and got.shape == ref.shape and 0 < int(ref.sum()) and np.array_equal(got, ref)

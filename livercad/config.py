@@ -114,6 +114,9 @@ class SegmentConfig(_Section):
     postprocess: PostprocessConfig = PostprocessConfig()
     liver_slice_fraction: float = Field(0.5, ge=0, le=1)  # share of liver-bearing slices per batch
     crop_size: int | None = Field(None, ge=16)  # train on random square crops of this size (None = whole slice)
+    # validation volumes used while training (evenly spaced over the val split; None = all): the wall-clock
+    # budget reserves the closing validation, which grows with the number of volumes
+    max_val_cases: int | None = Field(24, ge=1)
 
 
 class ClassifyConfig(_Section):

@@ -127,7 +127,7 @@ def normalize(arr: torch.Tensor, modality: str, *, ct_window: tuple[float, float
 
     CT: the HU window maps to [0, 1] then to roughly zero mean (``x * 2 - 1``), clipped: MONAI
     ``ScaleIntensityRange``'s arithmetic, step for step, in place on one float32 copy (bit-identical to
-    it on float32 input, tested; ~4× faster on a 512² chunk, as it allocates no intermediate tensors).
+    it on float32 input, tested) without MONAI's intermediate tensors.
     MR/US: percentile clip to [0, 1] followed by a z-score over the volume.
     """
     if modality == "ct":

@@ -5,7 +5,9 @@
 falls behind the pace needed to finish within the time budget anneals by elapsed time instead, so it
 still ends at a low learning rate, and records ``lr_schedule: time`` since it is then not
 bit-reproducible). It validates with the 3-D Dice of every validation volume (model space, threshold
-0.5), keeps the best weights and exports them as ``segmenter.pt`` with
+0.5; at most ``segment.max_val_cases`` volumes, evenly spaced over the val split, default 24: the budget
+reserves time for the closing validation, and 120 validation volumes once left a 150-s budget a single
+training step), keeps the best weights and exports them as ``segmenter.pt`` with
 :func:`livercad.checkpoint.save_checkpoint` (config, preprocessing, weights provenance, history,
 versions). Lightning writes its ``.ckpt`` files (atomically, see :mod:`livercad.resume`) and CSV logs
 under ``lightning/``; ``resume=True`` continues from ``lightning/checkpoints/last.ckpt``. On resume the
@@ -23,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 import lightning as L
+import numpy as np
 import torch
 from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint
 from lightning.pytorch.loggers import CSVLogger
@@ -118,12 +121,18 @@ class SegmentationModule(L.LightningModule):
         return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
 
 
-def _split(rows: Sequence[Any], name: str) -> list[Any]:
-    return [r for r in rows if str(r.split).lower() == name]
+def _split(rows: Sequence[Any], name: str, cap: int | None = None) -> list[Any]:
+    """The rows of split ``name``; with ``cap``, at most ``cap`` of them, evenly spaced (deterministic)."""
+    part = [r for r in rows if str(r.split).lower() == name]
+    if cap is None or len(part) <= cap:
+        return part
+    keep = np.linspace(0, len(part) - 1, cap).round().astype(int)
+    logger.info("stage 1 validates on %d of the %d '%s' volumes (segment.max_val_cases)", cap, len(part), name)
+    return [part[int(i)] for i in keep]
 
 
 def _loaders(cfg: Config, rows: Sequence[Any]) -> tuple[DataLoader, DataLoader, int]:
-    train_rows, val_rows = _split(rows, "train"), _split(rows, "val")
+    train_rows, val_rows = _split(rows, "train"), _split(rows, "val", cfg.segment.max_val_cases)
     for name, part in (("train", train_rows), ("val", val_rows)):
         if not part:
             raise InputError(None, f"no '{name}' cases among {len(rows)} manifest rows; set split to train/val/test")
@@ -150,7 +159,8 @@ def run_fingerprint(cfg: Config, rows: Sequence[Any]) -> dict[str, Any]:
     return fingerprint(preprocess=cfg.preprocess.model_dump(mode="json"), model=seg["model"], train=seg["train"],
                        postprocess=seg["postprocess"], liver_slice_fraction=seg["liver_slice_fraction"],
                        liver_labels=cfg.data.liver_labels,
-                       cases={s: [str(r.case_id) for r in _split(rows, s)] for s in ("train", "val")})
+                       cases={s: [str(r.case_id) for r in _split(rows, s, cap)]
+                              for s, cap in (("train", None), ("val", cfg.segment.max_val_cases))})
 
 
 def _trainer(cfg: Config, out_dir: Path, budget: TimeBudget, steps: int, progress: bool, max_steps: int,

@@ -21,7 +21,7 @@ from livercad.segment.data import (
     model_space_mask,
 )
 from livercad.segment.infer import Segmenter, segment_prepared
-from livercad.segment.train import train_segmenter
+from livercad.segment.train import _split, train_segmenter
 
 
 def _cfg(**train) -> Config:
@@ -137,6 +137,23 @@ def test_missing_split_or_mask_is_an_input_error(tiny_rows, tmp_path):
     no_mask = ManifestRow("nm", "pnm", tiny_rows[0].image, None, split="train")
     with pytest.raises(InputError, match="no ground-truth mask"):
         train_segmenter([no_mask, tiny_rows[2]], _cfg(), tmp_path, progress=False)
+
+
+def test_validation_volumes_are_capped_evenly_and_deterministically():
+    rows = [ManifestRow(f"v{i}", f"p{i}", f"v{i}.nii.gz", None, split="val") for i in range(10)]
+    rows += [ManifestRow("t0", "pt", "t0.nii.gz", None, split="train")]
+    assert [r.case_id for r in _split(rows, "val", 4)] == ["v0", "v3", "v6", "v9"]
+    assert len(_split(rows, "val", None)) == 10 and len(_split(rows, "val", 20)) == 10
+    assert [r.case_id for r in _split(rows, "train", 1)] == ["t0"]
+
+
+def test_training_validates_on_at_most_max_val_cases(tiny_rows, tmp_path):
+    rows = [r if r.split != "test" else ManifestRow(r.case_id, r.patient_id, r.image, r.mask, split="val")
+            for r in tiny_rows]  # two validation volumes
+    cfg = _cfg()
+    cfg.segment.max_val_cases = 1
+    _, meta = load_checkpoint(train_segmenter(rows, cfg, tmp_path, progress=False, max_steps=1))
+    assert meta["history"]["n_val_cases"] == 1 and meta["history"]["n_train_cases"] == 2
 
 
 def test_case_slices_liver_flags():

@@ -55,7 +55,7 @@ from livercad.config import InferenceConfig
 from livercad.data.phantom import make_case
 from livercad.io.nifti import load_volume, save_mask, save_volume
 from livercad.preprocess import context_stack
-from livercad.segment.infer import Segmenter, bf16_supported, canonical_to_original, segment_prepared, segment_volume
+from livercad.segment.infer import Segmenter, bf16_supported, segment_prepared, segment_volume
 
 CLASSES = ["normal", "steatosis", "cirrhosis"]
 
@@ -121,7 +121,7 @@ def run_pipeline(seg: Segmenter, clf: Classifier, path: Path, out: Path, batch: 
     s["total"] = sum(s.values())
     prob = None
     if keep_prob:  # untimed: the Predictor never builds this map
-        prob = canonical_to_original(seg_out.prepared, seg_out.prepared.to_canonical(seg_out.prob_model))
+        prob = seg_out.prepared.to_original(seg_out.prob_model)
     return {"seconds": s, "prob": prob, "mask": seg_out.segmentation.mask,
             "prob_model": seg_out.prob_model, "case_proba": proba.tolist(), "slices": int(volume.shape[2])}
 

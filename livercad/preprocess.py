@@ -65,7 +65,10 @@ class Prepared:
 
     def to_original(self, maps: np.ndarray | torch.Tensor, *, mode: str = "bilinear") -> np.ndarray:
         """Map ``(Z, S, S)`` slice maps onto the original file's voxel grid (exact inverse)."""
-        canon = self.to_canonical(maps, mode=mode)
+        return self.canonical_to_original(self.to_canonical(maps, mode=mode))
+
+    def canonical_to_original(self, canon: np.ndarray) -> np.ndarray:
+        """Undo the reorientation of a canonical ``(X, Y, Z)`` array (pure flips/permutation, exact)."""
         inverse = nib.orientations.ornt_transform(_canonical_ornt(), self.ornt)
         return np.ascontiguousarray(nib.orientations.apply_orientation(canon, inverse))
 

@@ -28,7 +28,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import nibabel as nib
 import numpy as np
 import torch
 from pydantic import ValidationError
@@ -212,9 +211,8 @@ def segment_prepared(seg: Segmenter, prepared: Prepared, *, batch_size: int = 4,
 
 
 def canonical_to_original(prepared: Prepared, arr: np.ndarray) -> np.ndarray:
-    """Undo the reorientation of a canonical ``(X, Y, Z)`` array (pure flips/permutation, exact)."""
-    inverse = nib.orientations.ornt_transform(nib.orientations.axcodes2ornt("RAS"), prepared.ornt)
-    return np.ascontiguousarray(nib.orientations.apply_orientation(arr, inverse))
+    """Undo the reorientation of a canonical ``(X, Y, Z)`` array (:meth:`Prepared.canonical_to_original`)."""
+    return prepared.canonical_to_original(arr)
 
 
 @dataclass(frozen=True)

@@ -132,7 +132,7 @@ def threshold_canonical(prepared: Prepared, prob_model: torch.Tensor, threshold:
     maps = torch.as_tensor(prob_model)
     x, y, _ = prepared.canonical_shape
     out = np.zeros((x, y, maps.shape[0]), np.uint8)
-    if threshold > 0 and maps.shape[0]:
+    if threshold > 0:
         live = (maps.flatten(1).amax(1) >= threshold - 1e-6).tolist()
     else:
         live = [True] * maps.shape[0]

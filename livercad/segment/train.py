@@ -127,12 +127,13 @@ def _split(rows: Sequence[Any], name: str, cap: int | None = None) -> list[Any]:
     if cap is None or len(part) <= cap:
         return part
     keep = np.linspace(0, len(part) - 1, cap).round().astype(int)
-    logger.info("stage 1 validates on %d of the %d '%s' volumes (segment.max_val_cases)", cap, len(part), name)
     return [part[int(i)] for i in keep]
 
 
 def _loaders(cfg: Config, rows: Sequence[Any]) -> tuple[DataLoader, DataLoader, int]:
     train_rows, val_rows = _split(rows, "train"), _split(rows, "val", cfg.segment.max_val_cases)
+    if len(val_rows) == cfg.segment.max_val_cases:
+        logger.info("stage 1 validates on at most %d val volumes (segment.max_val_cases)", len(val_rows))
     for name, part in (("train", train_rows), ("val", val_rows)):
         if not part:
             raise InputError(None, f"no '{name}' cases among {len(rows)} manifest rows; set split to train/val/test")

@@ -76,19 +76,41 @@ class Prepared:
         """Bring an array on the original grid (e.g. a ground-truth mask) to ``(Z, S, S)`` model space.
 
         Works in chunks of slices (cast to float32 per chunk), so a large uint8 mask is never copied whole;
-        all-zero chunks (a mask's slices without liver) stay zero without being resized.
+        all-zero chunks (a mask's slices without liver) stay zero without being resized, and where the
+        canonical size is a multiple of the model size only the in-plane box around the non-zero voxels is
+        resized (:func:`_block_window`; the same values as the whole resize, tested).
         """
         canon = nib.orientations.apply_orientation(np.asarray(arr), self.ornt)  # flips/transposes: a view
         s = self.image.shape[-1]
-        resize = Resize((s, s), mode=mode)
         out = torch.zeros((canon.shape[2], s, s), dtype=torch.float32)
         for z0 in range(0, canon.shape[2], CHUNK):
             raw = canon[:, :, z0:z0 + CHUNK]
-            if not raw.any():
+            cols = raw.any(axis=0)  # (Y, slices); reductions over the outer axis first: the fast order here
+            if not cols.any():
                 continue
-            part = np.ascontiguousarray(raw.astype(np.float32))
-            out[z0:z0 + CHUNK] = torch.as_tensor(resize(torch.from_numpy(part).permute(2, 0, 1))).float()
+            src_c, dst_c = _block_window(cols.any(axis=1), s)
+            src_r, dst_r = _block_window(raw[:, src_c].any(axis=(1, 2)), s)
+            part = np.ascontiguousarray(raw[src_r, src_c].astype(np.float32))
+            resize = Resize((dst_r.stop - dst_r.start, dst_c.stop - dst_c.start), mode=mode)
+            out[z0:z0 + CHUNK, dst_r, dst_c] = torch.as_tensor(resize(torch.from_numpy(part).permute(2, 0, 1))).float()
         return out
+
+
+def _block_window(hit: np.ndarray, dst: int) -> tuple[slice, slice]:
+    """One axis of :meth:`Prepared.from_original`: (source rows to resize, model rows they become).
+
+    When the source length is an integer multiple ``k`` of ``dst``, model row ``o`` of a bilinear or
+    nearest downsampling reads only source rows ``[o k, o k + k)`` (source coordinates ``(o + 0.5) k - 0.5``
+    and ``o k`` are exact), so the rows of whole blocks around the non-zero rows ``hit`` resize to exactly
+    the model rows of the full resize, and every other model row is 0. Other lengths: the whole axis.
+    """
+    src = hit.shape[0]
+    idx = np.flatnonzero(hit)
+    if src % dst or idx.size == 0:
+        return slice(0, src), slice(0, dst)
+    k = src // dst
+    o0, o1 = int(idx[0]) // k, int(idx[-1]) // k + 1
+    return slice(o0 * k, o1 * k), slice(o0, o1)
 
 
 def _canonical_ornt() -> np.ndarray:

@@ -146,3 +146,27 @@ def test_chunked_maps_to_and_from_the_original_grid_equal_one_resize_call(mode: 
     whole = torch.from_numpy(np.ascontiguousarray(canon)).permute(2, 0, 1)
     expected = torch.as_tensor(Resize((16, 16), mode=mode)(whole)).float().as_subclass(torch.Tensor)
     torch.testing.assert_close(p.from_original(mask, mode=mode), expected, rtol=0, atol=0)
+
+
+@pytest.mark.parametrize("mode", ["bilinear", "nearest"])
+@pytest.mark.parametrize("shape", [(64, 48), (48, 64), (32, 16), (40, 30)])
+def test_from_original_resizes_only_the_blocks_around_the_mask(mode: str, shape: tuple[int, int]) -> None:
+    """Canonical sizes that are multiples of the model size (64, 48, 32, 16 of 16) resize a box; 40/30 do not."""
+    from monai.transforms import Resize
+
+    from livercad.preprocess import CHUNK
+
+    z = 2 * CHUNK + 5
+    vol = Volume(np.zeros((*shape, z), np.float32), np.diag([-1.0, 1.0, 2.0, 1.0]), None, (1.0, 1.0, 2.0))
+    p = prepare(vol, modality="ct", image_size=16)
+    rng = np.random.default_rng(sum(shape))
+    mask = np.zeros((*shape, z), np.uint8)
+    mask[7:19, 3:14, 2:CHUNK + 4] = rng.random((12, 11, CHUNK + 2)) > 0.3  # a blob off the block grid
+    mask[0, :, CHUNK + 8] = 1  # a slice touching the border
+    mask[shape[0] // 2, shape[1] - 1, 2 * CHUNK + 2] = 1  # one voxel at the far edge
+    canon = nib.orientations.apply_orientation(mask.astype(np.float32), p.ornt)
+    whole = torch.from_numpy(np.ascontiguousarray(canon)).permute(2, 0, 1)
+    expected = torch.as_tensor(Resize((16, 16), mode=mode)(whole)).float().as_subclass(torch.Tensor)
+    got = p.from_original(mask, mode=mode)
+    assert expected.abs().sum() > 0
+    torch.testing.assert_close(got, expected, rtol=0, atol=0)

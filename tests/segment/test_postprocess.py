@@ -95,6 +95,24 @@ def test_chunked_threshold_equals_thresholding_the_whole_canonical_map(threshold
     assert got.dtype == np.uint8 and got.shape == ref.shape and 0 < int(ref.sum()) and np.array_equal(got, ref)
 
 
+@pytest.mark.parametrize("shape", [(64, 32), (48, 64), (16, 16), (128, 64)])
+@pytest.mark.parametrize("seed", range(3))
+def test_cropped_threshold_is_bit_identical_to_the_whole_resize(shape: tuple[int, int], seed: int) -> None:
+    """Power-of-two factors (16 -> 64/32/128; 48 is not) resize only the box around the above-threshold pixels."""
+    g = torch.Generator().manual_seed(seed)
+    z = 2 * CHUNK + 3
+    vol = Volume(np.zeros((*shape, z), np.float32), np.eye(4), None, (1.0, 1.0, 1.0))
+    prepared = prepare(vol, modality="ct", image_size=16)
+    maps = torch.zeros(z, 16, 16)
+    r, c = torch.randint(0, 13, (2,), generator=g).tolist()
+    maps[3:CHUNK + 5, r:r + 4, c:c + 3] = torch.rand(CHUNK + 2, 4, 3, generator=g) * 0.3 + 0.4  # a blob
+    maps[CHUNK + 9, :, :2] = torch.rand(16, 2, generator=g)  # a slice touching the border
+    maps[2 * CHUNK + 1] = 0.5  # exactly at the threshold: the resize must keep it at 0.5
+    for threshold in (0.5, 0.45, 0.62):
+        ref = (prepared.to_canonical(maps) >= threshold).astype(np.uint8)
+        assert np.array_equal(threshold_canonical(prepared, maps, threshold), ref)
+
+
 def test_prediction_path_mask_equals_the_mask_from_the_probability_map() -> None:
     """``segment_volume(keep_prob=False)`` (chunked threshold, uint8 chain) gives the same mask, no prob."""
     from livercad.segment.infer import Segmenter, segment_volume

@@ -77,6 +77,7 @@ def main() -> None:
     ap.add_argument("--modality", action="append", help="ct, mr-t2 or us (repeatable; default ct and mr-t2)")
     ap.add_argument("--work", help="work folder (default: a temporary folder, removed)")
     ap.add_argument("--no-save", action="store_true", help="print only, do not write benchmarks/results/")
+    ap.add_argument("--tag", default="", help="suffix of the result file name (accept_stage1_<tag>)")
     args = ap.parse_args()
     modalities = args.modality or ["ct", "mr-t2"]
     result: dict[str, Any] = {
@@ -90,7 +91,7 @@ def main() -> None:
         root = Path(args.work) if args.work else Path(tmp)
         for m in modalities:
             result["modalities"][m] = run_modality(args.config, m, root / m)
-    finish(result, "accept_stage1", save=not args.no_save)
+    finish(result, "accept_stage1" + (f"_{args.tag}" if args.tag else ""), save=not args.no_save)
 
 
 if __name__ == "__main__":

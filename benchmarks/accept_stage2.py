@@ -72,6 +72,7 @@ def main() -> None:
     ap.add_argument("--set", action="append", default=[], help="extra config override key=value (repeatable)")
     ap.add_argument("--work", help="work folder (default: a temporary folder, removed)")
     ap.add_argument("--no-save", action="store_true", help="print only, do not write benchmarks/results/")
+    ap.add_argument("--tag", default="", help="suffix of the result file name (accept_stage2_<tag>)")
     args = ap.parse_args()
     overrides = [f"data.phantom.n={args.n}", "data.phantom.modality=ct", "preprocess.modality=ct",
                  "data.phantom.classes=[normal,steatosis,cirrhosis]",
@@ -96,7 +97,7 @@ def main() -> None:
                             "test_dice": summarize([s.seg_metrics["dice"] for s in stage1
                                                     if s.row.split == "test" and s.seg_metrics])}
         result["tasks"] = {pos: _task(stage1, cfg, pos, root / "classify") for pos in ("cirrhosis", "steatosis")}
-    finish(result, "accept_stage2", save=not args.no_save)
+    finish(result, "accept_stage2" + (f"_{args.tag}" if args.tag else ""), save=not args.no_save)
 
 
 if __name__ == "__main__":

@@ -28,12 +28,28 @@ def rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
 
 
+def write_result(text: str, name: str, folder: Path = RESULTS) -> Path:
+    """Write ``text`` to ``folder/<date>_<name>.json`` without ever replacing an earlier result.
+
+    When that file exists (a second run the same day) the name gets ``_2``, ``_3``, ...; the file is
+    written to a temporary name first and renamed, so a crash never leaves half a JSON.
+    """
+    folder.mkdir(parents=True, exist_ok=True)
+    stem = f"{dt.date.today().isoformat()}_{name}"
+    path, n = folder / f"{stem}.json", 2
+    while path.exists():
+        path, n = folder / f"{stem}_{n}.json", n + 1
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(text + "\n", encoding="utf-8")
+    tmp.rename(path)
+    return path
+
+
 def finish(result: dict[str, Any], name: str, *, save: bool = True) -> str:
-    """Add peak RSS to ``result``, print it as JSON and (``save``) write ``results/<date>_<name>.json``."""
+    """Add peak RSS to ``result``, print it as JSON and (``save``) write it with :func:`write_result`."""
     result["peak_rss_mb"] = round(rss_mb(), 1)
     text = json.dumps(result, indent=2, default=float)
     print(text)
     if save:
-        RESULTS.mkdir(parents=True, exist_ok=True)
-        (RESULTS / f"{dt.date.today()}_{name}.json").write_text(text + "\n", encoding="utf-8")
+        print(f"written {write_result(text, name)}")
     return text

@@ -46,7 +46,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from bench_backends import achieved, best_time, compile_check, flops_of, gemm_peak, ort_peak, peak_of
-from bench_common import RESULTS, rss_mb
+from bench_common import RESULTS, rss_mb, write_result
 
 from livercad.classify.data import case_slices_from_segment
 from livercad.classify.infer import Classifier, predict_case
@@ -359,17 +359,14 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 
 def main(argv: list[str] | None = None) -> None:
-    """Run the benchmark, write ``results/<date>_<host>.json`` and print it."""
+    """Run the benchmark, print it and write ``results/<date>_<host>[_tag].json`` (never replacing one)."""
     args = parse_args(argv)
     result = run(args)
-    args.out.mkdir(parents=True, exist_ok=True)
     tag = ("_quick" if args.quick else "") + (f"_{args.tag}" if args.tag else "")
     host = "".join(ch if ch.isalnum() or ch in "-_" else "-" for ch in socket.gethostname())[:40]
-    path = args.out / f"{dt.date.today().isoformat()}_{host}{tag}.json"
     text = json.dumps(result, indent=2)
-    path.write_text(text + "\n", encoding="utf-8")
     print(text)
-    print(f"written {path}")
+    print(f"written {write_result(text, host + tag, args.out)}")
 
 
 if __name__ == "__main__":

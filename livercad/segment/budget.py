@@ -35,6 +35,9 @@ class TimeBudget(Callback):
 
     The closing validation is estimated from the last one measured, or before any from the mean step
     time (a validation batch is forward-only on twice the training batch: about 0.8 of a training step).
+    The check runs after every training step and after every validation: a scheduled (epoch-end)
+    validation that leaves no room for one more step and another validation ends the run itself, instead
+    of one more step followed by a closing validation past the budget.
     Also gives the LR schedule its position (:meth:`progress`). Its state (training time, steps) is
     saved in Lightning checkpoints, so a resumed run continues the same budget.
     """
@@ -78,13 +81,17 @@ class TimeBudget(Callback):
     def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         self.fit_s = self.elapsed()
 
-    def on_train_batch_end(self, trainer: L.Trainer, *args: Any) -> None:
-        self.steps, self.run_steps = self.steps + 1, self.run_steps + 1
+    def _stop_if_due(self, trainer: L.Trainer) -> None:
+        """Stop when one more step and a closing validation would no longer fit in the budget."""
         stop = self.elapsed() + self._step_s() >= self.deadline()
         if getattr(trainer, "world_size", 1) > 1:  # DDP: every rank takes rank 0's decision, or one would hang
             stop = bool(trainer.strategy.broadcast(stop))
         if stop:
             trainer.should_stop = self.stopped = True
+
+    def on_train_batch_end(self, trainer: L.Trainer, *args: Any) -> None:
+        self.steps, self.run_steps = self.steps + 1, self.run_steps + 1
+        self._stop_if_due(trainer)
 
     def on_validation_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         self._v0 = time.monotonic()
@@ -92,6 +99,8 @@ class TimeBudget(Callback):
     def on_validation_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         self.last_val_s = time.monotonic() - self._v0
         self.val_s += self.last_val_s
+        if self.steps:  # a scheduled validation ate the room for another step + closing validation: it was the last
+            self._stop_if_due(trainer)
 
 
 __all__ = ["TimeBudget", "lr_factor"]

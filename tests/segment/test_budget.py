@@ -50,3 +50,27 @@ def test_lr_schedule_follows_steps_unless_the_run_lags_the_time_budget(monkeypat
     assert budget.progress(50) == pytest.approx(0.7) and budget.time_bound  # 70 s of 100 s: time-driven
     assert lr_factor(0.0) == pytest.approx(0.1) and lr_factor(1.0) == pytest.approx(0.02)
     assert lr_factor(0.5) > lr_factor(0.9) > lr_factor(1.0)
+
+
+def test_a_scheduled_validation_that_uses_up_the_budget_ends_the_run(monkeypatch):
+    """No extra step and second validation after an epoch-end validation that left no room for them."""
+    clock = _Clock()
+    monkeypatch.setattr(budget_mod.time, "monotonic", clock)
+    budget = TimeBudget(budget_s=100.0, n_val_batches=10, total_steps=1000)
+    trainer = _FakeTrainer()
+    budget.on_train_start(trainer, None)
+    for _ in range(20):  # 40 s of steps, then a 10-s validation: 50 s, room left
+        clock.now += 2.0
+        budget.on_train_batch_end(trainer)
+    budget.on_validation_start(trainer, None)
+    clock.now += 10.0
+    budget.on_validation_end(trainer, None)
+    assert not trainer.should_stop
+    for _ in range(18):  # 36 s more: 86 s, and 86 + 2 < 100 - 10, so the steps go on
+        clock.now += 2.0
+        budget.on_train_batch_end(trainer)
+    assert not trainer.should_stop
+    budget.on_validation_start(trainer, None)  # the epoch-end validation: 96 s
+    clock.now += 10.0
+    budget.on_validation_end(trainer, None)
+    assert trainer.should_stop and budget.stopped  # 96 + 2 + 10 > 100: this validation was the last

@@ -63,6 +63,25 @@ class Prepared:
             out[:, :, z0:z0 + CHUNK] = torch.as_tensor(resize(t[z0:z0 + CHUNK])).permute(1, 2, 0).numpy()
         return out
 
+    def to_canonical_box(self, maps: torch.Tensor, hit: torch.Tensor) -> tuple[np.ndarray, slice, slice]:
+        """The part of :meth:`to_canonical` (bilinear) of ``(n, S, S)`` maps that the model pixels ``hit`` reach.
+
+        When the canonical size is the model size times a power of two (512 -> 128 or 256) only the
+        in-plane box around ``hit`` (``(S, S)`` bool) is resized (:func:`_up_window`; bit-identical to the
+        same box of the whole resize, tested); other sizes resize the whole axis. Canonical pixels outside
+        the box are interpolated from model pixels outside ``hit`` only.
+
+        Returns:
+            ``(values, rows, cols)``: float32 ``(len(rows), len(cols), n)`` (a view) and the canonical slices.
+        """
+        x, y, _ = self.canonical_shape
+        src_r, n_r, keep_r, dst_r = _up_window(hit.any(1).numpy(), maps.shape[1], x)
+        src_c, n_c, keep_c, dst_c = _up_window(hit.any(0).numpy(), maps.shape[2], y)
+        part = Resize((n_r, n_c), mode="bilinear", align_corners=False)(
+            torch.as_tensor(maps, dtype=torch.float32)[:, src_r, src_c].contiguous())
+        part = torch.as_tensor(part).as_subclass(torch.Tensor)[:, keep_r, keep_c]
+        return part.permute(1, 2, 0).numpy(), dst_r, dst_c
+
     def to_original(self, maps: np.ndarray | torch.Tensor, *, mode: str = "bilinear") -> np.ndarray:
         """Map ``(Z, S, S)`` slice maps onto the original file's voxel grid (exact inverse)."""
         return self.canonical_to_original(self.to_canonical(maps, mode=mode))
@@ -94,6 +113,32 @@ class Prepared:
             resize = Resize((dst_r.stop - dst_r.start, dst_c.stop - dst_c.start), mode=mode)
             out[z0:z0 + CHUNK, dst_r, dst_c] = torch.as_tensor(resize(torch.from_numpy(part).permute(2, 0, 1))).float()
         return out
+
+
+def _pow2_factor(src: int, dst: int) -> int | None:
+    """``dst // src`` when ``dst`` is ``src`` times a power of two (1, 2, 4, ...), else ``None``."""
+    if src <= 0 or dst % src:
+        return None
+    k = dst // src
+    return k if k & (k - 1) == 0 else None
+
+
+def _up_window(hit: np.ndarray, src: int, dst: int) -> tuple[slice, int, slice, slice]:
+    """One axis of :meth:`Prepared.to_canonical_box`: source rows, their resized length, rows kept, their place.
+
+    With a power-of-two upsampling factor ``k`` torch's bilinear source coordinates ``(o + 0.5) / k - 0.5``
+    are exact binary fractions, so resizing a crop gives bit for bit the rows of the full resize, except
+    the ``k`` result rows next to a cut (clamped differently); the crop keeps two source rows of margin
+    around the rows ``hit``, and those border rows are dropped. Other factors: the whole axis.
+    """
+    k = _pow2_factor(src, dst)
+    idx = np.flatnonzero(hit)
+    if k is None or idx.size == 0:
+        return slice(0, src), dst, slice(0, dst), slice(0, dst)
+    p0, p1 = max(int(idx[0]) - 2, 0), min(int(idx[-1]) + 3, src)
+    keep0 = 0 if p0 == 0 else k
+    keep1 = (p1 - p0) * k if p1 == src else (p1 - p0 - 1) * k
+    return slice(p0, p1), (p1 - p0) * k, slice(keep0, keep1), slice(p0 * k + keep0, p0 * k + keep1)
 
 
 def _block_window(hit: np.ndarray, dst: int) -> tuple[slice, slice]:

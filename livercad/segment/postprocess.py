@@ -29,7 +29,7 @@ from typing import Any
 
 import numpy as np
 import torch
-from monai.transforms import AsDiscrete, Compose, FillHoles, KeepLargestConnectedComponent, Resize
+from monai.transforms import AsDiscrete, Compose, FillHoles, KeepLargestConnectedComponent
 from scipy import ndimage
 
 from livercad.backend import release_free_memory
@@ -121,33 +121,6 @@ def postprocess_binary(mask: np.ndarray, cfg: PostprocessConfig | None = None) -
     return mask
 
 
-def _pow2_factor(src: int, dst: int) -> int | None:
-    """``dst // src`` when ``dst`` is ``src`` times a power of two (1, 2, 4, ...), else ``None``."""
-    if src <= 0 or dst % src:
-        return None
-    k = dst // src
-    return k if k & (k - 1) == 0 else None
-
-
-def _axis_window(hit: np.ndarray, src: int, dst: int) -> tuple[slice, int, slice, slice]:
-    """One in-plane axis of the cropped resize: source rows, their resized length, rows kept, their place.
-
-    With a power-of-two upsampling factor ``k`` torch's bilinear source coordinates ``(o + 0.5) / k - 0.5``
-    are exact binary fractions, so resizing a crop gives bit for bit the rows of the full resize, except
-    the ``k`` result rows next to a cut (clamped differently); the crop keeps two source rows of margin
-    around the rows that can reach the threshold, and those border rows are dropped. Other factors: the
-    whole axis.
-    """
-    k = _pow2_factor(src, dst)
-    idx = np.flatnonzero(hit)
-    if k is None or idx.size == 0:
-        return slice(0, src), dst, slice(0, dst), slice(0, dst)
-    p0, p1 = max(int(idx[0]) - 2, 0), min(int(idx[-1]) + 3, src)
-    keep0 = 0 if p0 == 0 else k
-    keep1 = (p1 - p0) * k if p1 == src else (p1 - p0 - 1) * k
-    return slice(p0, p1), (p1 - p0) * k, slice(keep0, keep1), slice(p0 * k + keep0, p0 * k + keep1)
-
-
 def threshold_canonical(prepared: Prepared, prob_model: torch.Tensor, threshold: float) -> np.ndarray:
     """``prepared.to_canonical(prob_model) >= threshold`` as uint8, computed per :data:`CHUNK` slices.
 
@@ -156,8 +129,8 @@ def threshold_canonical(prepared: Prepared, prob_model: torch.Tensor, threshold:
     bilinear interpolation never exceeds its largest input (a 1e-6 guard covers rounding), so chunks whose
     slices all stay below it (those skipped by the coarse pass, most outside the liver) are not resized, and
     where the model size divides the canonical size by a power of two (512 -> 128 or 256) only the in-plane
-    box around the source pixels at or above ``threshold - 1e-6`` is (:func:`_axis_window`; bit-identical,
-    tested); elsewhere the result is 0.
+    box around the source pixels at or above ``threshold - 1e-6`` is (:meth:`Prepared.to_canonical_box`;
+    bit-identical, tested); elsewhere the result is 0.
     """
     maps = torch.as_tensor(prob_model, dtype=torch.float32)
     x, y, _ = prepared.canonical_shape
@@ -168,11 +141,8 @@ def threshold_canonical(prepared: Prepared, prob_model: torch.Tensor, threshold:
         hit = (chunk >= threshold - 1e-6).any(0) if threshold > 0 else torch.ones(chunk.shape[1:], dtype=torch.bool)
         if not bool(hit.any()):
             continue
-        src_r, n_r, keep_r, dst_r = _axis_window(hit.any(1).numpy(), chunk.shape[1], x)
-        src_c, n_c, keep_c, dst_c = _axis_window(hit.any(0).numpy(), chunk.shape[2], y)
-        part = Resize((n_r, n_c), mode="bilinear", align_corners=False)(chunk[:, src_r, src_c].contiguous())
-        part = torch.as_tensor(part).as_subclass(torch.Tensor)[:, keep_r, keep_c]
-        np.greater_equal(part.permute(1, 2, 0).numpy(), thr, out=out[dst_r, dst_c, z0:z0 + CHUNK].view(np.bool_))
+        part, rows, cols = prepared.to_canonical_box(chunk, hit)
+        np.greater_equal(part, thr, out=out[rows, cols, z0:z0 + CHUNK].view(np.bool_))
     return out
 
 

@@ -9,6 +9,7 @@ one JSON object and writes it to ``benchmarks/results/``.
 
     python benchmarks/accept_stage2.py                     # configs/demo.yaml, n = 90
     python benchmarks/accept_stage2.py --config classify --n 120
+    python benchmarks/accept_stage2.py --seeds 3            # stage 2 three times per task (seed spread)
 """
 
 from __future__ import annotations
@@ -37,8 +38,12 @@ from livercad.pipeline.train import train_stage1
 METRICS = ("roc_auc", "accuracy", "balanced_accuracy", "sensitivity", "specificity", "youden_j")
 
 
-def _task(stage1: list[Any], cfg: Any, positive: str, work: Path) -> dict[str, Any]:
-    """Train and evaluate one binary task (``positive`` vs normal) on the shared stage-1 cache."""
+def _task(stage1: list[Any], cfg: Any, positive: str, work: Path, seed: int | None = None) -> dict[str, Any]:
+    """Train and evaluate one binary task (``positive`` vs normal) on the shared stage-1 cache.
+
+    ``seed``: the stage-2 seed (model init, sampling, augmentation); ``cfg.seed`` when None.
+    """
+    seed = cfg.seed if seed is None else seed
     classes = ["normal", positive]
     ccfg = cfg.classify.model_copy(update={"classes": classes})
     named = {s.row.case_id: dataclasses.replace(s.slices, label_name=s.row.label) for s in stage1}
@@ -48,20 +53,36 @@ def _task(stage1: list[Any], cfg: Any, positive: str, work: Path) -> dict[str, A
     val = [c for c in cases if split[c.case_id] == "val"]
     test = [c for c in cases if split[c.case_id] == "test"]
     cpu0, t0 = time.process_time(), time.perf_counter()
-    trained = train_classifier(train, val, ccfg, work / positive, seed=cfg.seed, progress=False)
+    trained = train_classifier(train, val, ccfg, work / f"{positive}_seed{seed}", seed=seed, progress=False)
     train_s, train_cpu_s = time.perf_counter() - t0, time.process_time() - cpu0
     proba = predict_cases(trained.classifier, test, batch_size=cfg.inference.batch_size)
     y = [c.label for c in test]
     rep = classification_report(y, proba, class_names=classes, groups=[c.patient_id for c in test], positive=1)
     test_rows = [s.row for s in stage1 if s.row.split == "test" and s.row.label in classes]
     return {
-        "n_train": len(train), "n_val": len(val), "n_test": len(test),
+        "seed": seed, "n_train": len(train), "n_val": len(val), "n_test": len(test),
         "train_s": round(train_s, 1), "train_cpu_s": round(train_cpu_s, 1),
         "epochs": len(trained.history), "best_epoch": trained.meta.get("best_epoch"),
         "n_train_slices": trained.meta.get("n_train_slices"),
         "test": {m: rep[m] for m in METRICS if m in rep},
         "severity_ceiling_auc_test": severity_ceiling_auc(test_rows, positive),
     }
+
+
+def _seeded(stage1: list[Any], cfg: Any, positive: str, work: Path, seeds: int) -> dict[str, Any]:
+    """:func:`_task` with stage-2 seeds ``cfg.seed`` ... ``cfg.seed + seeds - 1`` on the same stage-1 output.
+
+    The first seed's result is the task's result (as with one seed); with more, ``seeds`` lists each
+    seed's test AUC and CI, and ``roc_auc_mean``/``roc_auc_min``/``roc_auc_max`` summarise them.
+    """
+    runs = [_task(stage1, cfg, positive, work, cfg.seed + i) for i in range(seeds)]
+    out = dict(runs[0])
+    if seeds > 1:
+        aucs = [r["test"]["roc_auc"]["value"] for r in runs]
+        out["seeds"] = [{"seed": r["seed"], "train_s": r["train_s"], "epochs": r["epochs"],
+                         "roc_auc": r["test"]["roc_auc"]} for r in runs]
+        out.update(roc_auc_mean=round(sum(aucs) / len(aucs), 4), roc_auc_min=min(aucs), roc_auc_max=max(aucs))
+    return out
 
 
 def main() -> None:
@@ -72,6 +93,8 @@ def main() -> None:
     ap.add_argument("--set", action="append", default=[], help="extra config override key=value (repeatable)")
     ap.add_argument("--work", help="work folder (default: a temporary folder, removed)")
     ap.add_argument("--no-save", action="store_true", help="print only, do not write benchmarks/results/")
+    ap.add_argument("--seeds", type=int, default=1,
+                    help="stage-2 seeds per task on the one stage-1 run (default 1; the first is the reported run)")
     ap.add_argument("--tag", default="", help="suffix of the result file name (accept_stage2_<tag>)")
     args = ap.parse_args()
     overrides = [f"data.phantom.n={args.n}", "data.phantom.modality=ct", "preprocess.modality=ct",
@@ -96,7 +119,8 @@ def main() -> None:
                             "seconds": round(time.perf_counter() - t0, 1),
                             "test_dice": summarize([s.seg_metrics["dice"] for s in stage1
                                                     if s.row.split == "test" and s.seg_metrics])}
-        result["tasks"] = {pos: _task(stage1, cfg, pos, root / "classify") for pos in ("cirrhosis", "steatosis")}
+        result["tasks"] = {pos: _seeded(stage1, cfg, pos, root / "classify", max(1, args.seeds))
+                           for pos in ("cirrhosis", "steatosis")}
     finish(result, "accept_stage2" + (f"_{args.tag}" if args.tag else ""), save=not args.no_save)
 
 

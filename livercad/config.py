@@ -135,6 +135,7 @@ class ClassifyConfig(_Section):
     min_liver_fraction: float = Field(0.01, ge=0, le=1)
     backbone_lr_factor: float = Field(0.1, gt=0)
     class_weighting: bool = True
+    augment: Literal["affine", "none"] = "affine"  # none: pixel-exact inputs (fine texture cues, short budgets)
     train: TrainConfig = TrainConfig(lr=3e-4, batch_size=16)
 
     @field_validator("classes")

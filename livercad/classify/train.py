@@ -6,8 +6,10 @@
 * Sampling: each case is equally likely whatever its number of slices; with ``cfg.class_weighting``
   each *class* is too. That is the class weighting (equal in expectation to inverse-frequency weights
   in the cross entropy, which is therefore left unweighted: no double correction).
-* Augmentation (image networks only): small random affine (±10°, scale 0.9–1.1, shift ±6 %) and
-  slight intensity jitter (±5 % contrast, ±0.02; not on a mask channel); no left-right flips.
+* Augmentation (``cfg.augment: affine``, image networks only): small random affine (±10°, scale 0.9–1.1,
+  shift ±6 %) and slight intensity jitter (±5 % contrast, ±0.02; not on a mask channel); no left-right
+  flips. The affine resampling is bilinear, a low-pass filter the test inputs never get: ``augment: none``
+  keeps the training inputs pixel-exact (fine parenchymal texture, budgets of a few epochs).
 * Validation: case-level probabilities with the configured aggregation, scored by
   :func:`~livercad.classify.infer.case_scores` (AUC − 0.001 × log loss); the best epoch's weights are
   kept, early stopping on it. ``cfg.train.max_minutes`` covers the whole call (inputs, features, fit):
@@ -178,7 +180,8 @@ def _fit(net: ClassifierNet, d: _Data, val_y: np.ndarray, cfg: ClassifyConfig, m
     t = cfg.train
     steps = t.steps_per_epoch or math.ceil(len(d.y) / t.batch_size)
     budget = TimeBudget(max(minutes, 0.05) * 60, math.ceil(len(d.vy) / max(t.batch_size, 64)), t.max_epochs * steps)
-    lit = ClassifierModule(trainee, groups, cfg, None if frozen else 2 * CONTEXT + 1, d.vcase, d.varea, val_y, budget)
+    aug = None if frozen or cfg.augment == "none" else 2 * CONTEXT + 1
+    lit = ClassifierModule(trainee, groups, cfg, aug, d.vcase, d.varea, val_y, budget)
     keep = KeepBest()
     callbacks: list[pl.Callback] = [keep, budget]
     if len(val_y):

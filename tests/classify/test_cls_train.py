@@ -10,7 +10,7 @@ import pytest
 import torch
 from sklearn.metrics import roc_auc_score
 
-from livercad.classify.data import CaseSlices, augment_batch, sample_weights
+from livercad.classify.data import CaseSlices, augment_batch, sample_weights, stack_inputs
 from livercad.classify.infer import Classifier, case_scores, predict_cases
 from livercad.classify.model import build_classifier
 from livercad.classify.train import train_classifier
@@ -126,6 +126,24 @@ def test_augmentation_keeps_shape_and_mask_channel_values() -> None:
     out = augment_batch(x, 3)
     assert out.shape == x.shape and torch.allclose(out[:, 3], torch.ones(3, 16, 16))
     assert not torch.allclose(out[:, :3], x[:, :3])
+
+
+@pytest.mark.parametrize("augment", ["affine", "none"])
+def test_augment_none_trains_on_the_exact_region_inputs(augment: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    import livercad.classify.module as module
+
+    seen: list[torch.Tensor] = []
+    prep = module.ClassifierModule._prep
+    monkeypatch.setattr(module.ClassifierModule, "_prep",
+                        lambda self, x: (seen.append(x.float()) if self.training else None) or prep(self, x))
+    calls: list[int] = []
+    monkeypatch.setattr(module, "augment_batch", lambda x, ch: calls.append(ch) or augment_batch(x, ch))
+    cfg = _cfg(backbone="resnet18", strategy="scratch", augment=augment, steps=2)
+    train_classifier(TRAIN, VAL, cfg, None, progress=False)
+    assert len(seen) == 2 and calls == ([3, 3] if augment == "affine" else [])
+    exact = torch.cat(stack_inputs(TRAIN, cfg)[0]).float().flatten(1)
+    rows = torch.cat(seen).flatten(1)  # every training input is one of the slices' region inputs, unchanged
+    assert all(bool((exact == r).all(1).any()) for r in rows)
 
 
 def test_case_scores() -> None:

@@ -95,6 +95,8 @@ def main() -> None:
     ap.add_argument("--no-save", action="store_true", help="print only, do not write benchmarks/results/")
     ap.add_argument("--seeds", type=int, default=1,
                     help="stage-2 seeds per task on the one stage-1 run (default 1; the first is the reported run)")
+    ap.add_argument("--tasks", default="cirrhosis,steatosis",
+                    help="comma-separated positive classes, each against normal (default: cirrhosis,steatosis)")
     ap.add_argument("--tag", default="", help="suffix of the result file name (accept_stage2_<tag>)")
     args = ap.parse_args()
     overrides = [f"data.phantom.n={args.n}", "data.phantom.modality=ct", "preprocess.modality=ct",
@@ -120,7 +122,7 @@ def main() -> None:
                             "test_dice": summarize([s.seg_metrics["dice"] for s in stage1
                                                     if s.row.split == "test" and s.seg_metrics])}
         result["tasks"] = {pos: _seeded(stage1, cfg, pos, root / "classify", max(1, args.seeds))
-                           for pos in ("cirrhosis", "steatosis")}
+                           for pos in args.tasks.split(",")}
     finish(result, "accept_stage2" + (f"_{args.tag}" if args.tag else ""), save=not args.no_save)
 
 

@@ -86,7 +86,7 @@ def _seeded(stage1: list[Any], cfg: Any, positive: str, work: Path, seeds: int) 
 
 
 def main() -> None:
-    """Parse the command line, run stage 1 once and both binary tasks, print and save the JSON."""
+    """Parse the command line, run stage 1 once and each selected binary task, print and save the JSON."""
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--config", default="demo", help="config file or preset name (default: demo)")
     ap.add_argument("--n", type=int, default=90, help="phantom patients (all three classes; default 90)")
@@ -99,6 +99,9 @@ def main() -> None:
                     help="comma-separated positive classes, each against normal (default: cirrhosis,steatosis)")
     ap.add_argument("--tag", default="", help="suffix of the result file name (accept_stage2_<tag>)")
     args = ap.parse_args()
+    tasks = [t.strip() for t in args.tasks.split(",") if t.strip()]
+    if not tasks or set(tasks) - {"cirrhosis", "steatosis"}:
+        ap.error(f"--tasks: choose from cirrhosis, steatosis; got {args.tasks!r}")
     overrides = [f"data.phantom.n={args.n}", "data.phantom.modality=ct", "preprocess.modality=ct",
                  "data.phantom.classes=[normal,steatosis,cirrhosis]",
                  "classify.classes=[normal,steatosis,cirrhosis]", *args.set]
@@ -110,7 +113,8 @@ def main() -> None:
                     "torch": torch.__version__},
         "classify": {"backbone": cfg.classify.backbone, "weights": cfg.classify.weights,
                      "strategy": cfg.classify.strategy, "region": cfg.classify.region,
-                     "image_size": cfg.classify.image_size, "budget_minutes": cfg.classify.train.max_minutes},
+                     "image_size": cfg.classify.image_size, "augment": cfg.classify.augment,
+                     "budget_minutes": cfg.classify.train.max_minutes},
     }
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(args.work) if args.work else Path(tmp)
@@ -122,7 +126,7 @@ def main() -> None:
                             "test_dice": summarize([s.seg_metrics["dice"] for s in stage1
                                                     if s.row.split == "test" and s.seg_metrics])}
         result["tasks"] = {pos: _seeded(stage1, cfg, pos, root / "classify", max(1, args.seeds))
-                           for pos in args.tasks.split(",")}
+                           for pos in tasks}
     finish(result, "accept_stage2" + (f"_{args.tag}" if args.tag else ""), save=not args.no_save)
 
 

@@ -38,12 +38,11 @@ from livercad.pipeline.train import train_stage1
 METRICS = ("roc_auc", "accuracy", "balanced_accuracy", "sensitivity", "specificity", "youden_j")
 
 
-def _task(stage1: list[Any], cfg: Any, positive: str, work: Path, seed: int | None = None) -> dict[str, Any]:
+def _task(stage1: list[Any], cfg: Any, positive: str, work: Path, seed: int) -> dict[str, Any]:
     """Train and evaluate one binary task (``positive`` vs normal) on the shared stage-1 cache.
 
-    ``seed``: the stage-2 seed (model init, sampling, augmentation); ``cfg.seed`` when None.
+    ``seed``: the stage-2 seed (model init, sampling, augmentation).
     """
-    seed = cfg.seed if seed is None else seed
     classes = ["normal", positive]
     ccfg = cfg.classify.model_copy(update={"classes": classes})
     named = {s.row.case_id: dataclasses.replace(s.slices, label_name=s.row.label) for s in stage1}

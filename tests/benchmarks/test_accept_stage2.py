@@ -15,9 +15,9 @@ def test_seeds_run_stage2_per_seed_and_summarise(tmp_path: Path, monkeypatch: py
     monkeypatch.syspath_prepend(str(BENCHMARKS))
     import accept_stage2
 
-    calls: list[tuple[str, int | None]] = []
+    calls: list[tuple[str, int]] = []
 
-    def fake_task(stage1: Any, cfg: Any, positive: str, work: Path, seed: int | None = None) -> dict[str, Any]:
+    def fake_task(stage1: Any, cfg: Any, positive: str, work: Path, seed: int) -> dict[str, Any]:
         calls.append((positive, seed))
         auc = {3: 0.8, 4: 0.9, 5: 0.7}[seed]
         return {"seed": seed, "train_s": 1.0, "epochs": 2, "test": {"roc_auc": {"value": auc}}}

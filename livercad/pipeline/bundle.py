@@ -31,6 +31,13 @@ from livercad.weights import sha256_file
 log = logging.getLogger(__name__)
 
 FILES = ("segmenter.pt", "classifier.pt", "config.yaml")
+#: Where the default stage-1 model ships inside the package (``make model`` writes it).
+DEFAULT_BUNDLE = Path(__file__).resolve().parent.parent / "models" / "liver"
+
+
+def default_bundle_path() -> Path:
+    """The stage-1 bundle shipped with the package (trained on the phantom only; see its ``MODEL_CARD.md``)."""
+    return DEFAULT_BUNDLE
 
 
 def versions() -> dict[str, str]:

@@ -146,6 +146,17 @@ class Segmenter:
         return self.meta["preprocessing"]
 
     @property
+    def modalities(self) -> list[str]:
+        """Modality families (``ct`` | ``mr`` | ``us``) the network was trained on.
+
+        Read from ``preprocessing.modalities``; checkpoints written before it record one ``modality``.
+        """
+        from livercad.modality import family
+
+        pp = self.preprocessing
+        return [family(m) for m in pp.get("modalities", [pp["modality"]])]
+
+    @property
     def weights(self) -> dict[str, Any]:
         """Provenance of the initial weights (``source``, ``path``, ``sha256``)."""
         return self.meta.get("weights", {"source": "unknown"})
@@ -159,10 +170,21 @@ class Segmenter:
         """Logits ``(N, 1, S, S)`` of a slice batch on the backend in use."""
         return self.runner(x) if self.runner is not None else self.model(x)
 
-    def prepare(self, volume: Volume) -> Prepared:
-        """Preprocess a volume exactly as at training time."""
+    def prepare(self, volume: Volume, modality: str | None = None) -> Prepared:
+        """Preprocess a volume exactly as at training time, normalised for ``modality``.
+
+        ``modality`` ``None`` means the (first) modality the network was trained on.
+
+        Raises:
+            InputError: ``modality`` is of a family the network was not trained on.
+        """
+        from livercad.modality import check_trained_for, family
+
         pp = self.preprocessing
-        return prepare(volume, modality=pp["modality"], image_size=int(pp["image_size"]),
+        if modality is None:
+            modality = pp["modality"]
+        check_trained_for(family(modality), self.modalities, "the segmenter")
+        return prepare(volume, modality=modality, image_size=int(pp["image_size"]),
                        ct_window=tuple(pp.get("ct_window", (-160.0, 240.0))),
                        percentiles=tuple(pp.get("percentiles", (0.5, 99.5))))
 
@@ -236,7 +258,7 @@ class SegmentOutput:
 
 def segment_volume(seg: Segmenter, volume: Volume, *, batch_size: int = 4,
                    postprocess: PostprocessConfig | None = None, coarse_to_fine: bool = False,
-                   keep_prob: bool = True) -> SegmentOutput:
+                   keep_prob: bool = True, modality: str | None = None) -> SegmentOutput:
     """Segment the liver of one volume; the mask has exactly the volume's shape (and belongs to its affine).
 
     Post-processing (threshold, largest component, hole filling) runs on the canonical full-resolution grid,
@@ -249,9 +271,10 @@ def segment_volume(seg: Segmenter, volume: Volume, *, batch_size: int = 4,
         postprocess: overrides the post-processing recorded in the checkpoint.
         coarse_to_fine: skip slices far from the liver (see :func:`segment_prepared`).
         keep_prob: also return ``segmentation.prob`` (float32, original grid); ``False``: ``None``, never computed.
+        modality: the case's modality (see :meth:`Segmenter.prepare`); ``None``: the trained one.
     """
     t0 = time.perf_counter()
-    prepared = seg.prepare(volume)
+    prepared = seg.prepare(volume, modality)
     t1 = time.perf_counter()
     prob_model = segment_prepared(seg, prepared, batch_size=batch_size, coarse_to_fine=coarse_to_fine)
     t2 = time.perf_counter()

@@ -19,7 +19,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from livercad.errors import ConfigError
 
-Modality = Literal["ct", "mr-t2", "us"]
+Modality = Literal["ct", "mr", "mr-t2", "us"]
 Precision = Literal["auto", "fp32", "bf16"]
 Strategy = str  # scratch | frozen | finetune | partial:N  (validated in classify.model)
 
@@ -40,6 +40,10 @@ class PhantomConfig(_Section):
     sites: int = Field(1, ge=1)
     shortcut: bool = False
     ct_phase: Literal["portal-venous", "non-contrast"] = "portal-venous"
+    # domain randomisation (livercad.data.phantom_synth): random contrast, geometry and imaging per case,
+    # modalities in turn; labels, sites, shortcut, shape and orientations do not apply then
+    randomise: bool = False
+    modalities: list[Literal["ct", "mr"]] = ["ct", "mr"]
 
 
 class DataConfig(_Section):

@@ -2,13 +2,17 @@
 
 Forward: the volume is reoriented to the closest canonical frame (RAS, MONAI ``Orientation``: pure
 axis flips/permutations, no resampling, so it is exactly invertible), intensities are normalised per
-modality (CT: HU window, MONAI ``ScaleIntensityRange``'s arithmetic done in place; MR/US:
-``ScaleIntensityRangePercentiles`` then ``NormalizeIntensity``), and every axial slice is resized
-in-plane to the model size with ``Resize`` (slices are the channel axis; CT goes in chunks of
+modality family (:func:`livercad.modality.family`; CT: HU window, MONAI ``ScaleIntensityRange``'s
+arithmetic done in place; MR/US: ``ScaleIntensityRangePercentiles`` then ``NormalizeIntensity``, statistics
+of the real voxels only), every canonical axial slice ``(X, Y)`` is padded, centred, to the square
+``(M, M)``, ``M = max(X, Y)`` (:mod:`livercad.preprocess_geometry`; the normalised value -1 for CT, the
+normalised minimum for MR/US; square slices are not padded) and resized in-plane to the model size
+``(S, S)`` with ``Resize``, so the aspect ratio is kept (slices are the channel axis; CT goes in chunks of
 :data:`CHUNK` slices, windowed and resized per chunk, so a large volume is never copied whole in float32).
 
-Inverse: :meth:`Prepared.to_original` resizes slice maps back to the canonical in-plane size and
-undoes the orientation, giving arrays with exactly the input voxel grid.
+Inverse: :meth:`Prepared.to_canonical` resizes slice maps back to ``(M, M)`` and crops the padding off,
+:meth:`Prepared.to_original` also undoes the orientation, giving arrays with exactly the input voxel grid;
+:meth:`Prepared.from_original` pads (zeros) and resizes an array of the input grid to model space.
 
 Example:
     >>> import numpy as np, nibabel as nib
@@ -17,6 +21,8 @@ Example:
     >>> p = prepare(v, modality="ct", image_size=64)
     >>> tuple(p.image.shape), p.to_original(np.ones((5, 64, 64), np.float32)).shape
     ((5, 64, 64), (40, 30, 5))
+    >>> p.canonical_shape, p.padded_size, p.pad
+    ((40, 30, 5), 40, (0, 5))
 """
 
 from __future__ import annotations
@@ -28,7 +34,16 @@ import numpy as np
 import torch
 from monai.transforms import NormalizeIntensity, Resize, ScaleIntensityRangePercentiles
 
-from livercad.errors import InputError
+from livercad.modality import family
+from livercad.preprocess_geometry import (
+    block_window,
+    pad_square,
+    padded_box,
+    real_part,
+    square_pad,
+    unpad_window,
+    up_window,
+)
 from livercad.types import Volume
 
 _RAS = (("L", "R"), ("P", "A"), ("I", "S"))
@@ -41,8 +56,8 @@ class Prepared:
     """A volume ready for the 2-D models.
 
     Attributes:
-        image: float32 tensor ``(Z, S, S)``: normalised canonical axial slices at model size.
-        canonical_shape: ``(X, Y, Z)`` of the reoriented volume before resizing.
+        image: float32 tensor ``(Z, S, S)``: normalised canonical axial slices, padded square, at model size.
+        canonical_shape: ``(X, Y, Z)`` of the reoriented volume (before padding and resizing).
         ornt: nibabel orientation array mapping the file's axes to canonical.
         spacing: voxel size (mm) of the canonical axes.
     """
@@ -52,35 +67,52 @@ class Prepared:
     ornt: np.ndarray
     spacing: tuple[float, float, float]
 
+    @property
+    def padded_size(self) -> int:
+        """``M = max(X, Y)``: the side of the square each canonical slice is padded to before resizing."""
+        return square_pad(*self.canonical_shape[:2])[0]
+
+    @property
+    def pad(self) -> tuple[int, int]:
+        """``(row, col)`` offset of the canonical slice in the padded square (``(0, 0)`` for square slices)."""
+        return square_pad(*self.canonical_shape[:2])[1]
+
     def to_canonical(self, maps: np.ndarray | torch.Tensor, *, mode: str = "bilinear") -> np.ndarray:
-        """Resize ``(Z, S, S)`` slice maps back to the canonical ``(X, Y, Z)`` grid (in chunks of slices)."""
+        """Resize ``(Z, S, S)`` slice maps to ``(M, M)`` and crop to the canonical ``(X, Y, Z)`` grid (in chunks)."""
         t = torch.as_tensor(maps, dtype=torch.float32)
         x, y, _ = self.canonical_shape
+        (pr, pc), m = self.pad, self.padded_size
         kwargs = {"align_corners": False} if mode == "bilinear" else {}
-        resize = Resize((x, y), mode=mode, **kwargs)
+        resize = Resize((m, m), mode=mode, **kwargs)
         out = np.empty((x, y, t.shape[0]), np.float32)
         for z0 in range(0, t.shape[0], CHUNK):
-            out[:, :, z0:z0 + CHUNK] = torch.as_tensor(resize(t[z0:z0 + CHUNK])).permute(1, 2, 0).numpy()
+            part = torch.as_tensor(resize(t[z0:z0 + CHUNK])).as_subclass(torch.Tensor)[:, pr:pr + x, pc:pc + y]
+            out[:, :, z0:z0 + CHUNK] = part.permute(1, 2, 0).numpy()
         return out
 
     def to_canonical_box(self, maps: torch.Tensor, hit: torch.Tensor) -> tuple[np.ndarray, slice, slice]:
         """The part of :meth:`to_canonical` (bilinear) of ``(n, S, S)`` maps that the model pixels ``hit`` reach.
 
-        When the canonical size is the model size times a power of two (512 -> 128 or 256) only the
-        in-plane box around ``hit`` (``(S, S)`` bool) is resized (:func:`_up_window`; bit-identical to the
-        same box of the whole resize, tested); other sizes resize the whole axis. Canonical pixels outside
-        the box are interpolated from model pixels outside ``hit`` only.
+        When the padded size ``M`` is the model size times a power of two (512 -> 128 or 256) only the
+        in-plane box around ``hit`` (``(S, S)`` bool) is resized (:func:`~livercad.preprocess_geometry.up_window`;
+        bit-identical to the same box of the whole resize, tested); other sizes resize the whole axis. The box
+        is then cropped to the real (unpadded) canonical pixels. Canonical pixels outside the box are
+        interpolated from model pixels outside ``hit`` only.
 
         Returns:
-            ``(values, rows, cols)``: float32 ``(len(rows), len(cols), n)`` (a view) and the canonical slices.
+            ``(values, rows, cols)``: float32 ``(len(rows), len(cols), n)`` (a view) and the canonical slices
+            (unpadded canonical coordinates, possibly empty).
         """
         x, y, _ = self.canonical_shape
-        src_r, n_r, keep_r, dst_r = _up_window(hit.any(1).numpy(), maps.shape[1], x)
-        src_c, n_c, keep_c, dst_c = _up_window(hit.any(0).numpy(), maps.shape[2], y)
+        (pr, pc), m = self.pad, self.padded_size
+        src_r, n_r, keep_r, dst_r = up_window(hit.any(1).numpy(), maps.shape[1], m)
+        src_c, n_c, keep_c, dst_c = up_window(hit.any(0).numpy(), maps.shape[2], m)
+        keep_r, rows = unpad_window(keep_r, dst_r, pr, x)
+        keep_c, cols = unpad_window(keep_c, dst_c, pc, y)
         part = Resize((n_r, n_c), mode="bilinear", align_corners=False)(
             torch.as_tensor(maps, dtype=torch.float32)[:, src_r, src_c].contiguous())
         part = torch.as_tensor(part).as_subclass(torch.Tensor)[:, keep_r, keep_c]
-        return part.permute(1, 2, 0).numpy(), dst_r, dst_c
+        return part.permute(1, 2, 0).numpy(), rows, cols
 
     def to_original(self, maps: np.ndarray | torch.Tensor, *, mode: str = "bilinear") -> np.ndarray:
         """Map ``(Z, S, S)`` slice maps onto the original file's voxel grid (exact inverse)."""
@@ -94,68 +126,26 @@ class Prepared:
     def from_original(self, arr: np.ndarray, *, mode: str = "nearest") -> torch.Tensor:
         """Bring an array on the original grid (e.g. a ground-truth mask) to ``(Z, S, S)`` model space.
 
-        Works in chunks of slices (cast to float32 per chunk), so a large uint8 mask is never copied whole;
-        all-zero chunks (a mask's slices without liver) stay zero without being resized, and where the
-        canonical size is a multiple of the model size only the in-plane box around the non-zero voxels is
-        resized (:func:`_block_window`; the same values as the whole resize, tested).
+        The canonical slices are padded with zeros to the ``(M, M)`` square and resized. Works in chunks of
+        slices (cast to float32 per chunk), so a large uint8 mask is never copied whole; all-zero chunks (a
+        mask's slices without liver) stay zero without being resized, and where ``M`` is a multiple of the
+        model size only the in-plane box around the non-zero voxels is resized
+        (:func:`~livercad.preprocess_geometry.block_window`; the same values as the whole resize, tested).
         """
         canon = nib.orientations.apply_orientation(np.asarray(arr), self.ornt)  # flips/transposes: a view
-        s = self.image.shape[-1]
+        s, m, (pr, pc) = self.image.shape[-1], self.padded_size, self.pad
         out = torch.zeros((canon.shape[2], s, s), dtype=torch.float32)
         for z0 in range(0, canon.shape[2], CHUNK):
             raw = canon[:, :, z0:z0 + CHUNK]
             cols = raw.any(axis=0)  # (Y, slices); reductions over the outer axis first: the fast order here
             if not cols.any():
                 continue
-            src_c, dst_c = _block_window(cols.any(axis=1), s)
-            src_r, dst_r = _block_window(raw[:, src_c].any(axis=(1, 2)), s)
-            part = np.ascontiguousarray(raw[src_r, src_c].astype(np.float32))
+            src_c, dst_c = block_window(cols.any(axis=1), pc, m, s)
+            src_r, dst_r = block_window(raw[:, real_part(src_c, pc, raw.shape[1])].any(axis=(1, 2)), pr, m, s)
+            part = padded_box(raw, src_r, src_c, (pr, pc))
             resize = Resize((dst_r.stop - dst_r.start, dst_c.stop - dst_c.start), mode=mode)
             out[z0:z0 + CHUNK, dst_r, dst_c] = torch.as_tensor(resize(torch.from_numpy(part).permute(2, 0, 1))).float()
         return out
-
-
-def _pow2_factor(src: int, dst: int) -> int | None:
-    """``dst // src`` when ``dst`` is ``src`` times a power of two (1, 2, 4, ...), else ``None``."""
-    if src <= 0 or dst % src:
-        return None
-    k = dst // src
-    return k if k & (k - 1) == 0 else None
-
-
-def _up_window(hit: np.ndarray, src: int, dst: int) -> tuple[slice, int, slice, slice]:
-    """One axis of :meth:`Prepared.to_canonical_box`: source rows, their resized length, rows kept, their place.
-
-    With a power-of-two upsampling factor ``k`` torch's bilinear source coordinates ``(o + 0.5) / k - 0.5``
-    are exact binary fractions, so resizing a crop gives bit for bit the rows of the full resize, except
-    the ``k`` result rows next to a cut (clamped differently); the crop keeps two source rows of margin
-    around the rows ``hit``, and those border rows are dropped. Other factors: the whole axis.
-    """
-    k = _pow2_factor(src, dst)
-    idx = np.flatnonzero(hit)
-    if k is None or idx.size == 0:
-        return slice(0, src), dst, slice(0, dst), slice(0, dst)
-    p0, p1 = max(int(idx[0]) - 2, 0), min(int(idx[-1]) + 3, src)
-    keep0 = 0 if p0 == 0 else k
-    keep1 = (p1 - p0) * k if p1 == src else (p1 - p0 - 1) * k
-    return slice(p0, p1), (p1 - p0) * k, slice(keep0, keep1), slice(p0 * k + keep0, p0 * k + keep1)
-
-
-def _block_window(hit: np.ndarray, dst: int) -> tuple[slice, slice]:
-    """One axis of :meth:`Prepared.from_original`: (source rows to resize, model rows they become).
-
-    When the source length is an integer multiple ``k`` of ``dst``, model row ``o`` of a bilinear or
-    nearest downsampling reads only source rows ``[o k, o k + k)`` (source coordinates ``(o + 0.5) k - 0.5``
-    and ``o k`` are exact), so the rows of whole blocks around the non-zero rows ``hit`` resize to exactly
-    the model rows of the full resize, and every other model row is 0. Other lengths: the whole axis.
-    """
-    src = hit.shape[0]
-    idx = np.flatnonzero(hit)
-    if src % dst or idx.size == 0:
-        return slice(0, src), slice(0, dst)
-    k = src // dst
-    o0, o1 = int(idx[0]) // k, int(idx[-1]) // k + 1
-    return slice(o0 * k, o1 * k), slice(o0, o1)
 
 
 def _canonical_ornt() -> np.ndarray:
@@ -193,50 +183,54 @@ def reorient(volume: Volume) -> tuple[np.ndarray, np.ndarray, tuple[float, float
 
 def normalize(arr: torch.Tensor, modality: str, *, ct_window: tuple[float, float] = (-160.0, 240.0),
               percentiles: tuple[float, float] = (0.5, 99.5)) -> torch.Tensor:
-    """Normalise intensities per modality with MONAI transforms.
+    """Normalise intensities per modality family (:func:`livercad.modality.family`) with MONAI transforms.
 
     CT: the HU window maps to [0, 1] then to roughly zero mean (``x * 2 - 1``), clipped: MONAI
     ``ScaleIntensityRange``'s arithmetic, step for step, in place on one float32 copy (bit-identical to
     it on float32 input, tested) without MONAI's intermediate tensors.
-    MR/US: percentile clip to [0, 1] followed by a z-score over the volume.
+    MR (``mr``, ``mr-t1``, ``mr-t2``, ...) and US: percentile clip to [0, 1] followed by a z-score over ``arr``.
+
+    Raises:
+        InputError: a modality name :func:`livercad.modality.family` does not know.
     """
-    if modality == "ct":
+    if family(modality) == "ct":
         lo, hi = ct_window
         out = torch.as_tensor(arr).as_subclass(torch.Tensor).to(torch.float32, copy=True)
         return out.sub_(lo).div_(hi - lo).mul_(2.0).add_(-1.0).clamp_(-1.0, 1.0)
-    if modality in ("mr-t2", "us"):
-        lo, hi = percentiles
-        out = ScaleIntensityRangePercentiles(lower=lo, upper=hi, b_min=0.0, b_max=1.0, clip=True)(arr)
-        out = NormalizeIntensity()(out)
-    else:
-        raise InputError(None, f"unknown modality '{modality}'; expected one of ct, mr-t2, us")
+    lo, hi = percentiles
+    out = ScaleIntensityRangePercentiles(lower=lo, upper=hi, b_min=0.0, b_max=1.0, clip=True)(arr)
+    out = NormalizeIntensity()(out)
     return torch.as_tensor(out).float()
 
 
 def prepare(volume: Volume, *, modality: str = "ct", image_size: int = 256,
             ct_window: tuple[float, float] = (-160.0, 240.0),
             percentiles: tuple[float, float] = (0.5, 99.5)) -> Prepared:
-    """Reorient, normalise and resize a volume to ``(Z, S, S)`` model slices.
+    """Reorient, normalise, pad square and resize a volume to ``(Z, S, S)`` model slices.
 
     Args:
         volume: the loaded image.
-        modality: ``ct`` | ``mr-t2`` | ``us``.
+        modality: a name :func:`livercad.modality.family` knows (``ct`` | ``mr`` | ``mr-t2`` | ``us`` ...).
         image_size: the in-plane model size S.
         ct_window: HU window for CT.
         percentiles: clip percentiles for MR/US.
     """
+    fam = family(modality)
     canon, ornt, spacing = reorient(volume)
+    x, y, n = canon.shape
+    m, pad = square_pad(x, y)
     resize = Resize((image_size, image_size), mode="bilinear", align_corners=False)
     # CT windowing is per voxel and the slices are independent channels of Resize, so chunks of slices give
     # the same result as one call without full-resolution float copies; MR/US normalisation uses
-    # whole-volume statistics (one chunk)
+    # whole-volume statistics of the real voxels (one chunk, normalised before padding)
     # (the canonical view is copied chunk by chunk into C order, the layout every chunk had before)
-    n = canon.shape[2]
-    step = CHUNK if modality == "ct" else max(n, 1)
+    step = CHUNK if fam == "ct" else max(n, 1)
     out = torch.empty((n, image_size, image_size), dtype=torch.float32)
     for z0 in range(0, n, step):
         t = torch.from_numpy(np.ascontiguousarray(canon[:, :, z0:z0 + step])).permute(2, 0, 1)  # (z, X, Y)
-        part = normalize(t, modality, ct_window=ct_window, percentiles=percentiles)
+        part = normalize(t, fam, ct_window=ct_window, percentiles=percentiles)
+        if (x, y) != (m, m):
+            part = pad_square(part, m, pad, -1.0 if fam == "ct" else float(part.min()))
         out[z0:z0 + step] = torch.as_tensor(resize(part)).as_subclass(torch.Tensor).float()
     return Prepared(image=out, canonical_shape=tuple(canon.shape), ornt=ornt, spacing=spacing)
 

@@ -1,4 +1,7 @@
-"""Preprocessing: canonical orientation equals nibabel's, the inverse is exact, intensities normalised."""
+"""Preprocessing: canonical orientation equals nibabel's, the inverse is exact, intensities normalised.
+
+Non-square slices (padded to a square before resizing) have their own tests in test_preprocess_square_pad.py.
+"""
 
 from __future__ import annotations
 
@@ -24,6 +27,14 @@ AFFINES = {
     "PIR": np.array([[0, 0, 0.8, 0], [-0.8, 0, 0, 0], [0, -3.0, 0, 0], [0, 0, 0, 1.0]]),
     "oblique": _rot(7) @ np.diag([-0.8, 0.8, 5.0, 1.0]),
 }
+
+
+def _padded(zxy: torch.Tensor, value: float = 0.0) -> torch.Tensor:
+    """``(z, X, Y)`` centred in a ``(z, M, M)`` square of ``value``, ``M = max(X, Y)`` (what prepare resizes)."""
+    _, x, y = zxy.shape
+    m = max(x, y)
+    r, c = (m - x) // 2, (m - y) // 2
+    return torch.nn.functional.pad(zxy, (c, m - y - c, r, m - x - r), value=value)
 
 
 def _volume(shape: tuple[int, int, int], affine: np.ndarray, seed: int = 0) -> Volume:
@@ -80,6 +91,9 @@ def test_ct_window_and_mr_zscore() -> None:
     mr = torch.randn(4, 32, 32) * 50 + 300
     z = normalize(mr, "mr-t2")
     assert abs(float(z.mean())) < 1e-3 and abs(float(z.std()) - 1) < 1e-2
+    for name in ("mr", "mr-t1", "MR", "t2", "us"):  # any name of an mr/us family: the same percentiles + z-score
+        assert torch.equal(normalize(mr, name), z)
+    assert torch.equal(normalize(hu, "CT"), out)
 
 
 def test_ct_window_is_monai_scale_intensity_range_bit_for_bit_and_leaves_the_input() -> None:
@@ -120,7 +134,7 @@ def test_ct_prepare_in_chunks_equals_one_call_over_the_volume(order: str) -> Non
     vol = Volume(data, np.diag([-1.0, 1.0, 2.5, 1.0]), None, (1.0, 1.0, 2.5))
     got = prepare(vol, modality="ct", image_size=32).image
     canon, _, _ = reorient(vol)
-    whole = normalize(torch.from_numpy(np.ascontiguousarray(canon)).permute(2, 0, 1), "ct")
+    whole = _padded(normalize(torch.from_numpy(np.ascontiguousarray(canon)).permute(2, 0, 1), "ct"), -1.0)
     ref = torch.as_tensor(Resize((32, 32), mode="bilinear", align_corners=False)(whole)).float()
     assert got.shape == (z, 32, 32) and type(got) is torch.Tensor
     torch.testing.assert_close(got, ref.as_subclass(torch.Tensor), rtol=0, atol=0)
@@ -137,13 +151,13 @@ def test_chunked_maps_to_and_from_the_original_grid_equal_one_resize_call(mode: 
     p = prepare(vol, modality="ct", image_size=16)
     maps = torch.rand(z, 16, 16)
     kwargs = {"align_corners": False} if mode == "bilinear" else {}
-    ref = torch.as_tensor(Resize((40, 30), mode=mode, **kwargs)(maps)).permute(1, 2, 0).numpy()
+    ref = torch.as_tensor(Resize((40, 40), mode=mode, **kwargs)(maps))[:, :, 5:35].permute(1, 2, 0).numpy()
     got = p.to_canonical(maps, mode=mode)
     assert got.shape == (40, 30, z) and got.flags["C_CONTIGUOUS"]
     np.testing.assert_array_equal(got, ref)
     mask = (np.random.default_rng(1).random((40, 30, z)) > 0.5).astype(np.uint8)
     canon = nib.orientations.apply_orientation(mask.astype(np.float32), p.ornt)
-    whole = torch.from_numpy(np.ascontiguousarray(canon)).permute(2, 0, 1)
+    whole = _padded(torch.from_numpy(np.ascontiguousarray(canon)).permute(2, 0, 1))
     expected = torch.as_tensor(Resize((16, 16), mode=mode)(whole)).float().as_subclass(torch.Tensor)
     torch.testing.assert_close(p.from_original(mask, mode=mode), expected, rtol=0, atol=0)
 
@@ -151,7 +165,7 @@ def test_chunked_maps_to_and_from_the_original_grid_equal_one_resize_call(mode: 
 @pytest.mark.parametrize("mode", ["bilinear", "nearest"])
 @pytest.mark.parametrize("shape", [(64, 48), (48, 64), (32, 16), (40, 30)])
 def test_from_original_resizes_only_the_blocks_around_the_mask(mode: str, shape: tuple[int, int]) -> None:
-    """Canonical sizes that are multiples of the model size (64, 48, 32, 16 of 16) resize a box; 40/30 do not."""
+    """Padded sizes that are multiples of the model size (64, 32 of 16) resize a box; 40 does not."""
     from monai.transforms import Resize
 
     from livercad.preprocess import CHUNK
@@ -165,7 +179,7 @@ def test_from_original_resizes_only_the_blocks_around_the_mask(mode: str, shape:
     mask[0, :, CHUNK + 8] = 1  # a slice touching the border
     mask[shape[0] // 2, shape[1] - 1, 2 * CHUNK + 2] = 1  # one voxel at the far edge
     canon = nib.orientations.apply_orientation(mask.astype(np.float32), p.ornt)
-    whole = torch.from_numpy(np.ascontiguousarray(canon)).permute(2, 0, 1)
+    whole = _padded(torch.from_numpy(np.ascontiguousarray(canon)).permute(2, 0, 1))
     expected = torch.as_tensor(Resize((16, 16), mode=mode)(whole)).float().as_subclass(torch.Tensor)
     got = p.from_original(mask, mode=mode)
     assert expected.abs().sum() > 0

@@ -200,8 +200,26 @@ def _sample_vessels(rng: np.random.Generator, ac: float, bc: float, y_vb: float,
     return {"pancreas": pancreas, "veins": veins, "ivc": ivc, "aorta": aorta, "liver_vessels": tuple(tree)}
 
 
-def sample_patient(rng: np.random.Generator, steatosis: float = 0.0, cirrhosis: float = 0.0) -> Patient:
+def _liver_variants(v: np.random.Generator, parts: tuple[Ellipsoid, ...]) -> tuple[Ellipsoid, ...]:
+    """Shape variants: Riedel's lobe (an inferior tongue of the right lobe), left-lobe extent, caudate size."""
+    right, left, caudate = parts
+    if v.uniform() < 0.2:  # Riedel's lobe: the right lobe reaches far down, narrower
+        stretch = v.uniform(1.15, 1.4)
+        shift = np.array([0.0, 0.0, -(stretch - 1.0) * right.radii[2]])
+        right = Ellipsoid(right.center + shift, right.radii * np.array([0.88, 1.0, stretch]), right.rot)
+    k = v.uniform(0.6, 1.45)  # left lobe from small to reaching the spleen
+    left = Ellipsoid(left.center + np.array([-(k - 1.0) * 0.5 * left.radii[0], 0, 0]),
+                     left.radii * np.array([k, v.uniform(0.85, 1.15), v.uniform(0.85, 1.15)]), left.rot)
+    caudate = Ellipsoid(caudate.center, caudate.radii * v.uniform(0.8, 1.5), caudate.rot)
+    return (right, left, caudate)
+
+
+def sample_patient(rng: np.random.Generator, steatosis: float = 0.0, cirrhosis: float = 0.0,
+                   variants: np.random.Generator | None = None) -> Patient:
     """Draw one patient's anatomy; disease scores in [0, 1] shape the liver, spleen, fat and ascites.
+
+    ``variants`` (a separate generator, so the default draws stay the same without it) widens body
+    habitus and fat and adds liver shape variants (:func:`_liver_variants`).
 
     Example:
         >>> p = sample_patient(np.random.default_rng(0), cirrhosis=0.8)
@@ -210,12 +228,17 @@ def sample_patient(rng: np.random.Generator, steatosis: float = 0.0, cirrhosis: 
     """
     u = rng.uniform
     a, b, fat = u(135, 170), u(95, 125), u(10, 28) + 10 * steatosis
+    if variants is not None:  # habitus: slim to obese
+        a, b = a * variants.uniform(0.88, 1.12), b * variants.uniform(0.88, 1.2)
+        fat = min(fat * variants.uniform(0.4, 1.8), b - 85.0)  # the cavity keeps room for the organs
     body = np.array([a, b, u(2.0, 2.4), u(-4e-4, 4e-4), fat, u(7, 12)])
     harm = np.stack([u(0, 0.02, 3), u(0, 2 * np.pi, 3)], axis=1)
     ac, bc = float(a - 2 - 0.8 * fat - body[5]), float(b - 2 - fat - body[5])
     y_vb = -0.97 * b + 0.55 * fat + 2 + u(64, 76)
     spine = np.array([y_vb, u(20, 25), u(15, 19), u(0, 30), u(28, 34)])
     parts, cut = _sample_liver(rng, ac, bc, y_vb, steatosis, cirrhosis)
+    if variants is not None:
+        parts = _liver_variants(variants, parts)
     dome_r = parts[0].center[2] + parts[0].radii[2] - u(0, 8)
     dome = np.array([dome_r, dome_r - u(10, 25), 0.45 * ac, -0.45 * ac, u(90, 130)])
     organs = _sample_organs(rng, ac, bc, y_vb, float(dome[1]), cirrhosis)

@@ -185,15 +185,21 @@ def generate_cohort(out_dir: str | Path, *, n: int = 60, modality: str = "ct", s
             rows = list(pool.map(job, plan))
     else:
         rows = [job(item) for item in plan]
+    manifest = write_manifest(out, rows, MANIFEST_COLUMNS)
+    logger.info("wrote %d %s phantom cases to %s", n, modality, out)
+    return manifest
+
+
+def write_manifest(out: Path, rows: Sequence[Mapping[str, str]], columns: Sequence[str]) -> Path:
+    """Write ``out/manifest.csv`` atomically (header ``columns``) and return its path."""
     text = io.StringIO()
-    writer = csv.DictWriter(text, fieldnames=MANIFEST_COLUMNS, lineterminator="\n")
+    writer = csv.DictWriter(text, fieldnames=list(columns), lineterminator="\n")
     writer.writeheader()
     writer.writerows(rows)
     manifest = out / "manifest.csv"
     tmp = manifest.with_name(f".manifest.csv.tmp{os.getpid()}")
     tmp.write_text(text.getvalue(), encoding="utf-8")
     os.replace(tmp, manifest)
-    logger.info("wrote %d %s phantom cases to %s", n, modality, out)
     return manifest
 
 

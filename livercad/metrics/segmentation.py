@@ -1,10 +1,17 @@
 """Per-case segmentation metrics (Dice, IoU, HD95, mean surface distance, volume) and cohort summaries.
 
 All functions are pure: they take binary masks as numpy arrays (``bool`` or 0/1, 2-D or 3-D, same
-shape) plus the voxel ``spacing`` in millimetres, and return Python floats. The overlap and distance
-computations are MONAI's (:func:`monai.metrics.compute_dice`, ``compute_iou``,
-``compute_hausdorff_distance``, ``compute_average_surface_distance`` and the edge/distance helper they
-share); this module only fixes the channel layout and the empty-mask policy.
+shape) plus the voxel ``spacing`` in millimetres, and return Python floats. The overlap computations are
+MONAI's (:func:`monai.metrics.compute_dice`, ``compute_iou``); the surface distances use MONAI's pieces
+(``get_mask_edges``, ``get_surface_distance``: the edges and distances ``compute_hausdorff_distance`` uses).
+
+Surface of a mask: its edge voxels (mask minus its erosion), computed **as if the mask continued beyond
+the array** (padded by edge replication before the erosion, cropped back): a voxel on a face of the array
+(first or last slice, row or column) is surface only where the mask ends inside the array. A scan's cut
+through the liver is no surface: on a 3-slice CT the top and bottom faces were most of the "surface", at
+distance ~0, and hid a large in-plane error. A mask filling the whole array has no such edge; then the
+faces count (for both masks, MONAI's definition). HD95 and MSD are also given **in-plane**
+(``*_inplane_mm``): 2-D distances within each axial slice (last axis) holding both masks, pooled.
 
 Empty-mask policy (explicit, never silent):
 
@@ -12,6 +19,7 @@ Empty-mask policy (explicit, never silent):
   ``"zero"`` -> 0.0. Exactly one mask empty -> 0.0 whatever the policy.
 * HD95 / mean surface distance: ``nan`` whenever either mask is empty (a distance to nothing is
   undefined; MONAI would return ``inf`` or ``nan`` with a warning). Cohort summaries drop and count them.
+  The in-plane figures are also ``nan`` when no axial slice holds both masks.
 """
 
 from __future__ import annotations
@@ -22,13 +30,8 @@ from typing import Literal
 
 import numpy as np
 import torch
-from monai.metrics import (
-    compute_average_surface_distance,
-    compute_dice,
-    compute_hausdorff_distance,
-    compute_iou,
-)
-from monai.metrics.utils import get_edge_surface_distance
+from monai.metrics import compute_dice, compute_iou
+from monai.metrics.utils import get_mask_edges, get_surface_distance
 
 from livercad.errors import InputError
 from livercad.metrics.stats import bootstrap_weights, percentile_ci
@@ -128,10 +131,10 @@ def iou(pred: np.ndarray, ref: np.ndarray, *, empty: EmptyPolicy = "nan") -> flo
 
 
 def hd95(pred: np.ndarray, ref: np.ndarray, spacing: Sequence[float]) -> float:
-    """Symmetric 95th-percentile Hausdorff distance in mm (MONAI, ``percentile=95``).
+    """Symmetric 95th-percentile Hausdorff distance in mm.
 
-    The maximum of the two directed 95th percentiles of edge-voxel distances. ``nan`` when either
-    mask is empty.
+    The maximum of the two directed 95th percentiles of edge-voxel distances (the array faces are not
+    surface, see the module docstring). ``nan`` when either mask is empty.
 
     Example:
         >>> a = np.zeros((8, 8, 8), bool); a[2:5, 2:6, 2:6] = True
@@ -139,16 +142,12 @@ def hd95(pred: np.ndarray, ref: np.ndarray, spacing: Sequence[float]) -> float:
         2.0
     """
     p, r = _pair(pred, ref)
-    sp = _spacing(spacing, p.ndim)
-    if not (p.any() and r.any()):
-        return float("nan")
-    p, r = _crop(p, r)
-    out = compute_hausdorff_distance(_bc(p), _bc(r), include_background=True, percentile=95, spacing=sp)
-    return float(out[0, 0])
+    return _surface_distances(p, r, _spacing(spacing, p.ndim))[0]
 
 
 def mean_surface_distance(pred: np.ndarray, ref: np.ndarray, spacing: Sequence[float]) -> float:
-    """Symmetric mean surface distance in mm (MONAI, ``symmetric=True``); ``nan`` if a mask is empty.
+    """Symmetric mean surface distance in mm (the mean of both directed edge-voxel distance sets pooled; the
+    array faces are not surface, see the module docstring); ``nan`` if a mask is empty.
 
     Example:
         >>> a = np.zeros((8, 8, 8), bool); a[2:5, 2:6, 2:6] = True
@@ -156,12 +155,7 @@ def mean_surface_distance(pred: np.ndarray, ref: np.ndarray, spacing: Sequence[f
         0.0
     """
     p, r = _pair(pred, ref)
-    sp = _spacing(spacing, p.ndim)
-    if not (p.any() and r.any()):
-        return float("nan")
-    p, r = _crop(p, r)
-    out = compute_average_surface_distance(_bc(p), _bc(r), include_background=True, symmetric=True, spacing=sp)
-    return float(out[0, 0])
+    return _surface_distances(p, r, _spacing(spacing, p.ndim))[1]
 
 
 def volume_ml(mask: np.ndarray, spacing: Sequence[float]) -> float:
@@ -192,23 +186,60 @@ def volume_error(pred: np.ndarray, ref: np.ndarray, spacing: Sequence[float]) ->
     return {"abs_ml": vp - vr, "rel": (vp - vr) / vr if vr > 0 else float("nan")}
 
 
+def _edges(p: np.ndarray, r: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Edge voxels of both masks (MONAI ``get_mask_edges``), the array faces not being surface.
+
+    Both masks are padded by edge replication, eroded and cropped back; if a mask is then left without
+    edges (it fills the array), the plain edges of both, faces included, are used.
+    """
+    inner = (slice(1, -1),) * p.ndim
+    ep, er = get_mask_edges(np.pad(p, 1, mode="edge"), np.pad(r, 1, mode="edge"), crop=False)
+    ep, er = ep[inner], er[inner]
+    if not (ep.any() and er.any()):
+        ep, er = get_mask_edges(p, r, crop=False)
+    return ep, er
+
+
+def _directed(p: np.ndarray, r: np.ndarray, sp: tuple[float, ...]) -> tuple[np.ndarray, np.ndarray]:
+    """Distances (mm) from each edge voxel of ``p`` to the edge of ``r`` and back (MONAI, exact Euclidean)."""
+    ep, er = _edges(p, r)
+    return (np.asarray(get_surface_distance(ep, er, spacing=sp), np.float64),
+            np.asarray(get_surface_distance(er, ep, spacing=sp), np.float64))
+
+
+def _hd_msd(d_pr: np.ndarray, d_rp: np.ndarray) -> tuple[float, float]:
+    """Symmetric HD95 (max of the two directed 95th percentiles) and MSD (mean of both pooled)."""
+    hd = max(float(np.percentile(d_pr, 95)), float(np.percentile(d_rp, 95)))
+    return hd, float(np.concatenate([d_pr, d_rp]).mean())
+
+
 def _surface_distances(p: np.ndarray, r: np.ndarray, sp: tuple[float, ...]) -> tuple[float, float]:
-    """HD95 and MSD from one MONAI edge/distance pass (the helper both MONAI compute_* functions use)."""
+    """3-D (2-D for 2-D masks) HD95 and MSD in mm; ``nan`` if a mask is empty."""
     if not (p.any() and r.any()):
         return float("nan"), float("nan")
+    return _hd_msd(*_directed(*_crop(p, r), sp))
+
+
+def _inplane_distances(p: np.ndarray, r: np.ndarray, sp: tuple[float, ...]) -> tuple[float, float]:
+    """HD95 and MSD in mm of the 2-D distances within each axial slice holding both masks, pooled."""
+    if p.ndim == 2:
+        p, r, sp = p[:, :, None], r[:, :, None], (*sp, 1.0)
     p, r = _crop(p, r)
-    _, dists, _ = get_edge_surface_distance(torch.from_numpy(p), torch.from_numpy(r), spacing=sp, symmetric=True)
-    hd = max(float(torch.quantile(d.double(), 0.95)) for d in dists)
-    return hd, float(torch.cat(dists).double().mean())
+    both = np.flatnonzero(p.any(axis=(0, 1)) & r.any(axis=(0, 1)))
+    if both.size == 0:
+        return float("nan"), float("nan")
+    pairs = [_directed(p[:, :, z], r[:, :, z], sp[:2]) for z in both]
+    return _hd_msd(np.concatenate([d[0] for d in pairs]), np.concatenate([d[1] for d in pairs]))
 
 
 def segmentation_metrics(pred: np.ndarray, ref: np.ndarray, spacing: Sequence[float]) -> dict[str, float]:
-    """All per-case segmentation metrics at once (edges and distances computed a single time).
+    """All per-case segmentation metrics at once (3-D edges and distances computed a single time).
 
     Returns:
-        dict with ``dice``, ``iou``, ``hd95_mm``, ``msd_mm``, ``volume_ml`` (prediction),
-        ``ref_volume_ml``, ``volume_error_ml`` (signed) and ``volume_error_rel``; the empty-mask
-        policy is the module's default (``nan``).
+        dict with ``dice``, ``iou``, ``hd95_mm``, ``msd_mm`` (3-D, the array faces not being surface),
+        ``hd95_inplane_mm``, ``msd_inplane_mm`` (per axial slice holding both masks, pooled; see the module
+        docstring), ``volume_ml`` (prediction), ``ref_volume_ml``, ``volume_error_ml`` (signed) and
+        ``volume_error_rel``; the empty-mask policy is the module's default (``nan``).
 
     Example:
         >>> a = np.zeros((8, 8, 8), bool); a[2:6, 2:6, 2:6] = True
@@ -218,12 +249,15 @@ def segmentation_metrics(pred: np.ndarray, ref: np.ndarray, spacing: Sequence[fl
     p, r = _pair(pred, ref)
     sp = _spacing(spacing, p.ndim)
     hd, msd = _surface_distances(p, r, sp)
+    hd_2d, msd_2d = _inplane_distances(p, r, sp)  # nan when no slice holds both (an empty mask included)
     verr = volume_error(p, r, sp)
     return {
         "dice": dice(p, r),
         "iou": iou(p, r),
         "hd95_mm": hd,
         "msd_mm": msd,
+        "hd95_inplane_mm": hd_2d,
+        "msd_inplane_mm": msd_2d,
         "volume_ml": volume_ml(p, sp),
         "ref_volume_ml": volume_ml(r, sp),
         "volume_error_ml": verr["abs_ml"],

@@ -41,10 +41,14 @@ def cohort_rows(cfg: Config, work_dir: Path) -> list[ManifestRow]:
     from livercad.io.manifest import read_manifest
 
     manifest = cfg.data.manifest
-    if manifest is None:
+    ph = cfg.data.phantom
+    if manifest is None and ph.randomise:
+        from livercad.data.phantom_synth import generate_randomised_cohort
+
+        manifest = generate_randomised_cohort(work_dir / "data", n=ph.n, seed=ph.seed, modalities=ph.modalities)
+    elif manifest is None:
         from livercad.data.phantom import generate_cohort
 
-        ph = cfg.data.phantom
         manifest = generate_cohort(work_dir / "data", n=ph.n, modality=ph.modality, seed=ph.seed,
                                    shape=ph.shape, classes=tuple(ph.classes), sites=ph.sites,
                                    shortcut=ph.shortcut, orientations=ph.orientations, ct_phase=ph.ct_phase)

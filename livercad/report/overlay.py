@@ -9,6 +9,11 @@ i.e. ``np.fliplr(np.rot90(arr[:, :, k]))``.
 
 :func:`overlay_png` and :func:`gallery_png` draw 2-D arrays as they are (row 0 at the top); pass slices
 through :func:`radiological` first when they come from a canonical volume.
+
+Display window (:func:`display_window`, ``qc_png(modality=...)``): CT is shown in the fixed abdominal HU
+window of preprocessing (``PreprocessConfig().ct_window``), so scanner padding (-3024 HU) and air do not
+wash the picture out; MR and ultrasound use the 1st-99th percentiles of the body's voxels only; without a
+modality, the 1st-99th percentiles of the whole slice.
 """
 
 from __future__ import annotations
@@ -19,8 +24,11 @@ from collections.abc import Sequence
 import numpy as np
 from matplotlib.axes import Axes
 from matplotlib.lines import Line2D
+from skimage.filters import threshold_otsu
 
+from livercad.config import PreprocessConfig
 from livercad.errors import InputError
+from livercad.modality import family
 from livercad.report.plots import figure_to_png, new_figure
 
 MASK_COLOUR = "#ff2020"
@@ -61,15 +69,55 @@ def radiological(slice2d: np.ndarray) -> np.ndarray:
     return np.fliplr(np.rot90(np.asarray(slice2d)))
 
 
-def _window(image: np.ndarray, window: tuple[float, float] | None) -> tuple[float, float]:
-    if window is None:
-        finite = image[np.isfinite(image)]
-        low, high = (np.percentile(finite, [1, 99]) if finite.size else (0.0, 1.0))
+def _body_values(image: np.ndarray) -> np.ndarray:
+    """Finite voxels of a slice above Otsu's threshold of ``log(1 + v - min)`` (the body; all if that is <1 %)."""
+    values = image[np.isfinite(image)]
+    if values.size == 0 or values.min() == values.max():
+        return values
+    logs = np.log1p(values - values.min())
+    body = values[logs > threshold_otsu(logs)]
+    return body if body.size >= 0.01 * values.size else values
+
+
+def display_window(image2d: np.ndarray, modality: str | None = None) -> tuple[float, float]:
+    """Grey-scale window ``(low, high)`` for showing a slice of the given modality.
+
+    * family ``ct`` (:func:`livercad.modality.family`): the fixed abdominal HU window of preprocessing,
+      ``PreprocessConfig().ct_window`` (-160..240 HU), whatever the slice holds (padding, air, metal).
+    * ``mr`` / ``us``: the 1st-99th percentiles of the voxels inside the body, so a large dark background
+      does not take the bottom of the scale. Body = voxels above Otsu's threshold (``skimage``) of the
+      slice's log intensities ``log(1 + v - min)``: in log space the background separates from every
+      tissue, where a linear Otsu would split the (T1-dark) liver from the bright fat. If that leaves
+      under 1 % of the voxels, or the slice is constant, all its voxels are used.
+    * ``None``: the 1st-99th percentiles of the whole slice.
+
+    Args:
+        image2d: the slice (any shape; non-finite values are ignored).
+        modality: modality name (``ct``, ``mr``, ``mr-t2``, ``us``, ...) or None.
+
+    Returns:
+        ``(low, high)`` with ``high > low`` (a constant slice gets ``(v, v + 1)``).
+
+    Example:
+        >>> display_window(np.full((4, 4), -3024.0), "CT")
+        (-160.0, 240.0)
+    """
+    image = np.asarray(image2d, dtype=float)
+    if modality is not None and family(modality) == "ct":
+        low, high = PreprocessConfig().ct_window
     else:
-        low, high = window
+        values = image[np.isfinite(image)] if modality is None else _body_values(image)
+        low, high = np.percentile(values, [1, 99]) if values.size else (0.0, 1.0)
     if not high > low:  # constant image: anything maps to the bottom of the scale
         high = low + 1.0
     return float(low), float(high)
+
+
+def _window(image: np.ndarray, window: tuple[float, float] | None) -> tuple[float, float]:
+    if window is None:
+        return display_window(image)
+    low, high = window
+    return (float(low), float(high)) if high > low else (float(low), float(low) + 1.0)
 
 
 def _outline(ax: Axes, mask2d: np.ndarray, colour: str) -> bool:
@@ -149,12 +197,21 @@ def overlay_png(
     return figure_to_png(fig)
 
 
+def _mark_orientation(ax: Axes) -> None:
+    """Letter the edges of a radiological axial panel: A (top), P (bottom), R (left), L (right)."""
+    for x, y, letter in ((0.5, 0.98, "A"), (0.5, 0.02, "P"), (0.01, 0.5, "R"), (0.99, 0.5, "L")):
+        ax.text(x, y, letter, transform=ax.transAxes, color="#ffd700", fontsize="small", fontweight="bold",
+                ha="center" if x == 0.5 else ("left" if x < 0.5 else "right"),
+                va="center" if y == 0.5 else ("top" if y > 0.5 else "bottom"))
+
+
 def qc_png(
     volume_canonical: np.ndarray,
     mask_canonical: np.ndarray,
     *,
     title: str,
     ref_canonical: np.ndarray | None = None,
+    modality: str | None = None,
 ) -> bytes:
     """Quality-control overlay: the axial slice with the largest mask area, in radiological display
     (anterior up, patient's right on the image left; the edges are marked A/P/R/L).
@@ -164,6 +221,8 @@ def qc_png(
         mask_canonical: Predicted mask, same shape.
         title: Title (the slice index is appended).
         ref_canonical: Optional ground-truth mask, same shape (outlined in green).
+        modality: The volume's modality, for the display window (:func:`display_window`: fixed HU window
+            for CT, the body's 1st-99th percentiles for MR/US); None: the slice's 1st-99th percentiles.
 
     Example:
         >>> vol = np.zeros((16, 12, 5)); mask = np.zeros_like(vol); mask[2:6, 6:10, 3] = 1
@@ -180,12 +239,9 @@ def qc_png(
     ref = None if ref_canonical is None else radiological(np.asarray(ref_canonical)[:, :, k])
     fig = new_figure(*_panel_size(image.shape, 5.0))
     ax = fig.add_subplot()
-    _draw(ax, image, radiological(np.asarray(mask_canonical)[:, :, k]), None, ref, None,
-          f"{title} (axial slice {k})")
-    for x, y, letter in ((0.5, 0.98, "A"), (0.5, 0.02, "P"), (0.01, 0.5, "R"), (0.99, 0.5, "L")):
-        ax.text(x, y, letter, transform=ax.transAxes, color="#ffd700", fontsize="small", fontweight="bold",
-                ha="center" if x == 0.5 else ("left" if x < 0.5 else "right"),
-                va="center" if y == 0.5 else ("top" if y > 0.5 else "bottom"))
+    _draw(ax, image, radiological(np.asarray(mask_canonical)[:, :, k]), None, ref,
+          display_window(image, modality), f"{title} (axial slice {k})")
+    _mark_orientation(ax)
     return figure_to_png(fig)
 
 
@@ -216,4 +272,5 @@ def gallery_png(
     return figure_to_png(fig)
 
 
-__all__ = ["MASK_COLOUR", "REF_COLOUR", "gallery_png", "overlay_png", "pick_slice", "qc_png", "radiological"]
+__all__ = ["MASK_COLOUR", "REF_COLOUR", "display_window", "gallery_png", "overlay_png", "pick_slice", "qc_png",
+           "radiological"]

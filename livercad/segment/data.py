@@ -73,6 +73,12 @@ def row_liver_labels(row: Any, default: Sequence[int] | None = None) -> Sequence
     return parse_liver_labels(getattr(row, "extra", {}).get("liver_labels"))
 
 
+def row_modality(row: Any, default: str) -> str:
+    """A row's modality: its manifest ``modality`` column when filled, else ``default`` (the config's)."""
+    value = str(getattr(row, "extra", {}).get("modality", "") or "").strip()
+    return value or default
+
+
 def model_space_mask(prepared: Any, ref: Any) -> torch.Tensor:
     """A ground-truth mask on the original grid as uint8 ``(Z, S, S)`` in model space.
 
@@ -100,7 +106,7 @@ def load_case(row: Any, cfg: Config) -> CaseSlices:
     volume = load_volume(row.image)
     ref = load_mask(row.mask, volume, liver_labels=row_liver_labels(row, cfg.data.liver_labels))
     pp = cfg.preprocess
-    prepared = prepare(volume, modality=pp.modality, image_size=pp.image_size, ct_window=pp.ct_window,
+    prepared = prepare(volume, modality=row_modality(row, pp.modality), image_size=pp.image_size, ct_window=pp.ct_window,
                        percentiles=pp.percentiles)
     return CaseSlices(str(row.case_id), _plain(prepared.image).to(torch.float16), model_space_mask(prepared, ref))
 
@@ -202,5 +208,5 @@ def balanced_sampler(flags: torch.Tensor, liver_fraction: float, num_samples: in
     return WeightedRandomSampler(weights, num_samples=num_samples, replacement=True, generator=generator)
 
 
-__all__ = ["model_space_mask", "row_liver_labels", "CaseSlices", "SliceDataset", "load_case", "load_cases",
+__all__ = ["model_space_mask", "row_liver_labels", "row_modality", "CaseSlices", "SliceDataset", "load_case", "load_cases",
            "anatomy_augment", "balanced_sampler"]

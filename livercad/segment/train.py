@@ -218,8 +218,23 @@ def versions() -> dict[str, str]:
             "lightning": lightning.__version__, "livercad": livercad.__version__}
 
 
-def segmenter_meta(cfg: Config, module: SegmentationModule, history: dict[str, Any]) -> dict[str, Any]:
-    """The metadata stored next to the weights in ``segmenter.pt``."""
+def trained_modalities(rows: Sequence[Any], cfg: Config) -> list[str]:
+    """Modality families of the training rows (each row's ``modality`` column, else the config's)."""
+    from livercad.modality import family
+    from livercad.segment.data import row_modality
+
+    return sorted({family(row_modality(r, cfg.preprocess.modality)) for r in rows})
+
+
+def segmenter_meta(cfg: Config, module: SegmentationModule, history: dict[str, Any],
+                   modalities: list[str] | None = None) -> dict[str, Any]:
+    """The metadata stored next to the weights in ``segmenter.pt``.
+
+    ``modalities``: the families trained on (default: the config's one); ``training_domain`` is
+    ``phantom`` when the cases came from the phantom generator (no manifest), else ``real``.
+    """
+    from livercad.modality import family
+
     m, pp = cfg.segment.model, cfg.preprocess
     return {
         "kind": "segmenter",
@@ -227,7 +242,10 @@ def segmenter_meta(cfg: Config, module: SegmentationModule, history: dict[str, A
         "arch": m.arch, "encoder": m.encoder, "in_channels": in_channels_of(m),
         "context": m.context, "extra_channels": m.extra_channels, "decoder_channels": m.decoder_channels,
         "preprocessing": {"modality": pp.modality, "image_size": pp.image_size, "ct_window": list(pp.ct_window),
-                          "percentiles": list(pp.percentiles), "context": m.context, "orientation": "RAS"},
+                          "percentiles": list(pp.percentiles), "context": m.context, "orientation": "RAS",
+                          "modalities": modalities or [family(pp.modality)]},
+        "training_domain": "phantom" if cfg.data.manifest is None else "real",
+        "phantom": cfg.data.phantom.model_dump(mode="json") if cfg.data.manifest is None else None,
         "postprocess": cfg.segment.postprocess.model_dump(mode="json"),
         "weights": module.weights_info.to_dict(),
         "history": history,
@@ -280,7 +298,8 @@ def train_segmenter(rows: Sequence[Any], cfg: Config, out_dir: Path, *, progress
     history = _history(trainer, module, budget, time.monotonic() - start, len(train_dl.dataset.cases))
     state = module.best["state"] if module.best["state"] is not None else module.model.state_dict()
     if trainer.is_global_zero:
-        save_checkpoint(path, state, {**segmenter_meta(cfg, module, history), "resume_key": fingerprint_hash(fp)})
+        meta = segmenter_meta(cfg, module, history, trained_modalities(rows, cfg))
+        save_checkpoint(path, state, {**meta, "resume_key": fingerprint_hash(fp)})
     logger.info("segmenter: best val Dice %.4f after %d steps (%s) -> %s", history["best_val_dice"],
                 history["steps"], history["stopped_by"], path)
     return path

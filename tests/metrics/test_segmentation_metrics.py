@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import warnings
 
 import numpy as np
 import pytest
@@ -42,10 +43,14 @@ def blob(seed: int, shape=(26, 24, 14), border: bool = False) -> np.ndarray:
 
 
 def reference_distances(a: np.ndarray, b: np.ndarray, spacing) -> tuple[np.ndarray, np.ndarray]:
-    """Independent surface distances: edge voxels = mask minus its erosion, exact EDT in mm."""
+    """Independent surface distances: edge voxels = mask minus its erosion, exact EDT in mm.
+
+    The erosion runs on the masks extended beyond the array by edge replication: the array faces are no surface.
+    """
 
     def surface(m):
-        return m & ~ndimage.binary_erosion(m)
+        inner = (slice(1, -1),) * m.ndim
+        return m & ~ndimage.binary_erosion(np.pad(m, 1, mode="edge"))[inner]
 
     sa, sb = surface(a), surface(b)
     d_ab = ndimage.distance_transform_edt(~sb, sampling=spacing)[sa]
@@ -95,7 +100,8 @@ def test_segmentation_metrics_agrees_with_single_metrics():
     a, b = blob(5), blob(6)
     m = segmentation_metrics(a, b, SPACING)
     assert set(m) == {
-        "dice", "iou", "hd95_mm", "msd_mm", "volume_ml", "ref_volume_ml", "volume_error_ml", "volume_error_rel",
+        "dice", "iou", "hd95_mm", "msd_mm", "hd95_inplane_mm", "msd_inplane_mm", "volume_ml", "ref_volume_ml",
+        "volume_error_ml", "volume_error_rel",
     }  # fmt: skip
     assert m["dice"] == dice(a, b) and m["iou"] == iou(a, b)
     assert m["hd95_mm"] == pytest.approx(hd95(a, b, SPACING), rel=1e-5)
@@ -103,6 +109,61 @@ def test_segmentation_metrics_agrees_with_single_metrics():
     assert m["volume_ml"] == pytest.approx(a.sum() * 0.7 * 1.3 * 3.0 / 1000)
     assert m["ref_volume_ml"] == pytest.approx(b.sum() * 0.7 * 1.3 * 3.0 / 1000)
     assert m["volume_error_ml"] == pytest.approx(m["volume_ml"] - m["ref_volume_ml"])
+
+
+def inplane_reference(a: np.ndarray, b: np.ndarray, spacing) -> tuple[float, float]:
+    """Independent in-plane HD95 / MSD: per slice holding both masks, 2-D EDT distances, pooled."""
+    both = [z for z in range(a.shape[2]) if a[:, :, z].any() and b[:, :, z].any()]
+    pairs = [reference_distances(a[:, :, z], b[:, :, z], spacing[:2]) for z in both]
+    d_ab, d_ba = np.concatenate([d[0] for d in pairs]), np.concatenate([d[1] for d in pairs])
+    return max(np.percentile(d_ab, 95), np.percentile(d_ba, 95)), np.concatenate([d_ab, d_ba]).mean()
+
+
+@pytest.mark.parametrize(("seed", "border"), [(5, False), (7, True)])
+def test_inplane_distances_equal_independent_per_slice_computation(seed, border):
+    a, b = blob(seed, border=border), blob(seed + 1, border=border)
+    ref_hd, ref_msd = inplane_reference(a, b, SPACING)
+    m = segmentation_metrics(a, b, SPACING)
+    assert m["hd95_inplane_mm"] == pytest.approx(ref_hd, rel=1e-5)
+    assert m["msd_inplane_mm"] == pytest.approx(ref_msd, rel=1e-5)
+
+
+def test_thin_slab_shifted_in_plane_by_hand():
+    """3 slices, the liver crossing the whole y extent: the only surface is the x edge, 2 voxels apart."""
+    ref = np.zeros((20, 16, 3), bool)
+    ref[:10] = True
+    pred = np.zeros_like(ref)
+    pred[:12] = True  # ref shifted by 2 voxels along x
+    m = segmentation_metrics(pred, ref, SPACING)
+    for key in ("hd95_mm", "msd_mm", "hd95_inplane_mm", "msd_inplane_mm"):
+        assert m[key] == pytest.approx(2 * SPACING[0], rel=1e-6), key  # the faces used to pull msd to ~0.3 mm
+    assert mean_surface_distance(pred, ref, SPACING) == pytest.approx(2 * SPACING[0], rel=1e-6)
+    assert hd95(pred, ref, SPACING) == pytest.approx(2 * SPACING[0], rel=1e-6)
+    square = cube((30, 30, 3), (5, 6, 0), (15, 16, 3))  # an in-plane square through all 3 slices, shifted
+    m = segmentation_metrics(np.roll(square, 2, axis=0), square, SPACING)
+    d_ab, d_ba = reference_distances(np.roll(square, 2, axis=0), square, SPACING)
+    assert m["msd_mm"] == pytest.approx(np.concatenate([d_ab, d_ba]).mean(), rel=1e-6)
+    assert m["msd_mm"] == pytest.approx(m["msd_inplane_mm"], rel=1e-6) and m["msd_mm"] > 0.5 * 2 * SPACING[0]
+
+
+def test_identical_masks_touching_the_faces_give_zero_distances():
+    a = blob(2, border=True)
+    slab = cube((12, 10, 3), (2, 2, 0), (6, 5, 3))
+    full = np.ones((4, 5, 3), bool)  # no edge inside the array: the faces count, distances still 0
+    for m in (a, slab, full, slab[:, :, 1]):
+        out = segmentation_metrics(m, m, SPACING[: m.ndim])
+        assert out["dice"] == 1.0
+        assert all(out[k] == 0.0 for k in ("hd95_mm", "msd_mm", "hd95_inplane_mm", "msd_inplane_mm"))
+
+
+def test_no_future_or_user_warning_from_monai():
+    a, b = blob(3, border=True), blob(4, border=True)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", FutureWarning)
+        warnings.simplefilter("error", UserWarning)
+        segmentation_metrics(a, b, SPACING)
+        hd95(a, b, SPACING)
+        mean_surface_distance(a, b, SPACING)
 
 
 def test_volume_by_hand():
@@ -125,8 +186,14 @@ def test_empty_policies():
     for f in (hd95, mean_surface_distance):
         assert all(math.isnan(f(x, y, (1, 1, 1))) for x, y in [(empty, full), (full, empty), (empty, empty)])
     assert math.isnan(volume_error(full, empty, (1, 1, 1))["rel"])
-    m = segmentation_metrics(full, empty, (1, 1, 1))
-    assert m["dice"] == 0.0 and math.isnan(m["hd95_mm"]) and math.isnan(m["msd_mm"])
+    for x, y in [(full, empty), (empty, full), (empty, empty)]:
+        m = segmentation_metrics(x, y, (1, 1, 1))
+        assert all(math.isnan(m[k]) for k in ("hd95_mm", "msd_mm", "hd95_inplane_mm", "msd_inplane_mm"))
+    assert segmentation_metrics(full, empty, (1, 1, 1))["dice"] == 0.0
+    apart = np.zeros((6, 6, 6), bool)
+    apart[1:4, 1:4, 4:] = True  # both present, never in the same slice: 3-D distances, no in-plane ones
+    m = segmentation_metrics(full, apart, (1, 1, 1))
+    assert m["hd95_mm"] > 0 and math.isnan(m["hd95_inplane_mm"]) and math.isnan(m["msd_inplane_mm"])
 
 
 def test_bad_inputs_raise_input_error():

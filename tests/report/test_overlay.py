@@ -8,8 +8,9 @@ import numpy as np
 import pytest
 from matplotlib.image import imread
 
+from livercad.config import PreprocessConfig
 from livercad.errors import InputError
-from livercad.report.overlay import gallery_png, overlay_png, pick_slice, qc_png, radiological
+from livercad.report.overlay import display_window, gallery_png, overlay_png, pick_slice, qc_png, radiological
 
 
 def decode(png: bytes) -> np.ndarray:
@@ -137,3 +138,67 @@ def test_gallery_png_grid_size() -> None:
     decode(gallery_png([], ncols=2))
     with pytest.raises(InputError, match="ncols"):
         gallery_png([item], ncols=0)
+
+
+def _abdomen(body: float, liver: float, outside: float, n: int = 96) -> tuple[np.ndarray, np.ndarray]:
+    """A one-slice (n, n, 1) canonical volume: a body disc on ``outside`` with a square liver, and its mask."""
+    x, y = np.ogrid[:n, :n]
+    volume = np.where((x - n / 2) ** 2 + (y - n / 2) ** 2 < (0.4 * n) ** 2, body, outside)[:, :, None]
+    volume = volume + np.random.default_rng(0).normal(0, 5, volume.shape)
+    mask = np.zeros(volume.shape, np.uint8)
+    mask[n // 4: n // 2, n // 4: 3 * n // 4, 0] = 1
+    volume[mask > 0] = liver + np.random.default_rng(1).normal(0, 5, int(mask.sum()))
+    return volume, mask
+
+
+def _liver_grey(png: bytes) -> float:
+    """Median grey level in the middle of the red outline of the rendered QC image."""
+    image = decode(png)
+    rows, cols = np.nonzero(red_pixels(image))
+    r, c = (rows.min() + rows.max()) // 2, (cols.min() + cols.max()) // 2
+    patch = image[r - 4: r + 5, c - 4: c + 5]
+    assert np.allclose(patch[..., 0], patch[..., 2], atol=0.02)  # grey, no outline inside
+    return float(np.median(patch[..., 0]))
+
+
+def test_qc_png_ct_uses_the_abdominal_hu_window() -> None:
+    volume, mask = _abdomen(body=40.0, liver=60.0, outside=-3024.0)  # scanner padding around the body
+    low, high = PreprocessConfig().ct_window
+    assert display_window(volume[:, :, 0], "CT") == (low, high)
+    grey = _liver_grey(qc_png(volume, mask, title="ct", modality="ct"))
+    assert grey == pytest.approx((60.0 - low) / (high - low), abs=0.05)  # mid-grey (0.55)
+    assert _liver_grey(qc_png(volume, mask, title="ct")) > 0.95  # the slice's percentiles: saturated
+
+
+@pytest.mark.parametrize("modality", ["mr", "MR-T2", "us"])
+def test_mr_and_us_window_comes_from_the_body_only(modality: str) -> None:
+    volume, mask = _abdomen(body=400.0, liver=250.0, outside=0.0)
+    image = volume[:, :, 0]
+    body = image > 100
+    image[body] += np.broadcast_to(np.linspace(0, 400, image.shape[1]), image.shape)[body]  # a gradient in the body
+    assert body.mean() < 0.55  # the zero background is a large part of the slice
+    expected = tuple(np.percentile(image[body], [1, 99]))
+    assert display_window(image, modality) == pytest.approx(expected, rel=1e-6)
+    assert display_window(image)[0] < 0 < expected[0]  # without a modality, the background sets the bottom
+    assert 0.05 < _liver_grey(qc_png(volume, mask, title="mr", modality=modality)) < 0.6
+
+
+def test_display_window_constant_empty_and_unknown() -> None:
+    assert display_window(np.zeros((4, 4)), "mr") == (0.0, 1.0)
+    assert display_window(np.full((3, 3), np.nan)) == (0.0, 1.0)
+    with pytest.raises(InputError, match="unknown modality"):
+        qc_png(np.zeros((4, 4, 2)), np.zeros((4, 4, 2)), title="x", modality="pet")
+
+
+def test_qc_png_of_a_real_ct(tmp_path) -> None:
+    """The real CT with its liver mask (canonical orientation) renders with a mid-grey liver."""
+    nib = pytest.importorskip("nibabel")
+    root = "/work/shared/realdata"
+    try:
+        volume = np.asarray(nib.as_closest_canonical(nib.load(f"{root}/ct_abdomen_3mm.nii.gz")).dataobj)
+        mask = np.asarray(nib.as_closest_canonical(nib.load(f"{root}/ct_abdomen_3mm_liver.nii.gz")).dataobj) > 0
+    except FileNotFoundError:
+        pytest.skip("real scans not available")
+    png = qc_png(volume, mask, title="real ct", modality="ct")
+    (tmp_path / "qc.png").write_bytes(png)
+    assert 0.35 < _liver_grey((tmp_path / "qc.png").read_bytes()) < 0.75

@@ -1,5 +1,6 @@
-"""Post-processing on the foreground's bounding box equals MONAI's chain on the whole map; the prediction
-path's chunk-wise threshold (no full float32 map) gives the same masks."""
+"""Post-processing on the foreground's bounding box equals MONAI's chain (plus a per-slice scipy hole fill)
+on the whole map; holes open to the first/last slice are filled, notches are not; the prediction path's
+chunk-wise threshold (no full float32 map) gives the same masks."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ from livercad.config import PostprocessConfig
 from livercad.preprocess import CHUNK, prepare
 from livercad.segment.postprocess import (
     fill_enclosed,
+    fill_slices,
     foreground_box,
     postprocess_mask,
     postprocess_transform,
@@ -20,9 +22,18 @@ from livercad.segment.postprocess import (
 from livercad.types import Volume
 
 
+def _fill_per_slice(mask: np.ndarray) -> np.ndarray:
+    """Independent per-slice fill: scipy's binary_fill_holes, background 8-connected (as MONAI's FillHoles)."""
+    out = mask.copy()
+    for z in range(mask.shape[2]):
+        out[:, :, z] = ndimage.binary_fill_holes(mask[:, :, z], structure=np.ones((3, 3), bool))
+    return out
+
+
 def _whole(prob: np.ndarray, cfg: PostprocessConfig) -> np.ndarray:
     out = postprocess_transform(cfg)(torch.as_tensor(prob, dtype=torch.float32)[None])
-    return torch.as_tensor(out).as_subclass(torch.Tensor)[0].numpy().astype(np.uint8)
+    out = torch.as_tensor(out).as_subclass(torch.Tensor)[0].numpy().astype(np.uint8)
+    return _fill_per_slice(out) if cfg.fill_holes else out
 
 
 @pytest.mark.parametrize("seed", range(6))
@@ -36,7 +47,8 @@ def test_cropped_chain_equals_the_whole_map(seed: int, cfg: PostprocessConfig) -
     prob[9:11, 10:12, 6:8] = 0.0
     if seed % 2:
         prob[:, :, :3] = 0.95  # foreground touching the volume border
-        prob[20:24, 20:24, 0:2] = 0.0  # a "hole" open to the border: not filled
+        prob[20:24, 20:24, 0:2] = 0.0  # a hole open to the first slice: filled per slice, not in 3-D
+        prob[30:40, 10:14, 0:2] = 0.0  # a notch open to the slice border: never filled
     prob = prob.astype(np.float32)
     got, ref = postprocess_mask(prob, cfg), _whole(prob, cfg)
     assert ref.any() and np.array_equal(got, ref)
@@ -56,6 +68,51 @@ def test_fill_enclosed_equals_monai_fill_holes(shape: tuple[int, ...], seed: int
     ref = np.asarray(FillHoles(applied_labels=[1])(torch.from_numpy(m.copy())[None]))[0].astype(np.uint8)
     got = fill_enclosed(m.copy())
     assert int(ref.sum()) > int(m.sum()) and np.array_equal(got, ref)  # holes were filled, the same ones
+
+
+@pytest.mark.parametrize("shape", [(30, 25, 12), (40, 33)])
+@pytest.mark.parametrize("seed", range(4))
+def test_fill_slices_equals_per_slice_fill_and_contains_the_3d_fill(shape: tuple[int, ...], seed: int) -> None:
+    rng = np.random.default_rng(seed)
+    m = (ndimage.gaussian_filter(rng.random(shape), 1.2) > 0.5).astype(np.uint8)
+    m[tuple(slice(3, n - 3) for n in shape)] = 1
+    inner = tuple(slice(5, n - 5) for n in shape[:2]) + (slice(None),) * (len(shape) - 2)  # reaches z ends
+    m[inner] = (rng.random(m[inner].shape) > 0.15).astype(np.uint8)
+    got = fill_slices(m.copy())
+    ref = _fill_per_slice(m[..., None] if m.ndim == 2 else m).reshape(m.shape)
+    assert np.array_equal(got, ref) and np.all(got >= fill_enclosed(m.copy()))
+    if m.ndim == 3:  # holes on the end slices: the 3-D fill misses them
+        assert int(got.sum()) > int(fill_enclosed(m.copy()).sum())
+
+
+def _liver_like(shape: tuple[int, int, int] = (48, 40, 12)) -> np.ndarray:
+    """An ellipsoidal blob cut by the first and last slices (a thin scan through the liver)."""
+    x, y, z = np.ogrid[: shape[0], : shape[1], : shape[2]]
+    return (((x - 24) / 18) ** 2 + ((y - 20) / 14) ** 2 + ((z - 6) / 12) ** 2 < 1).astype(np.float32)
+
+
+def test_hole_open_to_the_top_or_bottom_slice_is_filled_but_a_notch_is_not() -> None:
+    prob = _liver_like() * 0.9
+    prob[20:26, 16:22, 8:] = 0.1  # a hole (a vessel) running out through the top slice
+    prob[27:30, 24:26, :2] = 0.1  # one through the bottom slice
+    prob[20:24, 17:21, 4:6] = 0.1  # one enclosed in 3-D
+    prob[34:, 18:22, 5:] = 0.1  # a notch: open to the liver's outside in-plane, reaching the top slice
+    mask = postprocess_mask(prob, PostprocessConfig())
+    assert mask[20:26, 16:22, 8:].all() and mask[27:30, 24:26, :2].all() and mask[20:24, 17:21, 4:6].all()
+    assert not mask[36:, 18:22, 5:].any()
+    only_3d = fill_enclosed((prob >= 0.5).astype(np.uint8))  # the former behaviour: the end-slice holes stay
+    assert only_3d[20:24, 17:21, 4:6].all() and not only_3d[20:26, 16:22, 11].any()
+    assert np.array_equal(mask, postprocess_mask(prob, PostprocessConfig(largest_component=False)))
+
+
+def test_fill_slices_on_2d_empty_and_full_maps() -> None:
+    square = np.zeros((7, 7), np.uint8)
+    square[1:6, 1:6] = 1
+    square[3, 3] = square[3, 1] = 0
+    got = fill_slices(square.copy())
+    assert got[3, 3] == 1 and got[3, 1] == 0 and int(got.sum()) == 24
+    assert not fill_slices(np.zeros((5, 5, 3), np.uint8)).any()
+    assert fill_slices(np.ones((4, 4, 2), np.uint8)).all()
 
 
 def test_fill_enclosed_without_background_or_holes() -> None:

@@ -10,7 +10,7 @@ import json
 import logging
 import sys
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
@@ -31,6 +31,10 @@ ResumeOpt = Annotated[bool, typer.Option("--resume", help="Continue an interrupt
 DevicesOpt = Annotated[str | None, typer.Option("--devices", help="Lightning devices per node: N, 'auto' or '0,1'.")]
 NodesOpt = Annotated[int | None, typer.Option("--num-nodes", min=1, help="Lightning nodes (multi-node DDP).")]
 StrategyOpt = Annotated[str | None, typer.Option("--strategy", help="Lightning strategy, e.g. ddp, ddp_spawn, auto.")]
+ModelOpt = Annotated[Path | None, typer.Option("--model", "-m", help="Model bundle folder (default: the liver "
+                                               "model shipped with livercad, segmentation only).")]
+ModalityOpt = Annotated[str | None, typer.Option("--modality", help="ct | mr | mr-t2 | us, for cases whose manifest "
+                                                  "row names none (default: guessed from the intensities).")]
 
 
 def _scale_out(set_: list[str] | None, sections: tuple[str, ...], devices: str | None, num_nodes: int | None,
@@ -159,36 +163,32 @@ def train_classify_cmd(
 
 @app.command()
 def predict(
-    model: Annotated[Path, typer.Option("--model", "-m", help="Model bundle folder.")],
     input_: Annotated[Path, typer.Option("--input", "-i", help="NIfTI file, folder of them, or manifest CSV.")],
     out: Annotated[Path, typer.Option("--out", "-o", help="Output folder.")],
+    model: ModelOpt = None, modality: ModalityOpt = None,
     resume: Annotated[bool, typer.Option(help="Skip cases already finished in OUT.")] = False,
     split: Annotated[str | None, typer.Option(help="With a manifest: only this split.")] = None,
     engine: Annotated[str | None, typer.Option(help="local | ray")] = None,
     address: Annotated[str | None, typer.Option(help="Ray cluster address (with --engine ray).")] = None,
     config: ConfigOpt = None, quiet: QuietOpt = False,
 ) -> None:
-    """Segment and classify every case; masks keep each input's exact grid."""
+    """Segment (and classify, when the bundle has a classifier) every case; masks keep each input's exact grid."""
     _setup_logging(quiet)
     try:
         from livercad.pipeline.run import run_pipeline
 
         res = run_pipeline(input_, out, model=model, config=config, resume=resume, progress=not quiet,
-                           split=split, engine=engine, address=address)
+                           split=split, engine=engine, address=address, modality=modality)
     except LivercadError as exc:
         _fail(exc)
-    n_fail = len(res.failures)
-    typer.echo(f"{len(res.cases) - n_fail} cases done, {n_fail} failed; outputs in {out}")
-    for f in res.failures:
-        typer.echo(f"  failed {f.case_id}: {f.error}", err=True)
-    raise typer.Exit(EXIT_PARTIAL if n_fail else EXIT_OK)
+    _summary(res, out)
 
 
 @app.command()
 def evaluate(
-    model: Annotated[Path, typer.Option("--model", "-m", help="Model bundle folder.")],
     manifest: Annotated[Path, typer.Option("--manifest", help="Manifest CSV with masks and labels.")],
     out: Annotated[Path, typer.Option("--out", "-o", help="Output folder.")],
+    model: ModelOpt = None, modality: ModalityOpt = None,
     split: Annotated[str | None, typer.Option(help="Only this split (e.g. test).")] = "test",
     quiet: QuietOpt = False,
 ) -> None:
@@ -197,23 +197,23 @@ def evaluate(
     try:
         from livercad.pipeline.run import run_pipeline
 
-        res = run_pipeline(manifest, out, model=model, split=split, progress=not quiet)
+        res = run_pipeline(manifest, out, model=model, split=split, progress=not quiet, modality=modality)
     except LivercadError as exc:
         _fail(exc)
-    typer.echo(json.dumps(_headline(res.metrics), indent=2))
+    from livercad.pipeline.summary import headline
+
+    typer.echo(json.dumps(headline(res.metrics), indent=2))
     raise typer.Exit(EXIT_PARTIAL if res.failures else EXIT_OK)
 
 
-def _headline(metrics: dict) -> dict:
-    out: dict = {"n_ok": metrics.get("n_ok"), "n_failed": metrics.get("n_failed")}
-    seg = metrics.get("segmentation", {})
-    if "dice" in seg:
-        out["dice_mean"] = seg["dice"].get("mean")
-    for k in ("accuracy", "roc_auc", "balanced_accuracy"):
-        v = metrics.get("classification", {}).get(k)
-        if isinstance(v, dict):
-            out[k] = [v.get("value"), v.get("ci_low"), v.get("ci_high")]
-    return out
+def _summary(res: Any, out: Path) -> None:
+    """Print a run's (``PipelineResult``) outcome in one line and each failure; exit 0, or 3 when some failed."""
+    n_fail, flagged = len(res.failures), sum(c.verdict_status == "out-of-domain" for c in res.cases)
+    note = f"; {flagged} verdicts out-of-domain (classifier trained on the phantom only)" if flagged else ""
+    typer.echo(f"{len(res.cases) - n_fail} cases done, {n_fail} failed; outputs in {out}{note}")
+    for f in res.failures:
+        typer.echo(f"  failed {f.case_id}: {f.error}", err=True)
+    raise typer.Exit(EXIT_PARTIAL if n_fail else EXIT_OK)
 
 
 @app.command()

@@ -57,7 +57,22 @@ class Segmentation:
 
 @dataclass(frozen=True)
 class CaseResult:
-    """One case's record in a pipeline run."""
+    """One case's record in a pipeline run.
+
+    Attributes:
+        case_id, input_path, mask_path, patient_id, true_label: identity and files of the case.
+        liver_volume_ml: volume of the predicted liver mask.
+        probabilities, predicted_label: the classifier's verdict (empty/``None`` without a classifier).
+        verdict_status: ``ok`` | ``out-of-domain`` (classifier trained on the phantom only, image not from the
+            phantom: label and probabilities are kept but flagged) | ``no-classifier``.
+        modality, modality_source: the case's modality family (``ct`` | ``mr`` | ``us``) and where it came
+            from (``case`` | ``run`` | ``intensity-rule``).
+        image_domain: ``phantom`` (input from a phantom cohort) or ``real``.
+        liver_mean, liver_median, liver_sd, intensity_unit: image intensity inside the liver mask eroded by
+            2 voxels (``HU`` for CT, ``au`` otherwise); ``None`` when nothing is left after erosion.
+        dice, segmentation_metrics: against the reference mask, when given.
+        error: one-line reason when the case failed; seconds: wall time of the case.
+    """
 
     case_id: str
     input_path: str
@@ -71,6 +86,14 @@ class CaseResult:
     segmentation_metrics: dict[str, float] = field(default_factory=dict)
     error: str | None = None
     seconds: float | None = None
+    verdict_status: str | None = None
+    modality: str | None = None
+    modality_source: str | None = None
+    image_domain: str | None = None
+    liver_mean: float | None = None
+    liver_median: float | None = None
+    liver_sd: float | None = None
+    intensity_unit: str | None = None
 
     @property
     def ok(self) -> bool:

@@ -7,6 +7,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import typer
 from typer.testing import CliRunner
 
 from livercad.cli import app
@@ -79,3 +80,21 @@ def test_train_scale_out_options_reach_the_train_sections(tmp_path: Path, monkey
     assert (t.devices, t.num_nodes, t.strategy) == (2, 3, "ddp")
     t = pipe.classify.train  # stage 2 trains in one process: `train pipeline` scales out stage 1 only
     assert (t.devices, t.num_nodes, t.strategy) == (1, 1, "auto")
+
+
+@pytest.mark.parametrize("cmd", ["predict", "evaluate"])
+def test_predict_and_evaluate_take_modality_and_an_optional_model(cmd: str) -> None:
+    res = runner.invoke(app, [cmd, "--help"], terminal_width=200)
+    assert res.exit_code == 0 and "--modality" in res.output and "--model" in res.output
+    params = {p.name: p for p in typer.main.get_command(app).commands[cmd].params}  # type: ignore[attr-defined]
+    assert not params["model"].required and params["modality"].default is None
+
+
+def test_predict_without_model_and_no_default_installed(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import livercad.pipeline.bundle as bundle
+
+    monkeypatch.setattr(bundle, "DEFAULT_BUNDLE", tmp_path / "not_installed")
+    (tmp_path / "a.nii.gz").write_bytes(b"x")
+    res = runner.invoke(app, ["predict", "-i", str(tmp_path / "a.nii.gz"), "-o", str(tmp_path / "out")])
+    assert res.exit_code == 2
+    assert "default liver model is not installed" in res.output and "--model" in res.output

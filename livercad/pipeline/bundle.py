@@ -4,11 +4,17 @@ Layout::
 
     BUNDLE/
       segmenter.pt     stage-1 checkpoint (tensors + JSON metadata, loaded with weights_only=True)
-      classifier.pt    stage-2 checkpoint
+      classifier.pt    stage-2 checkpoint (absent in a segmentation-only bundle)
       config.yaml      the resolved config both stages were trained with
-      bundle.json      classes, preprocessing, versions, weights provenance, sha256 of every file
+      bundle.json      stages, classes, preprocessing, modalities, training domain of each stage,
+                       versions, weights provenance, sha256 of every file
 
-Loading verifies every checksum and that the two checkpoints agree with ``bundle.json``; any mismatch is
+``bundle.json`` ``stages`` is ``["segment", "classify"]``, or ``["segment"]`` for a segmentation-only
+bundle (no ``classifier.pt``, no classes; the default model that ships with the package is one).
+``domain`` says what each stage was trained on: ``phantom`` (the embedded synthetic cohort), ``real`` or
+``unknown`` (:func:`training_domain`).
+
+Loading verifies every checksum and that the checkpoints agree with ``bundle.json``; any mismatch is
 a :class:`CheckpointError` naming the file.
 """
 
@@ -18,6 +24,7 @@ import json
 import logging
 import platform
 import shutil
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
@@ -30,7 +37,9 @@ from livercad.weights import sha256_file
 
 log = logging.getLogger(__name__)
 
-FILES = ("segmenter.pt", "classifier.pt", "config.yaml")
+#: Checkpoint file of each stage, in pipeline order.
+STAGE_FILES = {"segment": "segmenter.pt", "classify": "classifier.pt"}
+DOMAINS = ("phantom", "real", "unknown")
 #: Where the default stage-1 model ships inside the package (``make model`` writes it).
 DEFAULT_BUNDLE = Path(__file__).resolve().parent.parent / "models" / "liver"
 
@@ -38,6 +47,65 @@ DEFAULT_BUNDLE = Path(__file__).resolve().parent.parent / "models" / "liver"
 def default_bundle_path() -> Path:
     """The stage-1 bundle shipped with the package (trained on the phantom only; see its ``MODEL_CARD.md``)."""
     return DEFAULT_BUNDLE
+
+
+def resolve_bundle_path(model: str | Path | None) -> Path:
+    """The bundle folder to use: ``model``, or the default one when ``model`` is ``None``.
+
+    Raises:
+        CheckpointError: ``model`` is ``None`` and the default model is not installed.
+    """
+    if model is not None:
+        return Path(model)
+    path = default_bundle_path()
+    if not (path / "bundle.json").is_file():
+        raise CheckpointError(f"{path}: the default liver model is not installed; build it with 'make model' "
+                              "or pass --model BUNDLE (a folder written by 'livercad train pipeline' or "
+                              "'livercad demo')")
+    return path
+
+
+def config_domain(manifest: str | Path | None) -> str:
+    """Training domain of a cohort given as ``data.manifest``: ``None`` (the generated phantom) is ``phantom``.
+
+    A manifest is ``phantom`` when every row is (:func:`livercad.pipeline.inputs.case_domain`: a ``domain``/
+    ``source`` column, or the phantom's own columns), ``real`` otherwise, ``unknown`` when it cannot be read.
+    """
+    if manifest is None:
+        return "phantom"
+    from livercad.errors import InputError
+    from livercad.io.manifest import read_manifest
+    from livercad.pipeline.inputs import case_domain
+
+    try:
+        rows = read_manifest(manifest, check_files=False)
+    except InputError:
+        return "unknown"
+    return "phantom" if rows and all(case_domain(r.extra) == "phantom" for r in rows) else "real"
+
+
+def training_domain(meta: Mapping[str, Any], config: Config | None = None) -> str:
+    """What a stage was trained on: ``phantom`` | ``real`` | ``unknown``.
+
+    In order: the checkpoint's ``training_domain``; the ``data.manifest`` of the config recorded in the
+    checkpoint, else of ``config`` (the bundle's training config), via :func:`config_domain`; ``unknown``.
+
+    Example:
+        >>> training_domain({"training_domain": "real"}), training_domain({"config": {"data": {"manifest": None}}})
+        ('real', 'phantom')
+        >>> training_domain({})
+        'unknown'
+    """
+    recorded = meta.get("training_domain")
+    if recorded in DOMAINS:
+        return str(recorded)
+    inner = meta.get("config")
+    data = inner.get("data") if isinstance(inner, Mapping) else None
+    if not isinstance(data, Mapping) and config is not None:
+        data = {"manifest": config.data.manifest}
+    if not isinstance(data, Mapping) or "manifest" not in data:
+        return "unknown"
+    return config_domain(data["manifest"])
 
 
 def versions() -> dict[str, str]:
@@ -71,64 +139,120 @@ class Bundle:
     meta: dict[str, Any]
 
     @property
+    def stages(self) -> list[str]:
+        """``["segment", "classify"]``, or ``["segment"]`` for a segmentation-only bundle."""
+        return list(self.meta.get("stages", list(STAGE_FILES)))
+
+    @property
+    def has_classifier(self) -> bool:
+        """True when the bundle has a stage-2 classifier."""
+        return "classify" in self.stages
+
+    @property
     def classes(self) -> list[str]:
-        """Class names of the classifier, in output order."""
-        return list(self.meta["classes"])
+        """Class names of the classifier, in output order (empty without a classifier)."""
+        return list(self.meta.get("classes") or []) if self.has_classifier else []
+
+    @property
+    def domain(self) -> dict[str, str | None]:
+        """Training domain of each stage (``None`` for a stage the bundle lacks).
+
+        Bundles written before ``domain`` was recorded get it from their ``config.yaml``.
+        """
+        recorded = self.meta.get("domain")
+        if not isinstance(recorded, Mapping):
+            recorded = dict.fromkeys(self.stages, training_domain({}, self.config))
+        return {s: ((recorded.get(s) or "unknown") if s in self.stages else None) for s in STAGE_FILES}
+
+    @property
+    def modalities(self) -> list[str]:
+        """Modality families the segmenter was trained on (from ``bundle.json``, else the config)."""
+        from livercad.modality import family
+
+        return list(self.meta.get("modalities") or [family(self.config.preprocess.modality)])
 
     @property
     def segmenter_path(self) -> Path:
         """Stage-1 checkpoint."""
-        return self.path / "segmenter.pt"
+        return self.path / STAGE_FILES["segment"]
 
     @property
-    def classifier_path(self) -> Path:
-        """Stage-2 checkpoint."""
-        return self.path / "classifier.pt"
+    def classifier_path(self) -> Path | None:
+        """Stage-2 checkpoint, ``None`` in a segmentation-only bundle."""
+        return self.path / STAGE_FILES["classify"] if self.has_classifier else None
 
 
-def write_bundle(out_dir: str | Path, *, segmenter: Path, classifier: Path, config: Config,
+def _stage_meta(checkpoints: Mapping[str, Path], config: Config) -> dict[str, Any]:
+    """``domain`` of each stage and the segmenter's ``modalities``, read from the checkpoints' metadata."""
+    from livercad.checkpoint import load_checkpoint
+    from livercad.modality import family
+
+    domain: dict[str, str | None] = {s: None for s in STAGE_FILES}
+    modalities: list[str] = [family(config.preprocess.modality)]
+    for stage, path in checkpoints.items():
+        meta = load_checkpoint(path)[1]
+        domain[stage] = training_domain(meta, config)
+        pp = meta.get("preprocessing")
+        if stage == "segment" and isinstance(pp, Mapping) and pp.get("modality"):
+            modalities = list(dict.fromkeys(family(m) for m in pp.get("modalities", [pp["modality"]])))
+    return {"domain": domain, "modalities": modalities}
+
+
+def _copy_stages(out: Path, checkpoints: Mapping[str, Path]) -> None:
+    """Copy each stage's checkpoint into the bundle (atomically); remove the file of a stage it lacks."""
+    for stage, name in STAGE_FILES.items():
+        if stage not in checkpoints:
+            (out / name).unlink(missing_ok=True)  # a stale classifier.pt must not look like part of the bundle
+        elif Path(checkpoints[stage]).resolve() != (out / name).resolve():
+            tmp = out / f".{name}.tmp"
+            shutil.copyfile(checkpoints[stage], tmp)
+            tmp.replace(out / name)
+
+
+def write_bundle(out_dir: str | Path, *, segmenter: Path, classifier: Path | None = None, config: Config,
                  extra: dict[str, Any] | None = None) -> Path:
-    """Assemble a bundle directory from two checkpoints and the config.
+    """Assemble a bundle directory from the checkpoints and the config.
 
     Args:
         out_dir: bundle folder (created).
         segmenter: stage-1 checkpoint file.
-        classifier: stage-2 checkpoint file.
+        classifier: stage-2 checkpoint file; ``None`` writes a segmentation-only bundle.
         config: the config used for training.
         extra: more metadata for ``bundle.json`` (e.g. training metrics, weights provenance).
     """
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    for src, name in ((segmenter, "segmenter.pt"), (classifier, "classifier.pt")):
-        if Path(src).resolve() != (out / name).resolve():
-            tmp = out / f".{name}.tmp"
-            shutil.copyfile(src, tmp)
-            tmp.replace(out / name)
+    checkpoints = {"segment": Path(segmenter), **({"classify": Path(classifier)} if classifier is not None else {})}
+    _copy_stages(out, checkpoints)
     save_config(config, out / "config.yaml")
+    cfg = config_to_dict(config)
+    with_clf = classifier is not None
     meta: dict[str, Any] = {
         "format": "livercad-bundle/1",
         "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-        "classes": list(config.classify.classes),
-        "preprocess": config_to_dict(config)["preprocess"],
-        "segment_model": config_to_dict(config)["segment"]["model"],
-        "classifier": {k: config_to_dict(config)["classify"][k]
-                       for k in ("backbone", "weights", "strategy", "region", "image_size", "aggregation")},
+        "stages": list(checkpoints),
+        "classes": list(config.classify.classes) if with_clf else [],
+        "preprocess": cfg["preprocess"],
+        "segment_model": cfg["segment"]["model"],
+        "classifier": {k: cfg["classify"][k] for k in ("backbone", "weights", "strategy", "region", "image_size",
+                                                       "aggregation")} if with_clf else None,
+        **_stage_meta({s: out / STAGE_FILES[s] for s in checkpoints}, config),
         "versions": versions(),
-        "sha256": {name: sha256_file(out / name) for name in FILES},
+        "sha256": {name: sha256_file(out / name) for name in _files(list(checkpoints))},
     }
     meta.update(extra or {})
     atomic_write_text(out / "bundle.json", json.dumps(meta, indent=2, default=str))
-    log.info("wrote bundle %s", out)
+    log.info("wrote bundle %s (stages %s, trained on %s)", out, meta["stages"], meta["domain"])
     return out
 
 
-def load_bundle(path: str | Path, *, verify: bool = True) -> Bundle:
-    """Open and verify a bundle directory.
+def _files(stages: list[str]) -> list[str]:
+    """The files a bundle of these stages holds (and checksums)."""
+    return [*(STAGE_FILES[s] for s in stages), "config.yaml"]
 
-    Raises:
-        CheckpointError: missing files, checksum mismatch, or metadata that contradicts the config.
-    """
-    p = Path(path)
+
+def _read_meta(p: Path) -> dict[str, Any]:
+    """``bundle.json`` of the folder ``p``, with its ``stages`` checked."""
     meta_path = p / "bundle.json"
     if not meta_path.is_file():
         raise CheckpointError(f"{p}: not a livercad model bundle (no bundle.json); "
@@ -137,7 +261,22 @@ def load_bundle(path: str | Path, *, verify: bool = True) -> Bundle:
         meta = json.loads(meta_path.read_text(encoding="utf-8"))
     except (OSError, ValueError) as exc:
         raise CheckpointError(f"{meta_path}: unreadable bundle metadata ({exc})") from None
-    for name in FILES:
+    stages = meta.get("stages", list(STAGE_FILES)) if isinstance(meta, dict) else None
+    if not isinstance(stages, list) or "segment" not in stages or not set(stages) <= set(STAGE_FILES):
+        raise CheckpointError(f"{meta_path}: 'stages' must be ['segment'] or ['segment', 'classify'], got {stages!r}")
+    return meta
+
+
+def load_bundle(path: str | Path, *, verify: bool = True) -> Bundle:
+    """Open and verify a bundle directory (both stages, or segmentation only).
+
+    Raises:
+        CheckpointError: missing files, checksum mismatch, or metadata that contradicts the config.
+    """
+    p = Path(path)
+    meta = _read_meta(p)
+    stages = meta.get("stages", list(STAGE_FILES))
+    for name in _files(stages):
         f = p / name
         if not f.is_file():
             raise CheckpointError(f"{f}: bundle file missing")
@@ -147,7 +286,7 @@ def load_bundle(path: str | Path, *, verify: bool = True) -> Bundle:
         cfg = load_config(p / "config.yaml")
     except ConfigError as exc:
         raise CheckpointError(f"{p / 'config.yaml'}: {exc}") from None
-    if list(cfg.classify.classes) != list(meta.get("classes", [])):
+    if "classify" in stages and list(cfg.classify.classes) != list(meta.get("classes", [])):
         raise CheckpointError(f"{p}: classes in config.yaml {cfg.classify.classes} differ from "
                               f"bundle.json {meta.get('classes')}")
     return Bundle(path=p, config=cfg, meta=meta)

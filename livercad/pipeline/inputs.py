@@ -1,25 +1,39 @@
 """Turning what the user passed (folder, file, list, manifest CSV) into a list of cases.
 
 A folder yields every ``*.nii``/``*.nii.gz`` file in it (hidden files skipped), case id = file name
-without the NIfTI suffix. A manifest CSV brings ground-truth masks and labels for evaluation.
+without the NIfTI suffix. A manifest CSV brings ground-truth masks and labels for evaluation, and per
+case a ``modality`` (column ``modality``) and the image domain (:func:`case_domain`).
 Problems that concern one case only (a duplicate name, an unsafe id) become that case's failure;
 problems that make the whole request meaningless (no such path, an invalid manifest) raise.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from dataclasses import dataclass
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from livercad.errors import InputError
 
 NIFTI_SUFFIXES = (".nii.gz", ".nii")
+#: Column sets only the phantom's manifests have: ``livercad phantom`` (:mod:`livercad.data.phantom_cohort`)
+#: and the domain-randomised cohort (:mod:`livercad.data.phantom_synth`). A ``domain`` column is surer.
+PHANTOM_SIGNATURES = (frozenset({"severity", "site_scale", "site_offset", "site_noise", "site_artifact"}),
+                      frozenset({"contrast", "spacing_x", "spacing_z", "shape"}))
+#: Values of a ``domain``/``source`` column that mean "synthetic phantom" (case-insensitive).
+PHANTOM_WORDS = frozenset({"phantom", "synthetic", "simulated", "livercad-phantom"})
+DOMAIN_COLUMNS = ("domain", "source")
 
 
 @dataclass(frozen=True)
 class CaseInput:
-    """One case to process."""
+    """One case to process.
+
+    Attributes:
+        modality: the case's own modality (manifest ``modality`` column), or ``None``.
+        run_modality: the run's ``--modality`` (used when the case names none), or ``None``.
+        image_domain: ``phantom`` when the case comes from a phantom cohort manifest, else ``real``.
+    """
 
     case_id: str
     image: Path
@@ -27,6 +41,9 @@ class CaseInput:
     label: str | None = None
     patient_id: str | None = None
     liver_labels: tuple[int, ...] | None = None
+    modality: str | None = None
+    run_modality: str | None = None
+    image_domain: str = "real"
 
 
 @dataclass(frozen=True)
@@ -36,6 +53,35 @@ class InputProblem:
     case_id: str
     image: str
     reason: str
+
+
+def extra_value(extra: Mapping[str, str] | None, column: str) -> str | None:
+    """The non-empty value of a manifest's extra ``column`` (name matched case-insensitively), else ``None``."""
+    for key, value in (extra or {}).items():
+        if key.strip().lower() == column and value and value.strip():
+            return value.strip()
+    return None
+
+
+def case_domain(extra: Mapping[str, str] | None) -> str:
+    """``phantom`` or ``real``: where a manifest row's image comes from.
+
+    A ``domain`` or ``source`` column decides when the row fills it (``phantom``, ``synthetic``,
+    ``simulated``: phantom; any other value: real); otherwise a row with all the columns of one of the
+    phantom's manifests (:data:`PHANTOM_SIGNATURES`) is phantom. Anything else, folders and files included,
+    is real.
+
+    Example:
+        >>> case_domain({"severity": "0.2", "site_scale": "1", "site_offset": "0", "site_noise": "1",
+        ...              "site_artifact": "0"}), case_domain({"source": "Synthetic"}), case_domain({"site": "A"})
+        ('phantom', 'phantom', 'real')
+    """
+    for column in DOMAIN_COLUMNS:
+        value = extra_value(extra, column)
+        if value is not None:
+            return "phantom" if value.lower() in PHANTOM_WORDS else "real"
+    names = {k.strip().lower() for k in (extra or {})}
+    return "phantom" if any(sig <= names for sig in PHANTOM_SIGNATURES) else "real"
 
 
 def is_nifti_name(path: Path) -> bool:
@@ -71,17 +117,19 @@ def _cases_from_manifest(path: Path) -> list[CaseInput]:
     cases = []
     for r in rows:
         labels = parse_liver_labels(r.extra.get("liver_labels")) if r.extra else None
-        cases.append(CaseInput(r.case_id, Path(r.image), r.mask, r.label or None, r.patient_id, labels))
+        cases.append(CaseInput(r.case_id, Path(r.image), r.mask, r.label or None, r.patient_id, labels,
+                               modality=extra_value(r.extra, "modality"), image_domain=case_domain(r.extra)))
     return cases
 
 
-def discover_inputs(inputs: str | Path | Sequence[str | Path], *,
-                    split: str | None = None) -> tuple[list[CaseInput], list[InputProblem]]:
+def discover_inputs(inputs: str | Path | Sequence[str | Path], *, split: str | None = None,
+                    modality: str | None = None) -> tuple[list[CaseInput], list[InputProblem]]:
     """Resolve the user's inputs into cases.
 
     Args:
         inputs: a folder of NIfTI files, one NIfTI file, a list of files, or a manifest ``.csv``.
         split: with a manifest, keep only rows of this split (e.g. ``test``).
+        modality: the run's modality, given to every case (used where the case names none).
 
     Returns:
         (cases, problems) — problems are per-case and go to failures.csv.
@@ -89,6 +137,14 @@ def discover_inputs(inputs: str | Path | Sequence[str | Path], *,
     Raises:
         InputError: the path does not exist, a folder holds no NIfTI file, or the manifest is invalid.
     """
+    cases, problems = _discover(inputs, split)
+    if modality:
+        cases = [replace(c, run_modality=modality) for c in cases]
+    return cases, problems
+
+
+def _discover(inputs: str | Path | Sequence[str | Path], split: str | None
+              ) -> tuple[list[CaseInput], list[InputProblem]]:
     if isinstance(inputs, (list, tuple)):
         files = [Path(p) for p in inputs]
         return _cases_from_files(files)

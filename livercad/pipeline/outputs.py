@@ -131,17 +131,33 @@ class RunFolder:
             return None
 
 
+#: predictions.csv columns after the per-class probabilities.
+CASE_COLUMNS = ("liver_volume_ml", "liver_mean", "liver_median", "liver_sd", "intensity_unit", "modality",
+                "modality_source", "image_domain", "true_label", "dice", "mask_path", "input")
+
+
+def prediction_columns(classes: Sequence[str]) -> list[str]:
+    """Column order of predictions.csv: id, verdict and its status, one ``prob_<class>`` per class, the rest.
+
+    Example:
+        >>> prediction_columns(["normal", "cirrhosis"])[:5]
+        ['case_id', 'predicted_label', 'verdict_status', 'prob_normal', 'prob_cirrhosis']
+    """
+    return ["case_id", "predicted_label", "verdict_status", *(f"prob_{c}" for c in classes), *CASE_COLUMNS]
+
+
 def prediction_rows(results: Iterable[CaseResult], classes: Sequence[str]) -> list[dict[str, object]]:
-    """One row per successful case for predictions.csv."""
+    """One row per successful case for predictions.csv (keys as :func:`prediction_columns`)."""
     rows = []
     for r in results:
         if not r.ok:
             continue
-        row: dict[str, object] = {"case_id": r.case_id, "predicted_label": r.predicted_label}
+        row: dict[str, object] = {"case_id": r.case_id, "predicted_label": r.predicted_label,
+                                  "verdict_status": r.verdict_status}
         for c in classes:
             row[f"prob_{c}"] = r.probabilities.get(c)
-        row.update({"liver_volume_ml": r.liver_volume_ml, "true_label": r.true_label, "dice": r.dice,
-                    "mask_path": r.mask_path, "input": r.input_path})
+        row.update({k: getattr(r, k) for k in CASE_COLUMNS if k != "input"})
+        row["input"] = r.input_path
         rows.append(row)
     return rows
 

@@ -1,6 +1,12 @@
 """Per-case work of a prediction run: the models load once, then each case flows one way.
 
-io.load_volume -> preprocess -> segment -> save mask -> regions/classify -> metrics -> QC -> record.
+io.load_volume -> modality -> preprocess -> segment -> save mask -> liver statistics -> regions/classify
+(when the bundle has a classifier) -> metrics -> QC -> record.
+
+A case's modality comes from its record, else the run's ``--modality``, else the intensity rule
+(:func:`livercad.modality.resolve`); a modality family the segmenter was not trained on fails the case.
+The verdict is flagged ``out-of-domain`` when the classifier was trained on the phantom only and the
+image is not from the phantom (:func:`verdict_status`).
 Any :class:`~livercad.errors.LivercadError` (or a decoding error of a broken file) fails only its case;
 the message becomes the case's one-line reason in failures.csv.
 """
@@ -16,13 +22,17 @@ import numpy as np
 
 from livercad.backend import release_torch_weights
 from livercad.config import InferenceConfig
-from livercad.errors import LivercadError
+from livercad.errors import InputError, LivercadError
 from livercad.pipeline.bundle import Bundle
 from livercad.pipeline.inputs import CaseInput
 from livercad.pipeline.outputs import RunFolder
 from livercad.types import CaseResult
 
 log = logging.getLogger(__name__)
+
+#: The liver mask is eroded by this many voxels before the intensity statistics (keeps the edge out).
+EROSION_VOXELS = 2
+SOURCE_TEXT = {"case": "the case's record", "run": "the run's --modality", "intensity-rule": "the intensity rule"}
 
 
 def one_line(exc: BaseException) -> str:
@@ -31,12 +41,66 @@ def one_line(exc: BaseException) -> str:
     return text if isinstance(exc, LivercadError) else f"{type(exc).__name__}: {text}"
 
 
+def verdict_status(classifier_domain: str | None, image_domain: str) -> str:
+    """``no-classifier`` | ``out-of-domain`` | ``ok`` for one case.
+
+    ``out-of-domain``: the classifier was trained on the synthetic phantom only and the image is not from
+    it; its label and probabilities are still written, flagged, as they are not validated on real scans.
+
+    Example:
+        >>> verdict_status(None, "real"), verdict_status("phantom", "real"), verdict_status("phantom", "phantom")
+        ('no-classifier', 'out-of-domain', 'ok')
+    """
+    if classifier_domain is None:
+        return "no-classifier"
+    if classifier_domain == "phantom" and image_domain != "phantom":
+        return "out-of-domain"
+    return "ok"
+
+
+def liver_intensity(data: np.ndarray, mask: np.ndarray, modality: str) -> dict[str, Any]:
+    """Mean, median and SD of the image inside the liver mask eroded by :data:`EROSION_VOXELS` voxels.
+
+    Axes of length 1 (a 2-D frame) are dropped first, so a single slice is eroded in plane only. The unit
+    is ``HU`` for CT, ``au`` (arbitrary units) otherwise; the values are ``None`` when erosion leaves nothing.
+
+    Example:
+        >>> img = np.full((9, 9, 9), 50.0); img[4, 4, 4] = 80.0
+        >>> m = np.zeros((9, 9, 9), np.uint8); m[2:7, 2:7, 2:7] = 1
+        >>> liver_intensity(img, m, "ct")
+        {'liver_mean': 80.0, 'liver_median': 80.0, 'liver_sd': 0.0, 'intensity_unit': 'HU'}
+    """
+    from scipy import ndimage
+
+    out: dict[str, Any] = {"liver_mean": None, "liver_median": None, "liver_sd": None,
+                           "intensity_unit": "HU" if modality == "ct" else "au"}
+    m = np.squeeze(np.asarray(mask) > 0)
+    if not m.any():
+        return out
+    box = _bbox(m)
+    inner = ndimage.binary_erosion(m[box], iterations=EROSION_VOXELS)  # outside the box is 0 anyway
+    values = np.squeeze(np.asarray(data))[box][inner].astype(np.float64)
+    if values.size:
+        out.update(liver_mean=float(values.mean()), liver_median=float(np.median(values)),
+                   liver_sd=float(values.std(ddof=1)) if values.size > 1 else 0.0)
+    return out
+
+
+def _bbox(mask: np.ndarray) -> tuple[slice, ...]:
+    """The bounding box of a non-empty boolean array (projections: cheaper than labelling the volume)."""
+    box = []
+    for axis in range(mask.ndim):
+        hit = np.flatnonzero(mask.any(axis=tuple(a for a in range(mask.ndim) if a != axis)))
+        box.append(slice(int(hit[0]), int(hit[-1]) + 1))
+    return tuple(box)
+
+
 class Predictor:
-    """Both stages of a bundle, loaded once, applied case by case.
+    """The stages of a bundle, loaded once, applied case by case.
 
     A stage that runs on ONNX Runtime has its torch weights released after loading
     (:func:`livercad.backend.release_torch_weights`, ~100 MB each): load the checkpoint again for torch work
-    such as saliency maps.
+    such as saliency maps. A segmentation-only bundle has no classifier (``classifier`` is ``None``).
 
     Args:
         bundle: a verified model bundle.
@@ -52,8 +116,10 @@ class Predictor:
         opts = {"precision": inference.precision, "backend": inference.backend,
                 "channels_last": inference.channels_last}
         self.segmenter = Segmenter.load(bundle.segmenter_path, **opts)
-        self.classifier = Classifier.load(bundle.classifier_path, **opts)
+        clf_path = bundle.classifier_path
+        self.classifier = Classifier.load(clf_path, **opts) if clf_path is not None else None
         self.classes = bundle.classes
+        self.domain = bundle.domain
         release_torch_weights(self.segmenter, self.classifier)  # stages on ONNX Runtime never call torch
 
     @property
@@ -62,61 +128,89 @@ class Predictor:
         return str(getattr(self.segmenter, "precision", self.inference.precision))
 
     @property
-    def backends(self) -> dict[str, str]:
+    def backends(self) -> dict[str, str | None]:
         """The backend each stage actually runs on (``auto`` resolved), e.g. ``{"segmenter": "onnx", ...}``."""
         return {"requested": self.inference.backend, "segmenter": self.segmenter.backend,
-                "classifier": self.classifier.backend}
+                "classifier": self.classifier.backend if self.classifier is not None else None}
 
     @property
     def used(self) -> dict[str, Any]:
-        """What run records keep: ``{"precision": ..., "backend": {requested, segmenter, classifier}}``."""
-        return {"precision": self.precision, "backend": self.backends}
+        """What run records keep: precision, ``backend`` {requested, segmenter, classifier}, ``modalities``."""
+        return {"precision": self.precision, "backend": self.backends, "modalities": self.segmenter.modalities}
 
     @property
     def backend(self) -> str:
-        """One word for run records: the common backend of both stages, or ``mixed``."""
-        used = {self.segmenter.backend, self.classifier.backend}
+        """One word for run records: the common backend of the stages, or ``mixed``."""
+        used = {b for k, b in self.backends.items() if k != "requested" and b is not None}
         return used.pop() if len(used) == 1 else "mixed"
 
     def process(self, case: CaseInput, folder: RunFolder) -> CaseResult:
         """Run one case; never raises for a bad case, returns a failed CaseResult instead."""
         t0 = time.perf_counter()
+        known: dict[str, Any] = {"image_domain": case.image_domain}
         try:
-            result = self._process(case, folder)
+            result = self._process(case, folder, known)
         except (LivercadError, OSError, ValueError, EOFError, MemoryError) as exc:
             log.warning("case %s failed: %s", case.case_id, one_line(exc))
-            result = CaseResult(case.case_id, str(case.image), true_label=case.label, error=one_line(exc))
+            result = CaseResult(case.case_id, str(case.image), true_label=case.label, patient_id=case.patient_id,
+                                error=one_line(exc), **known)
         return CaseResult(**{**result.__dict__, "seconds": round(time.perf_counter() - t0, 3)})
 
-    def _process(self, case: CaseInput, folder: RunFolder) -> CaseResult:
-        from livercad.classify.data import case_slices_from_segment
-        from livercad.classify.infer import predict_case
+    def _process(self, case: CaseInput, folder: RunFolder, known: dict[str, Any]) -> CaseResult:
         from livercad.io.nifti import load_mask, load_volume, save_mask
         from livercad.segment.infer import segment_volume
 
         volume = load_volume(case.image)
-        gt = None
-        if case.mask is not None:
-            gt = load_mask(case.mask, volume, liver_labels=case.liver_labels)
+        modality = self._modality(case, volume, known)
+        gt = load_mask(case.mask, volume, liver_labels=case.liver_labels) if case.mask is not None else None
         out = segment_volume(self.segmenter, volume, batch_size=self.inference.batch_size,
                              postprocess=self.bundle.config.segment.postprocess,
-                             coarse_to_fine=self.inference.coarse_to_fine, keep_prob=False)
+                             coarse_to_fine=self.inference.coarse_to_fine, keep_prob=False, modality=modality)
         mask = out.segmentation.mask
         mask_path = save_mask(mask, volume, folder.mask_path(case.case_id))
         seg_metrics = self._seg_metrics(mask, gt, volume.spacing)
+        volume_ml = float(mask.sum()) * volume.voxel_volume_ml
+        probs, label, status = self._classify(case, out, gt)
+        if self.inference.qc_images:
+            title = _qc_title(case.case_id, label, probs, status, volume_ml)
+            self._write_qc(volume, out, mask, gt, title, modality, folder.qc_path(case.case_id))
+        return CaseResult(
+            case_id=case.case_id, input_path=str(case.image), mask_path=str(Path(mask_path)),
+            liver_volume_ml=volume_ml, probabilities=probs, predicted_label=label, true_label=case.label,
+            patient_id=case.patient_id, dice=seg_metrics.get("dice"), segmentation_metrics=seg_metrics,
+            verdict_status=status, **known, **liver_intensity(volume.data, mask, modality),
+        )
+
+    def _modality(self, case: CaseInput, volume: Any, known: dict[str, Any]) -> str:
+        """The case's modality family (recorded in ``known``); refused when the segmenter was not trained on it."""
+        from livercad.modality import check_trained_for, resolve
+
+        try:
+            modality, source = resolve(case.modality, case.run_modality, volume.data)
+        except InputError as exc:
+            raise InputError(case.image, exc.reason) from None
+        known.update(modality=modality, modality_source=source)
+        try:
+            check_trained_for(modality, self.segmenter.modalities, "the segmenter")
+        except InputError as exc:
+            raise InputError(case.image, f"{exc.reason} (modality from {SOURCE_TEXT[source]})") from None
+        return modality
+
+    def _classify(self, case: CaseInput, out: Any, gt: np.ndarray | None
+                  ) -> tuple[dict[str, float], str | None, str]:
+        """(probabilities, label, verdict status); empty and ``None`` without a classifier."""
+        status = verdict_status(self.domain.get("classify") if self.classifier is not None else None,
+                                case.image_domain)
+        if self.classifier is None:
+            return {}, None, status
+        from livercad.classify.data import case_slices_from_segment
+        from livercad.classify.infer import predict_case
+
         gt_model = out.prepared.from_original(gt.astype(np.uint8)) if gt is not None else None
         cs = case_slices_from_segment(out, case.case_id, case.patient_id or case.case_id, None, gt=gt_model)
         proba = np.asarray(predict_case(self.classifier, cs, batch_size=max(8, self.inference.batch_size)))
         probs = {c: float(p) for c, p in zip(self.classes, proba, strict=True)}
-        label = self.classes[int(np.argmax(proba))]
-        if self.inference.qc_images:
-            self._write_qc(volume, out, mask, gt, case.case_id, label, float(proba.max()), folder)
-        return CaseResult(
-            case_id=case.case_id, input_path=str(case.image), mask_path=str(Path(mask_path)),
-            liver_volume_ml=float(mask.sum()) * volume.voxel_volume_ml, probabilities=probs,
-            predicted_label=label, true_label=case.label, patient_id=case.patient_id, dice=seg_metrics.get("dice"),
-            segmentation_metrics=seg_metrics,
-        )
+        return probs, self.classes[int(np.argmax(proba))], status
 
     @staticmethod
     def _seg_metrics(mask: np.ndarray, gt: np.ndarray | None, spacing: Any) -> dict[str, float]:
@@ -127,8 +221,8 @@ class Predictor:
         return {k: float(v) for k, v in segmentation_metrics(mask.astype(bool), gt.astype(bool), spacing).items()}
 
     @staticmethod
-    def _write_qc(volume: Any, out: Any, mask: np.ndarray, gt: np.ndarray | None, case_id: str,
-                  label: str, p: float, folder: RunFolder) -> None:
+    def _write_qc(volume: Any, out: Any, mask: np.ndarray, gt: np.ndarray | None, title: str, modality: str,
+                  path: Path) -> None:
         import nibabel as nib
 
         from livercad.io.atomic import atomic_write_bytes
@@ -138,5 +232,13 @@ class Predictor:
         canon = nib.orientations.apply_orientation(volume.data, ornt)
         cmask = nib.orientations.apply_orientation(mask, ornt)
         cref = nib.orientations.apply_orientation(gt, ornt) if gt is not None else None
-        png = qc_png(canon, cmask, title=f"{case_id}: {label} (p={p:.2f})", ref_canonical=cref)
-        atomic_write_bytes(folder.qc_path(case_id), png)
+        png = qc_png(canon, cmask, title=title, ref_canonical=cref, modality=modality)
+        atomic_write_bytes(path, png)
+
+
+def _qc_title(case_id: str, label: str | None, probs: dict[str, float], status: str, volume_ml: float) -> str:
+    """The QC image's title: the verdict (flagged when out-of-domain), or the liver volume without a classifier."""
+    if label is None:
+        return f"{case_id}: liver {volume_ml:.0f} mL (no classifier)"
+    text = f"{case_id}: {label} (p={max(probs.values()):.2f})"
+    return f"{text} [out-of-domain]" if status == "out-of-domain" else text

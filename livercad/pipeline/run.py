@@ -1,5 +1,10 @@
 """``run_pipeline``: NIfTI inputs in; masks, verdicts, metrics and a report out.
 
+Each case's modality comes from its record (manifest ``modality`` column), else the run's ``modality``,
+else the intensity rule; a case of a modality family the segmenter was not trained on fails (one line in
+failures.csv) and the batch goes on. ``model=None`` uses the default bundle shipped with the package
+(segmentation only: no verdict, ``verdict_status`` ``no-classifier``).
+
 Example:
     >>> from livercad import run_pipeline                                     # doctest: +SKIP
     >>> res = run_pipeline("scans/", "out/", model="demo_out/model")         # doctest: +SKIP
@@ -11,6 +16,7 @@ from __future__ import annotations
 import json
 import logging
 import time
+from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -18,10 +24,11 @@ from pathlib import Path
 from typing import Any
 
 from livercad.config import Config, InferenceConfig, config_to_dict, load_config
+from livercad.errors import ConfigError, InputError
 from livercad.io.atomic import atomic_write_text
-from livercad.pipeline.bundle import bundle_checksums, load_bundle, versions
+from livercad.pipeline.bundle import Bundle, bundle_checksums, load_bundle, resolve_bundle_path, versions
 from livercad.pipeline.inputs import CaseInput, discover_inputs
-from livercad.pipeline.outputs import RunFolder, failure_rows, prediction_rows, write_csv
+from livercad.pipeline.outputs import RunFolder, failure_rows, prediction_columns, prediction_rows, write_csv
 from livercad.pipeline.progress import Progress
 from livercad.types import CaseResult
 
@@ -68,46 +75,44 @@ def _run_local(todo: Sequence[CaseInput], predictor_args: tuple[Any, InferenceCo
     return out, predictor.used
 
 
-def run_pipeline(inputs: str | Path | Sequence[str | Path], output_dir: str | Path, *, model: str | Path,
-                 config: Config | str | Path | None = None, resume: bool = False, progress: bool = True,
-                 split: str | None = None, engine: str | None = None,
-                 address: str | None = None) -> PipelineResult:
-    """Segment and classify every input case with a trained bundle.
+def run_pipeline(inputs: str | Path | Sequence[str | Path], output_dir: str | Path, *,
+                 model: str | Path | None = None, config: Config | str | Path | None = None,
+                 resume: bool = False, progress: bool = True, split: str | None = None,
+                 engine: str | None = None, address: str | None = None,
+                 modality: str | None = None) -> PipelineResult:
+    """Segment (and, with a classifier in the bundle, classify) every input case.
 
     Args:
         inputs: a folder of NIfTI files, one file, a list of files, or a manifest CSV (then ground-truth
-            masks and labels are used for evaluation).
+            masks and labels are used for evaluation, and its ``modality`` column per case).
         output_dir: where masks/, qc/, predictions.csv, failures.csv, metrics.json, run.json and
             report.html go.
-        model: a bundle directory (``livercad train pipeline`` or ``livercad demo`` make one).
+        model: a bundle directory (``livercad train pipeline`` or ``livercad demo`` make one); ``None``:
+            the default model shipped with the package (``make model`` installs it).
         config: optional config (object or YAML) whose ``inference`` section overrides the bundle's.
         resume: skip cases whose record shows they already finished in ``output_dir``.
         progress: progress bar on a terminal / log lines otherwise.
         split: with a manifest, only rows of this split.
         engine: ``local`` (default) or ``ray``; ``address``: Ray cluster address.
+        modality: the modality of cases whose record names none (``ct``, ``mr``, ``mr-t2``, ``us`` ...);
+            ``None``: decided from each image's intensities.
 
     Returns:
         A :class:`PipelineResult`.
+
+    Raises:
+        CheckpointError: the bundle is missing or corrupt (or ``model=None`` and no default is installed).
+        ConfigError: ``modality`` is not a known modality name.
     """
     t0 = time.perf_counter()
     started = datetime.now(timezone.utc).isoformat(timespec="seconds")
-    bundle = load_bundle(model)
+    _check_modality(modality)
+    bundle = load_bundle(resolve_bundle_path(model))
     inference = _inference_config(bundle.config, config)
     engine = engine or inference.engine
-    cases, problems = discover_inputs(inputs, split=split)
+    cases, problems = discover_inputs(inputs, split=split, modality=modality)
     with RunFolder(output_dir) as folder:
-        done: dict[str, CaseResult] = {}
-        for p in problems:
-            r = CaseResult(p.case_id, p.image, error=p.reason)
-            folder.write_record(r)
-            done[p.case_id] = r
-        todo = []
-        for c in cases:
-            prev = folder.read_record(c.case_id) if resume else None
-            if prev is not None and prev.ok and prev.input_path == str(c.image):
-                done[c.case_id] = prev
-            else:
-                todo.append(c)
+        done, todo = _plan(folder, cases, problems, resume)
         log.info("%d cases: %d to run, %d already done, %d input problems", len(cases) + len(problems),
                  len(todo), len(cases) - len(todo), len(problems))
         with Progress(len(todo), enabled=progress) as bar:
@@ -121,29 +126,72 @@ def run_pipeline(inputs: str | Path | Sequence[str | Path], output_dir: str | Pa
         order = [c.case_id for c in cases] + [p.case_id for p in problems if p.case_id not in
                                                {c.case_id for c in cases}]
         results = [done[cid] for cid in dict.fromkeys(order) if cid in done]
-        metrics = _write_outputs(folder, results, bundle, inference, used=used,
+        metrics = _write_outputs(folder, results, bundle, inference, used=used, modality=modality,
                                  timing={"started": started, "seconds": round(time.perf_counter() - t0, 3),
                                          "cases_run": len(new), "cases_resumed": len(cases) - len(todo),
                                          "engine": engine})
     return PipelineResult(Path(output_dir), results, metrics)
 
 
-def _write_outputs(folder: RunFolder, results: list[CaseResult], bundle: Any, inference: InferenceConfig,
-                   *, used: dict[str, Any], timing: dict[str, Any]) -> dict[str, Any]:
+def _plan(folder: RunFolder, cases: list[CaseInput], problems: Sequence[Any], resume: bool
+          ) -> tuple[dict[str, CaseResult], list[CaseInput]]:
+    """(records already final: input problems and, with ``resume``, finished cases; the cases to run)."""
+    done: dict[str, CaseResult] = {}
+    for p in problems:
+        r = CaseResult(p.case_id, p.image, error=p.reason)
+        folder.write_record(r)
+        done[p.case_id] = r
+    todo = []
+    for c in cases:
+        prev = folder.read_record(c.case_id) if resume else None
+        if prev is not None and prev.ok and prev.input_path == str(c.image):
+            done[c.case_id] = prev
+        else:
+            todo.append(c)
+    return done, todo
+
+
+def _check_modality(modality: str | None) -> None:
+    """Refuse an unknown ``--modality`` before anything runs (ConfigError: exit code 2)."""
+    if modality:
+        from livercad.modality import family
+
+        try:
+            family(modality)
+        except InputError as exc:
+            raise ConfigError(f"--modality: {exc.reason}") from None
+
+
+def _write_outputs(folder: RunFolder, results: list[CaseResult], bundle: Bundle, inference: InferenceConfig,
+                   *, used: dict[str, Any], modality: str | None, timing: dict[str, Any]) -> dict[str, Any]:
     from livercad.pipeline.summary import cohort_metrics
 
     classes = bundle.classes
-    pred_cols = (["case_id", "predicted_label"] + [f"prob_{c}" for c in classes]
-                 + ["liver_volume_ml", "true_label", "dice", "mask_path", "input"])
-    write_csv(folder.root / "predictions.csv", prediction_rows(results, classes), pred_cols)
+    write_csv(folder.root / "predictions.csv", prediction_rows(results, classes), prediction_columns(classes))
     write_csv(folder.root / "failures.csv", failure_rows(results), ["case_id", "input", "reason"])
     metrics = cohort_metrics(results, classes, seed=bundle.config.seed)
     atomic_write_text(folder.root / "metrics.json", json.dumps(metrics, indent=2, default=_json_default))
-    run_info = {
+    run_info = _run_info(results, bundle, inference, used=used, modality=modality, timing=timing)
+    atomic_write_text(folder.root / "run.json", json.dumps(run_info, indent=2, default=_json_default))
+    if inference.report:
+        from livercad.report.pipeline_page import write_pipeline_report
+
+        write_pipeline_report(folder.root / "report.html", results, metrics, classes, run_info)
+    return metrics
+
+
+def _run_info(results: list[CaseResult], bundle: Bundle, inference: InferenceConfig, *, used: dict[str, Any],
+              modality: str | None, timing: dict[str, Any]) -> dict[str, Any]:
+    """Everything run.json records: provenance, stages and their training domains, modalities, cases."""
+    return {
         "livercad_run": "predict",
         "versions": versions(),
         "bundle": str(Path(bundle.path).resolve()),
         "bundle_sha256": bundle_checksums(bundle),
+        "stages": bundle.stages,
+        "domain": {**bundle.domain, "images": sorted({r.image_domain for r in results if r.image_domain})},
+        "modality": {"run": modality, "segmenter_trained_on": used.get("modalities", bundle.modalities)},
+        "verdict_status": dict(Counter(r.verdict_status for r in results if r.ok)),
         "weights": bundle.meta.get("weights", {}),
         "seed": bundle.config.seed,
         "precision": used.get("precision", inference.precision),
@@ -153,14 +201,10 @@ def _write_outputs(folder: RunFolder, results: list[CaseResult], bundle: Any, in
         "n_cases": len(results),
         "n_ok": sum(r.ok for r in results),
         "n_failed": sum(not r.ok for r in results),
+        "cases": [{"case_id": r.case_id, "ok": r.ok, "modality": r.modality, "modality_source": r.modality_source,
+                   "image_domain": r.image_domain, "verdict_status": r.verdict_status} for r in results],
         "timing": {**timing, "mean_case_seconds": _mean([r.seconds for r in results if r.ok])},
     }
-    atomic_write_text(folder.root / "run.json", json.dumps(run_info, indent=2, default=_json_default))
-    if inference.report:
-        from livercad.report.pipeline_page import write_pipeline_report
-
-        write_pipeline_report(folder.root / "report.html", results, metrics, classes, run_info)
-    return metrics
 
 
 def _mean(values: Sequence[float | None]) -> float | None:

@@ -67,3 +67,21 @@ def cohort_metrics(results: Sequence[CaseResult], classes: Sequence[str], *, n_b
             out["classification_by_mask_quality"] = stratify_by_dice(
                 y, proba, np.array(dice, dtype=float), class_names=list(classes))
     return out
+
+
+def headline(metrics: dict[str, Any]) -> dict[str, Any]:
+    """The few numbers ``livercad evaluate`` prints: counts, mean Dice, accuracy/AUC with their 95 % CIs.
+
+    Example:
+        >>> headline({"n_ok": 2, "n_failed": 0, "segmentation": {"dice": {"mean": 0.9}}})
+        {'n_ok': 2, 'n_failed': 0, 'dice_mean': 0.9}
+    """
+    out: dict[str, Any] = {"n_ok": metrics.get("n_ok"), "n_failed": metrics.get("n_failed")}
+    seg = metrics.get("segmentation", {})
+    if "dice" in seg:
+        out["dice_mean"] = seg["dice"].get("mean")
+    for k in ("accuracy", "roc_auc", "balanced_accuracy"):
+        v = metrics.get("classification", {}).get(k)
+        if isinstance(v, dict):
+            out[k] = [v.get("value"), v.get("ci_low"), v.get("ci_high")]
+    return out

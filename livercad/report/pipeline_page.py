@@ -58,23 +58,58 @@ def _segmentation_section(page: Any, results: Sequence[CaseResult], metrics: dic
         page.image(histogram_png(dices, title="Dice distribution", xlabel="Dice"), caption="Dice per case")
 
 
+OUT_OF_DOMAIN_TEXT = ("The classifier was trained on synthetic phantom data only; its verdicts on real scans are not "
+                      "validated.")
+BANNER_STYLE = ("border:2px solid #b8860b;background:#fff6d5;color:#5a4500;padding:.7rem 1rem;margin:1rem 0;"
+                "font-weight:600")
+
+
+def _domain_section(page: Any, results: Sequence[CaseResult], run_info: dict[str, Any]) -> None:
+    """The out-of-domain banner (when any verdict is flagged) and what each stage was trained on."""
+    import html
+
+    flagged = [r.case_id for r in results if r.verdict_status == "out-of-domain"]
+    if flagged:
+        page.raw(f'<div class="banner" role="alert" style="{BANNER_STYLE}">{html.escape(OUT_OF_DOMAIN_TEXT)} '
+                 f"{len(flagged)} of {len(results)} cases are flagged out-of-domain in predictions.csv "
+                 "(verdict_status).</div>")
+    domain = run_info.get("domain", {})
+    modality = run_info.get("modality", {})
+    page.key_values({"segmentation trained on": domain.get("segment") or "unknown",
+                     "classifier trained on": domain.get("classify") or "no classifier in this bundle",
+                     "input images": ", ".join(domain.get("images") or []) or "—",
+                     "segmenter modalities": ", ".join(modality.get("segmenter_trained_on") or []) or "—"},
+                    caption="Training domains")
+
+
+def _case_rows(results: Sequence[CaseResult], classes: Sequence[str]) -> list[dict[str, Any]]:
+    """One row of the report's case table per case."""
+    return [{"case": r.case_id, "prediction": r.predicted_label, "verdict": r.verdict_status,
+             **{f"p({c})": r.probabilities.get(c) for c in classes},
+             "liver mL": r.liver_volume_ml, "liver mean": r.liver_mean, "liver SD": r.liver_sd,
+             "unit": r.intensity_unit, "modality": r.modality, "modality from": r.modality_source,
+             "image": r.image_domain, "true": r.true_label, "Dice": r.dice, "error": r.error}
+            for r in results]
+
+
 def write_pipeline_report(path: Path, results: Sequence[CaseResult], metrics: dict[str, Any],
                           classes: Sequence[str], run_info: dict[str, Any]) -> Path:
-    """Write report.html: summary, per-case table, metrics, plots, QC images, provenance."""
+    """Write report.html: summary, domain banner, per-case table, metrics, plots, QC images, provenance."""
     from livercad.report.html import HtmlReport
 
     page = HtmlReport("livercad prediction report")
     n_ok = sum(r.ok for r in results)
     page.paragraph(f"{len(results)} cases: {n_ok} finished, {len(results) - n_ok} failed. "
-                   f"Bundle: {run_info.get('bundle')}. Precision: {run_info.get('precision')}.")
-    rows = [{"case": r.case_id, "prediction": r.predicted_label,
-             **{f"p({c})": r.probabilities.get(c) for c in classes},
-             "liver mL": r.liver_volume_ml, "true": r.true_label, "Dice": r.dice, "error": r.error}
-            for r in results]
+                   f"Bundle: {run_info.get('bundle')} (stages: {', '.join(run_info.get('stages', []))}). "
+                   f"Precision: {run_info.get('precision')}.")
+    _domain_section(page, results, run_info)
     page.heading("Cases")
-    page.table(rows)
+    page.table(_case_rows(results, classes))
     _segmentation_section(page, results, metrics)
-    _classification_section(page, results, metrics, classes)
+    if classes:
+        _classification_section(page, results, metrics, classes)
+    else:
+        page.paragraph("The bundle has no classifier (segmentation only): no verdicts.")
     qc = [r for r in results if r.ok][:12]
     if qc:
         page.heading("Quality control")
@@ -85,4 +120,3 @@ def write_pipeline_report(path: Path, results: Sequence[CaseResult], metrics: di
     page.heading("Provenance")
     page.details("run.json", json_block(run_info))
     return page.write(path)
-

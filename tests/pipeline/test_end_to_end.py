@@ -70,13 +70,21 @@ def test_predict_folder_masks_on_input_grid_and_failures(tiny_bundle: Path, mixe
     for p in preds:
         probs = [float(p["prob_normal"]), float(p["prob_cirrhosis"])]
         assert abs(sum(probs) - 1) < 1e-4 and p["predicted_label"] in ("normal", "cirrhosis")
+        # phantom CT files given as a folder: CT by the intensity rule; not known to be phantom images, so the
+        # phantom-trained classifier's verdict is flagged
+        assert (p["modality"], p["modality_source"], p["intensity_unit"]) == ("ct", "intensity-rule", "HU")
+        assert (p["image_domain"], p["verdict_status"]) == ("real", "out-of-domain")
+        assert float(p["liver_volume_ml"]) >= 0 and "liver_mean" in p and "liver_sd" in p
     run = json.loads((out / "run.json").read_text())
     assert run["n_ok"] == len(good) and run["n_failed"] == 4 and run["bundle_sha256"]
+    assert run["domain"] == {"segment": "phantom", "classify": "phantom", "images": ["real"]}
+    assert {c["case_id"] for c in run["cases"] if c["modality"] == "ct"} >= set(good)
     from livercad.backend import onnx_available  # auto = ONNX Runtime for fp32 on the CPU where it imports
 
     want = "onnx" if run["precision"] == "fp32" and onnx_available() else "torch"
     assert run["backend"] == {"requested": "auto", "segmenter": want, "classifier": want}
     html = (out / "report.html").read_text()
+    assert "its verdicts on real scans are not validated" in html
     assert "http://" not in html and "https://" not in html and "data:image/png;base64," in html
     assert len(_orientations(mixed_folder)) >= 1
 
@@ -87,6 +95,9 @@ def test_manifest_run_matches_cli_and_resume_skips(tiny_trained: dict, tiny_bund
     manifest = write_manifest(tiny_trained["rows"], tmp_path / "m.csv") or tmp_path / "m.csv"
     api = run_pipeline(tmp_path / "m.csv", tmp_path / "api", model=tiny_bundle, progress=False)
     assert api.all_ok and api.metrics["segmentation"]["dice"]["n"] == len(api.cases)
+    # the phantom's manifest: its modality column decides, its columns mark the images as phantom
+    assert {(c.modality, c.modality_source, c.image_domain, c.verdict_status) for c in api.cases} == {
+        ("ct", "case", "phantom", "ok")}
     assert "classification" in api.metrics
     res = CliRunner().invoke(app, ["predict", "--model", str(tiny_bundle), "-i", str(tmp_path / "m.csv"),
                                    "-o", str(tmp_path / "cli"), "--quiet"])

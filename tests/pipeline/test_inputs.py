@@ -54,3 +54,27 @@ def test_manifest_rows_and_split_filter(tmp_path: Path) -> None:
     assert cases[0].mask == (tmp_path / "m1.nii.gz") and cases[1].mask is None
     test_only, _ = discover_inputs(tmp_path / "m.csv", split="test")
     assert [c.case_id for c in test_only] == ["c1"]
+
+
+def test_manifest_modality_and_image_domain(tmp_path: Path) -> None:
+    (tmp_path / "m.csv").write_text(
+        "case_id,image,Modality,severity,site_scale,site_offset,site_noise,site_artifact\n"
+        "c1,i1.nii.gz,MR-T2,0.2,1,0,1,0\n"
+        "c2,i2.nii.gz,,0.1,1,0,1,0\n"
+    )
+    cases, _ = discover_inputs(tmp_path / "m.csv", modality="ct")
+    assert [(c.modality, c.run_modality, c.image_domain) for c in cases] == [
+        ("MR-T2", "ct", "phantom"), (None, "ct", "phantom")]
+    (tmp_path / "d.csv").write_text("case_id,image,source,severity\nr1,i1.nii.gz,hospital A,0.2\n"
+                                    "r2,i2.nii.gz,Phantom,0.1\nr3,i3.nii.gz,,0.1\n")
+    assert [c.image_domain for c in discover_inputs(tmp_path / "d.csv")[0]] == ["real", "phantom", "real"]
+    (tmp_path / "s.csv").write_text("case_id,image,modality,contrast,spacing_x,spacing_z,shape\n"
+                                    "synth_0,i1.nii.gz,mr,t2,1.5,4,96x120x30\n")  # the randomised phantom
+    assert [c.image_domain for c in discover_inputs(tmp_path / "s.csv")[0]] == ["phantom"]
+
+
+def test_folder_and_file_cases_are_real_and_carry_the_run_modality(tmp_path: Path) -> None:
+    (tmp_path / "a.nii.gz").write_bytes(b"x")
+    cases, _ = discover_inputs(tmp_path, modality="mr")
+    assert [(c.modality, c.run_modality, c.image_domain) for c in cases] == [(None, "mr", "real")]
+    assert discover_inputs(tmp_path)[0][0].run_modality is None

@@ -17,6 +17,7 @@ from livercad.pipeline.outputs import (
     OutputLockedError,
     RunFolder,
     failure_rows,
+    prediction_columns,
     prediction_rows,
     write_csv,
 )
@@ -70,3 +71,27 @@ def test_tables(tmp_path: Path) -> None:
     got = list(csv.DictReader(path.open()))
     assert got == [{"case_id": "a", "prob_n": "0.25", "prob_c": "0.75", "dice": ""}]
     assert failure_rows([ok, bad]) == [{"case_id": "b", "input": "b.nii", "reason": "b.nii: empty file"}]
+
+
+def test_prediction_columns_and_new_fields(tmp_path: Path) -> None:
+    r = CaseResult("a", "a.nii", probabilities={"n": 0.4, "c": 0.6}, predicted_label="c",
+                   verdict_status="out-of-domain", modality="ct", modality_source="intensity-rule",
+                   image_domain="real", liver_mean=61.5, liver_median=60.0, liver_sd=9.25, intensity_unit="HU",
+                   liver_volume_ml=1500.0)
+    cols = prediction_columns(["n", "c"])
+    assert cols[:5] == ["case_id", "predicted_label", "verdict_status", "prob_n", "prob_c"]
+    assert {"liver_mean", "liver_median", "liver_sd", "intensity_unit", "modality", "modality_source",
+            "image_domain"} <= set(cols)
+    got = list(csv.DictReader(write_csv(tmp_path / "p.csv", prediction_rows([r], ["n", "c"]), cols).open()))[0]
+    assert (got["verdict_status"], got["modality_source"], got["liver_sd"], got["input"]) == (
+        "out-of-domain", "intensity-rule", "9.25", "a.nii")
+    seg_only = prediction_columns([])
+    assert not any(c.startswith("prob_") for c in seg_only)
+
+
+def test_records_of_older_runs_still_read(tmp_path: Path) -> None:
+    with RunFolder(tmp_path) as folder:
+        (tmp_path / "cases").mkdir()
+        (tmp_path / "cases" / "old.json").write_text(json.dumps({"case_id": "old", "input_path": "o.nii"}))
+        old = folder.read_record("old")
+        assert old is not None and old.ok and old.verdict_status is None and old.modality is None

@@ -107,7 +107,7 @@ def test_model_space_outputs_match_each_other():
 
 
 def test_batched_slices_equal_one_big_forward():
-    seg = Segmenter.random(image_size=32, encoder="resnet18", seed=3)
+    seg = Segmenter.random(image_size=32, encoder="resnet18", seed=3, precision="fp32")  # auto is bf16 on AVX-512-BF16
     vol = Volume(np.random.default_rng(1).normal(0, 80, (32, 32, 7)).astype(np.float32), np.eye(4), None, (1, 1, 1))
     prepared = seg.prepare(vol)
     with torch.no_grad():
@@ -139,7 +139,7 @@ def test_resolve_precision_auto_follows_hardware(monkeypatch):
 
 
 def test_load_round_trip_and_mismatch(tmp_path):
-    seg = Segmenter.random(image_size=32, encoder="resnet18", seed=4)
+    seg = Segmenter.random(image_size=32, encoder="resnet18", seed=4, precision="fp32")
     path = save_checkpoint(tmp_path / "segmenter.pt", seg.model.state_dict(), seg.meta)
     loaded = Segmenter.load(path, precision="fp32")
     vol = Volume(np.random.default_rng(3).normal(0, 80, (32, 32, 3)).astype(np.float32), np.eye(4), None, (1, 1, 1))

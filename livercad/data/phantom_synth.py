@@ -140,7 +140,7 @@ def random_case(case_id: str, *, seed: int, modality: str = "ct"):  # noqa: ANN2
 
 
 SYNTH_COLUMNS: tuple[str, ...] = ("case_id", "patient_id", "image", "mask", "label", "split", "modality",
-                                  "contrast", "spacing_x", "spacing_z", "shape")
+                                  "contrast", "spacing_x", "spacing_z", "shape", "domain")
 
 
 def _write_random(index: int, out: Path, seed: int, modalities: tuple[str, ...]) -> dict[str, str]:
@@ -154,7 +154,7 @@ def _write_random(index: int, out: Path, seed: int, modalities: tuple[str, ...])
     _write_nifti(case.image, case.affine, out / "images" / name, np.int16 if modality == "ct" else np.float32)
     _write_nifti(case.mask, case.affine, out / "masks" / name, np.uint8)
     row = {"case_id": case.case_id, "patient_id": f"S{index:05d}", "image": f"images/{name}",
-           "mask": f"masks/{name}", "split": "", **case.meta}
+           "mask": f"masks/{name}", "split": "", "domain": "phantom", **case.meta}
     return {k: str(row.get(k, "")) for k in SYNTH_COLUMNS}
 
 

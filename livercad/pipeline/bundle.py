@@ -31,6 +31,7 @@ from pathlib import Path
 from typing import Any
 
 from livercad.config import Config, config_to_dict, load_config, save_config
+from livercad.domain import config_domain
 from livercad.errors import CheckpointError, ConfigError
 from livercad.io.atomic import atomic_write_text
 from livercad.weights import sha256_file
@@ -63,25 +64,6 @@ def resolve_bundle_path(model: str | Path | None) -> Path:
                               "or pass --model BUNDLE (a folder written by 'livercad train pipeline' or "
                               "'livercad demo')")
     return path
-
-
-def config_domain(manifest: str | Path | None) -> str:
-    """Training domain of a cohort given as ``data.manifest``: ``None`` (the generated phantom) is ``phantom``.
-
-    A manifest is ``phantom`` when every row is (:func:`livercad.pipeline.inputs.case_domain`: a ``domain``/
-    ``source`` column, or the phantom's own columns), ``real`` otherwise, ``unknown`` when it cannot be read.
-    """
-    if manifest is None:
-        return "phantom"
-    from livercad.errors import InputError
-    from livercad.io.manifest import read_manifest
-    from livercad.pipeline.inputs import case_domain
-
-    try:
-        rows = read_manifest(manifest, check_files=False)
-    except InputError:
-        return "unknown"
-    return "phantom" if rows and all(case_domain(r.extra) == "phantom" for r in rows) else "real"
 
 
 def training_domain(meta: Mapping[str, Any], config: Config | None = None) -> str:

@@ -2,27 +2,21 @@
 
 A folder yields every ``*.nii``/``*.nii.gz`` file in it (hidden files skipped), case id = file name
 without the NIfTI suffix. A manifest CSV brings ground-truth masks and labels for evaluation, and per
-case a ``modality`` (column ``modality``) and the image domain (:func:`case_domain`).
+case a ``modality`` (column ``modality``) and the image domain (:func:`livercad.domain.case_domain`).
 Problems that concern one case only (a duplicate name, an unsafe id) become that case's failure;
 problems that make the whole request meaningless (no such path, an invalid manifest) raise.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 
+from livercad.domain import case_domain, extra_value
 from livercad.errors import InputError
 
 NIFTI_SUFFIXES = (".nii.gz", ".nii")
-#: Column sets only the phantom's manifests have: ``livercad phantom`` (:mod:`livercad.data.phantom_cohort`)
-#: and the domain-randomised cohort (:mod:`livercad.data.phantom_synth`). A ``domain`` column is surer.
-PHANTOM_SIGNATURES = (frozenset({"severity", "site_scale", "site_offset", "site_noise", "site_artifact"}),
-                      frozenset({"contrast", "spacing_x", "spacing_z", "shape"}))
-#: Values of a ``domain``/``source`` column that mean "synthetic phantom" (case-insensitive).
-PHANTOM_WORDS = frozenset({"phantom", "synthetic", "simulated", "livercad-phantom"})
-DOMAIN_COLUMNS = ("domain", "source")
 
 
 @dataclass(frozen=True)
@@ -55,33 +49,7 @@ class InputProblem:
     reason: str
 
 
-def extra_value(extra: Mapping[str, str] | None, column: str) -> str | None:
-    """The non-empty value of a manifest's extra ``column`` (name matched case-insensitively), else ``None``."""
-    for key, value in (extra or {}).items():
-        if key.strip().lower() == column and value and value.strip():
-            return value.strip()
-    return None
 
-
-def case_domain(extra: Mapping[str, str] | None) -> str:
-    """``phantom`` or ``real``: where a manifest row's image comes from.
-
-    A ``domain`` or ``source`` column decides when the row fills it (``phantom``, ``synthetic``,
-    ``simulated``: phantom; any other value: real); otherwise a row with all the columns of one of the
-    phantom's manifests (:data:`PHANTOM_SIGNATURES`) is phantom. Anything else, folders and files included,
-    is real.
-
-    Example:
-        >>> case_domain({"severity": "0.2", "site_scale": "1", "site_offset": "0", "site_noise": "1",
-        ...              "site_artifact": "0"}), case_domain({"source": "Synthetic"}), case_domain({"site": "A"})
-        ('phantom', 'phantom', 'real')
-    """
-    for column in DOMAIN_COLUMNS:
-        value = extra_value(extra, column)
-        if value is not None:
-            return "phantom" if value.lower() in PHANTOM_WORDS else "real"
-    names = {k.strip().lower() for k in (extra or {})}
-    return "phantom" if any(sig <= names for sig in PHANTOM_SIGNATURES) else "real"
 
 
 def is_nifti_name(path: Path) -> bool:

@@ -106,8 +106,8 @@ def load_case(row: Any, cfg: Config) -> CaseSlices:
     volume = load_volume(row.image)
     ref = load_mask(row.mask, volume, liver_labels=row_liver_labels(row, cfg.data.liver_labels))
     pp = cfg.preprocess
-    prepared = prepare(volume, modality=row_modality(row, pp.modality), image_size=pp.image_size, ct_window=pp.ct_window,
-                       percentiles=pp.percentiles)
+    prepared = prepare(volume, modality=row_modality(row, pp.modality), image_size=pp.image_size,
+                       ct_window=pp.ct_window, percentiles=pp.percentiles)
     return CaseSlices(str(row.case_id), _plain(prepared.image).to(torch.float16), model_space_mask(prepared, ref))
 
 
@@ -208,5 +208,5 @@ def balanced_sampler(flags: torch.Tensor, liver_fraction: float, num_samples: in
     return WeightedRandomSampler(weights, num_samples=num_samples, replacement=True, generator=generator)
 
 
-__all__ = ["model_space_mask", "row_liver_labels", "row_modality", "CaseSlices", "SliceDataset", "load_case", "load_cases",
-           "anatomy_augment", "balanced_sampler"]
+__all__ = ["model_space_mask", "row_liver_labels", "row_modality", "CaseSlices", "SliceDataset", "load_case",
+           "load_cases", "anatomy_augment", "balanced_sampler"]

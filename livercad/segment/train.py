@@ -230,9 +230,10 @@ def segmenter_meta(cfg: Config, module: SegmentationModule, history: dict[str, A
                    modalities: list[str] | None = None) -> dict[str, Any]:
     """The metadata stored next to the weights in ``segmenter.pt``.
 
-    ``modalities``: the families trained on (default: the config's one); ``training_domain`` is
-    ``phantom`` when the cases came from the phantom generator (no manifest), else ``real``.
+    ``modalities``: the families trained on (default: the config's one); ``training_domain``:
+    :func:`livercad.domain.config_domain` of the cohort.
     """
+    from livercad.domain import config_domain
     from livercad.modality import family
 
     m, pp = cfg.segment.model, cfg.preprocess
@@ -244,7 +245,7 @@ def segmenter_meta(cfg: Config, module: SegmentationModule, history: dict[str, A
         "preprocessing": {"modality": pp.modality, "image_size": pp.image_size, "ct_window": list(pp.ct_window),
                           "percentiles": list(pp.percentiles), "context": m.context, "orientation": "RAS",
                           "modalities": modalities or [family(pp.modality)]},
-        "training_domain": "phantom" if cfg.data.manifest is None else "real",
+        "training_domain": config_domain(cfg.data.manifest),
         "phantom": cfg.data.phantom.model_dump(mode="json") if cfg.data.manifest is None else None,
         "postprocess": cfg.segment.postprocess.model_dump(mode="json"),
         "weights": module.weights_info.to_dict(),

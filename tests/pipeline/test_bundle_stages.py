@@ -14,9 +14,10 @@ from typer.testing import CliRunner
 
 import livercad
 from livercad.cli import app
+from livercad.domain import config_domain
 from livercad.errors import CheckpointError
 from livercad.pipeline import bundle as bundle_mod
-from livercad.pipeline.bundle import config_domain, load_bundle, training_domain
+from livercad.pipeline.bundle import load_bundle, training_domain
 from livercad.pipeline.predictor import liver_intensity
 from livercad.pipeline.run import run_pipeline
 

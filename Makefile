@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.livercad-installed
 DEMO_OUT ?= demo_out
 
-.PHONY: install test lint demo demo-fast bench clean
+.PHONY: install test lint demo demo-fast bench model clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
@@ -29,6 +29,14 @@ demo: $(STAMP)
 
 demo-fast: $(STAMP)
 	$(BIN)/livercad demo --fast --out $(DEMO_OUT)
+
+# The default stage-1 model shipped in livercad/models/liver (trained on the phantom only; not run by CI):
+# generate the domain-randomised phantom, train a fixed number of steps, store float16, measure on the
+# real scans of ../shared/realdata when they are there, and write the figures into the model card.
+model: $(STAMP)
+	$(BIN)/python -m livercad.segment.release --config configs/model.yaml --work build/model
+	-$(BIN)/python benchmarks/accept_real.py --tag model --json-out build/model/accept_real.json \
+		&& $(BIN)/python -m livercad.segment.release --card-results build/model/accept_real.json
 
 bench: $(STAMP)
 	$(BIN)/python benchmarks/bench_pipeline.py

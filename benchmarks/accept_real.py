@@ -34,7 +34,7 @@ from livercad.errors import InputError
 from livercad.io.nifti import load_mask, load_volume, save_volume
 from livercad.metrics.segmentation import segmentation_metrics, summarize
 from livercad.modality import check_trained_for, family
-from livercad.pipeline.bundle import default_bundle_path
+from livercad.models import default_bundle_path
 from livercad.segment.infer import Segmenter, segment_volume
 from livercad.weights import sha256_file
 
@@ -207,6 +207,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     ap.add_argument("--no-coarse-to-fine", action="store_true", help="segment every slice")
     ap.add_argument("--no-save", action="store_true", help="print only, do not write benchmarks/results/")
     ap.add_argument("--tag", default="", help="suffix of the result file name (accept_real_<tag>)")
+    ap.add_argument("--json-out", type=Path, help="also write the JSON here (make model reads it for the card)")
     return ap.parse_args(argv)
 
 
@@ -230,7 +231,10 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         result["phantom"] = run_phantom(seg, args.phantom, Path(tmp), c2f)
     result["targets"], result["measured"] = TARGETS, measured(result["real"], result["phantom"])
     result["met"] = met(result["measured"])
-    finish(result, "accept_real" + (f"_{args.tag}" if args.tag else ""), save=not args.no_save)
+    text = finish(result, "accept_real" + (f"_{args.tag}" if args.tag else ""), save=not args.no_save)
+    if args.json_out:
+        args.json_out.parent.mkdir(parents=True, exist_ok=True)
+        args.json_out.write_text(text + "\n", encoding="utf-8")
     return result
 
 

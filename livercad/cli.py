@@ -15,6 +15,7 @@ from typing import Annotated, Any
 import typer
 
 from livercad.errors import ConfigError, LivercadError
+from livercad.terminal import command as _terminal
 
 EXIT_OK, EXIT_INTERNAL, EXIT_USAGE, EXIT_PARTIAL = 0, 1, 2, 3
 
@@ -25,7 +26,9 @@ app.add_typer(train_app, name="train")
 
 ConfigOpt = Annotated[Path | None, typer.Option("--config", "-c", help="YAML config (or preset name).")]
 SetOpt = Annotated[list[str] | None, typer.Option("--set", "-s", help="Override, e.g. classify.region=crop")]
-QuietOpt = Annotated[bool, typer.Option("--quiet", "-q", help="Only warnings and the final summary.")]
+QuietOpt = Annotated[bool, typer.Option("--quiet", "-q", help="Only errors and the final summary.")]
+VerboseOpt = Annotated[bool, typer.Option("--verbose", "-v", help="Also livercad's INFO lines and Lightning's own "
+                                          "output (progress bar, model summary).")]
 ResumeOpt = Annotated[bool, typer.Option("--resume", help="Continue an interrupted training in OUT from its last "
                                          "checkpoint (finished stages are kept; same settings required).")]
 DevicesOpt = Annotated[str | None, typer.Option("--devices", help="Lightning devices per node: N, 'auto' or '0,1'.")]
@@ -46,20 +49,6 @@ def _scale_out(set_: list[str] | None, sections: tuple[str, ...], devices: str |
     return [*(set_ or []), *extra]
 
 
-def _setup_logging(quiet: bool) -> None:
-    logging.basicConfig(level=logging.WARNING if quiet else logging.INFO, stream=sys.stderr,
-                        format="%(levelname)s %(name)s: %(message)s")
-    if quiet:  # --quiet: the result lines and errors only; third-party deprecation chatter is dropped
-        import warnings
-
-        warnings.simplefilter("ignore")
-        import lightning.pytorch  # noqa: F401 - it configures its loggers on import; override after
-
-        for name in list(logging.root.manager.loggerDict):
-            if name.startswith(("lightning", "pytorch_lightning")):
-                logging.getLogger(name).setLevel(logging.WARNING)
-
-
 def _fail(exc: BaseException) -> None:
     code = EXIT_USAGE if isinstance(exc, LivercadError) else EXIT_INTERNAL
     if isinstance(exc, LivercadError):
@@ -76,6 +65,7 @@ def _config(path: Path | None, overrides: list[str] | None):  # noqa: ANN202 - C
 
 
 @app.command()
+@_terminal(log=False)  # the cohort folder holds data only
 def phantom(
     out: Annotated[Path, typer.Option("--out", "-o", help="Output folder (images/, masks/, manifest.csv).")],
     n: Annotated[int, typer.Option(help="Number of cases.")] = 60,
@@ -86,6 +76,7 @@ def phantom(
     sites: Annotated[int, typer.Option(help="Number of scanner sites (intensity/noise/artifact).")] = 1,
     shortcut: Annotated[bool, typer.Option(help="Site artifact correlated with the label in train only.")] = False,
     ct_phase: Annotated[str, typer.Option(help="CT contrast phase: portal-venous | non-contrast.")] = "portal-venous",
+    quiet: QuietOpt = False, verbose: VerboseOpt = False,
 ) -> None:
     """Generate a synthetic abdominal cohort with liver masks and disease labels."""
     from livercad.data.phantom import generate_cohort
@@ -102,13 +93,13 @@ def phantom(
 
 
 @train_app.command("pipeline")
+@_terminal(lightning=True)
 def train_pipeline_cmd(
     out: Annotated[Path, typer.Option("--out", "-o", help="Work folder; the bundle goes to OUT/model.")],
-    config: ConfigOpt = None, set_: SetOpt = None, quiet: QuietOpt = False,
+    config: ConfigOpt = None, set_: SetOpt = None, quiet: QuietOpt = False, verbose: VerboseOpt = False,
     devices: DevicesOpt = None, num_nodes: NodesOpt = None, strategy: StrategyOpt = None, resume: ResumeOpt = False,
 ) -> None:
     """Train stage 1 and stage 2 and write a model bundle."""
-    _setup_logging(quiet)
     try:
         from livercad.pipeline.train import train_pipeline
 
@@ -120,13 +111,13 @@ def train_pipeline_cmd(
 
 
 @train_app.command("segment")
+@_terminal(lightning=True)
 def train_segment_cmd(
     out: Annotated[Path, typer.Option("--out", "-o", help="Output folder for segmenter.pt.")],
-    config: ConfigOpt = None, set_: SetOpt = None, quiet: QuietOpt = False,
+    config: ConfigOpt = None, set_: SetOpt = None, quiet: QuietOpt = False, verbose: VerboseOpt = False,
     devices: DevicesOpt = None, num_nodes: NodesOpt = None, strategy: StrategyOpt = None, resume: ResumeOpt = False,
 ) -> None:
     """Train stage 1 (liver segmentation) on the configured manifest or phantom."""
-    _setup_logging(quiet)
     try:
         from livercad.pipeline.train import cohort_rows
         from livercad.segment.train import train_segmenter
@@ -139,14 +130,14 @@ def train_segment_cmd(
 
 
 @train_app.command("classify")
+@_terminal(lightning=True)
 def train_classify_cmd(
     segmenter: Annotated[Path, typer.Option(help="Stage-1 checkpoint whose predicted masks feed stage 2.")],
     out: Annotated[Path, typer.Option("--out", "-o", help="Output folder for classifier.pt.")],
-    config: ConfigOpt = None, set_: SetOpt = None, quiet: QuietOpt = False,
+    config: ConfigOpt = None, set_: SetOpt = None, quiet: QuietOpt = False, verbose: VerboseOpt = False,
     devices: DevicesOpt = None, num_nodes: NodesOpt = None, strategy: StrategyOpt = None, resume: ResumeOpt = False,
 ) -> None:
     """Train stage 2 on stage-1 predictions (or ground truth for region oracle-mask)."""
-    _setup_logging(quiet)
     try:
         from livercad.classify.train import train_classifier
         from livercad.pipeline.train import cohort_rows, load_stage1, stage1_cache
@@ -162,6 +153,7 @@ def train_classify_cmd(
 
 
 @app.command()
+@_terminal()
 def predict(
     input_: Annotated[Path, typer.Option("--input", "-i", help="NIfTI file, folder of them, or manifest CSV.")],
     out: Annotated[Path, typer.Option("--out", "-o", help="Output folder.")],
@@ -170,10 +162,9 @@ def predict(
     split: Annotated[str | None, typer.Option(help="With a manifest: only this split.")] = None,
     engine: Annotated[str | None, typer.Option(help="local | ray")] = None,
     address: Annotated[str | None, typer.Option(help="Ray cluster address (with --engine ray).")] = None,
-    config: ConfigOpt = None, quiet: QuietOpt = False,
+    config: ConfigOpt = None, quiet: QuietOpt = False, verbose: VerboseOpt = False,
 ) -> None:
     """Segment (and classify, when the bundle has a classifier) every case; masks keep each input's exact grid."""
-    _setup_logging(quiet)
     try:
         from livercad.pipeline.run import run_pipeline
 
@@ -185,15 +176,15 @@ def predict(
 
 
 @app.command()
+@_terminal()
 def evaluate(
     manifest: Annotated[Path, typer.Option("--manifest", help="Manifest CSV with masks and labels.")],
     out: Annotated[Path, typer.Option("--out", "-o", help="Output folder.")],
     model: ModelOpt = None, modality: ModalityOpt = None,
     split: Annotated[str | None, typer.Option(help="Only this split (e.g. test).")] = "test",
-    quiet: QuietOpt = False,
+    quiet: QuietOpt = False, verbose: VerboseOpt = False,
 ) -> None:
     """Predict a manifest split and print its metrics (Dice, HD95, AUC… with 95 % CIs)."""
-    _setup_logging(quiet)
     try:
         from livercad.pipeline.run import run_pipeline
 
@@ -217,10 +208,12 @@ def _summary(res: Any, out: Path) -> None:
 
 
 @app.command()
+@_terminal(log=False)
 def convert(
     src: Annotated[Path, typer.Argument(help="Dataset root (MSD, nnU-Net raw or LiTS layout).")],
     out: Annotated[Path, typer.Option("--out", "-o", help="Manifest CSV to write.")],
     layout: Annotated[str, typer.Option(help="auto | msd | nnunet | lits")] = "auto",
+    quiet: QuietOpt = False, verbose: VerboseOpt = False,
 ) -> None:
     """Write a livercad manifest for a public dataset layout."""
     try:
@@ -233,13 +226,13 @@ def convert(
 
 
 @app.command()
+@_terminal(lightning=True)
 def demo(
     out: Annotated[Path, typer.Option("--out", "-o", help="Output folder.")] = Path("demo_out"),
     fast: Annotated[bool, typer.Option(help="A smaller, quicker demo (< 3 min).")] = False,
-    config: ConfigOpt = None, set_: SetOpt = None, quiet: QuietOpt = False,
+    config: ConfigOpt = None, set_: SetOpt = None, quiet: QuietOpt = False, verbose: VerboseOpt = False,
 ) -> None:
     """Phantom cohort -> train both stages -> predict the test split -> ablation -> report."""
-    _setup_logging(quiet)
     try:
         from livercad.pipeline.demo import run_demo
 
@@ -251,16 +244,16 @@ def demo(
 
 
 @app.command()
+@_terminal(lightning=True)
 def ablate(
     config: ConfigOpt = None, set_: SetOpt = None,
     out: Annotated[Path, typer.Option("--out", "-o", help="Output folder.")] = Path("ablation_out"),
     segmenter: Annotated[Path | None, typer.Option(
         "--segmenter", help="Reuse this trained stage 1 (segmenter.pt or a bundle folder) instead of training one."
     )] = None,
-    quiet: QuietOpt = False,
+    quiet: QuietOpt = False, verbose: VerboseOpt = False,
 ) -> None:
     """Segmentation-impact ablation: region modes x strategies x backbones x seeds, paired tests."""
-    _setup_logging(quiet)
     try:
         from livercad.pipeline.ablation import run_ablation_from_config
 

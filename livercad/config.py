@@ -121,6 +121,10 @@ class SegmentConfig(_Section):
     # validation volumes used while training (evenly spaced over the val split; None = all): the wall-clock
     # budget reserves the closing validation, which grows with the number of volumes
     max_val_cases: int | None = Field(24, ge=1)
+    # start from a trained segmenter: "default" (the model shipped in the package), a bundle folder or a
+    # segmenter.pt; finetune false uses it as it is (no stage-1 training), true trains on from its weights
+    init: str | None = None
+    finetune: bool = True
 
 
 class ClassifyConfig(_Section):

@@ -120,10 +120,13 @@ def make_trainer(cfg: ClassifyConfig, minutes_left: float, callbacks: list[pl.Ca
     if t.num_nodes > 1 or str(t.strategy).startswith(("ddp", "fsdp", "deepspeed")) or t.devices not in (1, "1"):
         raise ConfigError(f"classify.train: stage 2 trains in one process (devices=1, num_nodes=1, no ddp); got "
                           f"devices={t.devices}, num_nodes={t.num_nodes}, strategy={t.strategy}")
+    from livercad.pipeline.progress import training_progress  # livercad's bar, or Lightning's own (--verbose)
+
+    callbacks, lightning_own = training_progress(callbacks, enabled=progress, description="stage 2")
     return pl.Trainer(
         max_epochs=t.max_epochs, max_time=timedelta(minutes=max(minutes_left, 0.05) + 0.5), accelerator=t.accelerator,
         devices=t.devices, num_nodes=t.num_nodes, strategy=t.strategy, precision=t.precision,  # type: ignore[arg-type]
-        callbacks=callbacks, logger=False, enable_checkpointing=io is not None, enable_progress_bar=progress,
+        callbacks=callbacks, logger=False, enable_checkpointing=io is not None, enable_progress_bar=lightning_own,
         plugins=[io] if io is not None else None,
         enable_model_summary=False, num_sanity_val_steps=0, limit_val_batches=1.0 if has_val else 0,
         log_every_n_steps=1, limit_train_batches=t.steps_per_epoch or 1.0)

@@ -72,6 +72,15 @@ def _set_pixels(ds: Dataset, frame: np.ndarray) -> None:
     ds.set_pixel_data(arr, photometric, arr.dtype.itemsize * 8, generate_instance_uid=False)
 
 
+def _geometry(ds: Dataset, row: np.ndarray, col: np.ndarray, position: np.ndarray,
+              pixel_spacing: Sequence[float], thickness: float) -> None:
+    """Write IOP, IPP, PixelSpacing and SliceThickness (values rounded to fit the DS value representation)."""
+    ds.ImageOrientationPatient = [round(float(v), 10) for v in (*row, *col)]
+    ds.ImagePositionPatient = [round(float(v), 6) for v in position]
+    ds.PixelSpacing = [float(pixel_spacing[0]), float(pixel_spacing[1])]
+    ds.SliceThickness = float(thickness)
+
+
 def write_series(frames: np.ndarray, folder: str | Path, *, row_dir: Sequence[float] = (1, 0, 0),
                  col_dir: Sequence[float] = (0, 1, 0), origin: Sequence[float] = (0, 0, 0),
                  pixel_spacing: Sequence[float] = (1.0, 1.0), slice_step: float = 1.0,
@@ -81,30 +90,18 @@ def write_series(frames: np.ndarray, folder: str | Path, *, row_dir: Sequence[fl
                  series_uid: str | None = None, frame_uid: str | None = None, seed: int | None = 0,
                  extra: Mapping[str, Any] | None = None, per_slice: Mapping[int, Mapping[str, Any]] | None = None,
                  ) -> list[Path]:
-    """Write ``frames`` (``(n_slices, rows, columns)`` stored values) as a single-frame image series.
+    """Write ``frames`` (``(n_slices, rows, columns)`` int8/uint8/int16/uint16 stored values) as a series.
 
-    Args:
-        frames: Stored pixel values, int16/uint16/uint8/int8; ``frames[n][r, c]`` is row ``r``, column ``c``.
-        folder: Output folder (created).
-        row_dir, col_dir: ImageOrientationPatient's row and column direction (LPS; normalised here).
-        origin: ImagePositionPatient of slice 0 (LPS mm).
-        pixel_spacing: DICOM PixelSpacing ``(row spacing, column spacing)`` in mm.
-        slice_step: Distance between consecutive slice origins (mm, may be negative).
-        slice_dir: Direction of the slice step; default the normal ``row_dir x col_dir`` (another
-            direction makes a gantry-tilted series).
-        modality, series_description, series_number: Written as such.
-        slope, intercept: RescaleSlope / RescaleIntercept (written when given; CT always gets both).
-        study_uid, series_uid, frame_uid: UIDs to reuse (new ones when ``None``).
-        seed: Shuffles file names and instance numbers (``None``: names in slice order, numbers 1..n).
-        extra: Attributes written to every file (keyword -> value).
-        per_slice: Attributes written to one slice only (slice index -> keyword -> value).
+    Geometry is LPS as in the module docstring; a ``slice_dir`` off the normal makes a gantry-tilted
+    series; ``slope``/``intercept`` are written when given (CT always gets both); ``None`` UIDs are new;
+    ``seed`` shuffles file names and instance numbers (``None``: slice order); ``extra``/``per_slice`` are
+    attributes (keyword -> value) for every file / for slice ``n`` only.
 
     Returns:
         The written files in slice order (index ``n`` holds ``frames[n]``).
     """
-    out = Path(folder)
+    out, row, col = Path(folder), _unit(row_dir), _unit(col_dir)
     out.mkdir(parents=True, exist_ok=True)
-    row, col = _unit(row_dir), _unit(col_dir)
     step_dir = np.cross(row, col) if slice_dir is None else _unit(slice_dir)
     rng = np.random.default_rng(seed) if seed is not None else None
     order = rng.permutation(len(frames)) if rng is not None else np.arange(len(frames))
@@ -113,22 +110,15 @@ def write_series(frames: np.ndarray, folder: str | Path, *, row_dir: Sequence[fl
     for n, frame in enumerate(frames):
         ds = base_dataset(modality, study_uid=common.StudyInstanceUID, series_uid=common.SeriesInstanceUID,
                           frame_uid=common.FrameOfReferenceUID)
-        ds.SeriesDescription, ds.SeriesNumber = series_description, series_number
-        ds.InstanceNumber = int(order[n]) + 1
-        ds.ImageOrientationPatient = [round(float(v), 10) for v in (*row, *col)]
-        position = np.asarray(origin, dtype=np.float64) + n * slice_step * step_dir
-        ds.ImagePositionPatient = [round(float(v), 6) for v in position]
-        ds.PixelSpacing = [float(pixel_spacing[0]), float(pixel_spacing[1])]
-        ds.SliceThickness = abs(float(slice_step))
+        ds.SeriesDescription, ds.SeriesNumber, ds.InstanceNumber = series_description, series_number, int(order[n]) + 1
+        _geometry(ds, row, col, np.asarray(origin, float) + n * slice_step * step_dir, pixel_spacing, abs(slice_step))
         if slope is not None or intercept is not None or modality == "CT":
-            ds.RescaleSlope = 1.0 if slope is None else slope
-            ds.RescaleIntercept = 0.0 if intercept is None else intercept
+            ds.RescaleSlope, ds.RescaleIntercept = (1.0 if slope is None else slope), (intercept or 0.0)
         _set_pixels(ds, np.asarray(frame))
         for key, value in {**(extra or {}), **((per_slice or {}).get(n, {}))}.items():
             setattr(ds, key, value)
-        name = f"{ds.SOPInstanceUID[-12:]}.dcm" if rng is not None else f"slice{n:04d}.dcm"
-        ds.save_as(out / name, enforce_file_format=True)
-        files.append(out / name)
+        files.append(out / (f"{ds.SOPInstanceUID[-12:]}.dcm" if rng is not None else f"slice{n:04d}.dcm"))
+        ds.save_as(files[-1], enforce_file_format=True)
     return files
 
 

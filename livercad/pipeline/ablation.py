@@ -26,6 +26,7 @@ import numpy as np
 from livercad.config import ClassifyConfig, Config
 from livercad.errors import ConfigError, InputError
 from livercad.pipeline.ablation_stats import SCALARS, arm_statistics, compare, compare_to_reference
+from livercad.pipeline.progress import Progress
 
 log = logging.getLogger(__name__)
 
@@ -124,8 +125,7 @@ def _log_overrides(cfg: Config) -> None:
                  ab.image_size or cfg.classify.image_size)
 
 
-def _train_arm(cfg: Config, arm: Arm, data: _Split, cache: dict[Any, Any], pos: str,
-               progress: bool) -> dict[str, Any]:
+def _train_arm(cfg: Config, arm: Arm, data: _Split, cache: dict[Any, Any], bar: Progress) -> dict[str, Any]:
     """Train all seeds of one arm; keep seed 0's classifier for saliency and the mask-quality curve."""
     from livercad.classify.infer import predict_cases
     from livercad.classify.train import train_classifier
@@ -142,8 +142,7 @@ def _train_arm(cfg: Config, arm: Arm, data: _Split, cache: dict[Any, Any], pos: 
                      "weights": tr.meta.get("weights"), "best_epoch": tr.meta.get("best_epoch"),
                      "epochs": len(tr.history), "seconds": time.perf_counter() - t})
         clf0 = clf0 or tr.classifier
-        log.log(logging.INFO if progress else logging.DEBUG, "ablation arm %s %s seed %d: %.1f s (%d epochs)",
-                pos, arm.name, cfg.seed + i, runs[-1]["seconds"], runs[-1]["epochs"])
+        bar.advance(f"{arm.name} seed {cfg.seed + i} ({runs[-1]['seconds']:.0f} s, {runs[-1]['epochs']} epochs)")
     return {"runs": runs, "classifier": clf0}
 
 
@@ -219,7 +218,7 @@ def run_ablation(cfg: Config, stage1: list[Any], out_dir: str | Path, *, progres
         cfg: the run config (``classify`` gives the shared classifier settings, ``ablation`` the grid).
         stage1: :class:`~livercad.pipeline.train.Stage1Case` of every case (with ``row.split``).
         out_dir: output folder (created).
-        progress: log one INFO line per training (else DEBUG).
+        progress: a bar over the trainings of every arm and seed (one line per training without a terminal).
 
     Returns:
         ``report``, ``csv``, ``json`` (paths as str), ``summary_rows`` (``arm``, ``auc``, ``p_delong``),
@@ -252,18 +251,20 @@ def _run(cfg: Config, stage1: list[Any], out_dir: Path, progress: bool, timing: 
     saliency: dict[str, Any] = {}
     timing.update({"train_s": 0.0, "saliency_s": 0.0})
     sal_cases = _saliency_cases(data.test, cfg.ablation.saliency_cases) if cfg.ablation.saliency else []
-    for k, arm in enumerate(arms, 1):
-        t = time.perf_counter()
-        trained[arm.name] = _train_arm(cfg, arm, data, cache, f"{k}/{len(arms)}", progress)
-        timing["train_s"] += time.perf_counter() - t
-        stats.append(_arm_stats(cfg, arm, trained[arm.name], data, y, groups))
-        if sal_cases:
+    with Progress(len(arms) * cfg.ablation.seeds, enabled=progress, description="ablation") as bar:
+        for arm in arms:
             t = time.perf_counter()
-            saliency[arm.name] = arm_saliency(trained[arm.name]["classifier"], sal_cases, n_boot=cfg.ablation.n_boot,
-                                              seed=cfg.seed, method=cfg.ablation.saliency_method)
-            timing["saliency_s"] += time.perf_counter() - t
-        if arm.region != _quality_region(arms):
-            trained[arm.name]["classifier"] = None  # free memory; only the mask-quality arms are reused
+            trained[arm.name] = _train_arm(cfg, arm, data, cache, bar)
+            timing["train_s"] += time.perf_counter() - t
+            stats.append(_arm_stats(cfg, arm, trained[arm.name], data, y, groups))
+            if sal_cases:
+                t = time.perf_counter()
+                saliency[arm.name] = arm_saliency(trained[arm.name]["classifier"], sal_cases,
+                                                  n_boot=cfg.ablation.n_boot, seed=cfg.seed,
+                                                  method=cfg.ablation.saliency_method)
+                timing["saliency_s"] += time.perf_counter() - t
+            if arm.region != _quality_region(arms):
+                trained[arm.name]["classifier"] = None  # free memory; only the mask-quality arms are reused
     comps = compare_to_reference(stats, cfg.ablation.reference, y, groups, n_boot=cfg.ablation.n_boot, seed=cfg.seed)
     t = time.perf_counter()
     quality = _quality(cfg, arms, trained, data)

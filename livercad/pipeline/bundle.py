@@ -34,6 +34,7 @@ from livercad.config import Config, config_to_dict, load_config, save_config
 from livercad.domain import config_domain
 from livercad.errors import CheckpointError, ConfigError
 from livercad.io.atomic import atomic_write_text
+from livercad.models import default_bundle_path
 from livercad.weights import sha256_file
 
 log = logging.getLogger(__name__)
@@ -41,15 +42,6 @@ log = logging.getLogger(__name__)
 #: Checkpoint file of each stage, in pipeline order.
 STAGE_FILES = {"segment": "segmenter.pt", "classify": "classifier.pt"}
 DOMAINS = ("phantom", "real", "unknown")
-#: Where the default stage-1 model ships inside the package (``make model`` writes it).
-DEFAULT_BUNDLE = Path(__file__).resolve().parent.parent / "models" / "liver"
-
-
-def default_bundle_path() -> Path:
-    """The stage-1 bundle shipped with the package (trained on the phantom only; see its ``MODEL_CARD.md``)."""
-    return DEFAULT_BUNDLE
-
-
 def resolve_bundle_path(model: str | Path | None) -> Path:
     """The bundle folder to use: ``model``, or the default one when ``model`` is ``None``.
 

@@ -112,7 +112,12 @@ def train_stage1(cfg: Config, out: Path, *, progress: bool = True, resume: bool 
     rows = cohort_rows(cfg, out)
     timing["data_s"] = time.perf_counter() - t
     t = time.perf_counter()
-    ckpt = train_segmenter(rows, cfg, out / "work" / "segment", progress=progress, resume=resume)
+    if cfg.segment.init and not cfg.segment.finetune:  # a trained segmenter used as it is
+        from livercad.models import segmenter_checkpoint
+
+        ckpt = segmenter_checkpoint(cfg.segment.init)
+    else:
+        ckpt = train_segmenter(rows, cfg, out / "work" / "segment", progress=progress, resume=resume)
     timing["train_segment_s"] = time.perf_counter() - t
     t = time.perf_counter()
     segmenter = load_stage1(ckpt, cfg)

@@ -155,3 +155,27 @@ def build_segmenter(cfg: SegmentModelConfig) -> nn.Module:
 
 
 __all__ = ["build_segmenter", "build_segmenter_with_info", "in_channels_of", "check_encoder", "adapt_first_conv"]
+
+
+def load_init_weights(model: nn.Module, spec: str) -> dict[str, str]:
+    """Load a trained segmenter (``segment.init``: ``default``, a bundle or a ``segmenter.pt``) into ``model``.
+
+    Returns:
+        Provenance ``{"source": "segmenter", "path": ..., "sha256": ...}``.
+
+    Raises:
+        CheckpointError: no checkpoint there, or its weights do not fit the configured network.
+    """
+    from livercad.checkpoint import load_checkpoint
+    from livercad.errors import CheckpointError
+    from livercad.models import segmenter_checkpoint
+    from livercad.weights import sha256_file
+
+    path = segmenter_checkpoint(spec)
+    state, _ = load_checkpoint(path)
+    try:
+        model.load_state_dict(state, strict=True)
+    except RuntimeError as exc:
+        raise CheckpointError(f"{path}: segment.init weights do not fit segment.model "
+                              f"({' '.join(str(exc).split())[:200]})") from None
+    return {"source": "segmenter", "path": str(path), "sha256": sha256_file(path)}

@@ -46,7 +46,7 @@ from livercad.resume import (
 )
 from livercad.segment.budget import TimeBudget, lr_factor
 from livercad.segment.data import SliceDataset, anatomy_augment, balanced_sampler, load_cases
-from livercad.segment.model import build_segmenter_with_info, in_channels_of
+from livercad.segment.model import build_segmenter_with_info, in_channels_of, load_init_weights
 
 logger = logging.getLogger(__name__)
 
@@ -64,6 +64,7 @@ class SegmentationModule(L.LightningModule):
         super().__init__()
         self.cfg, self.budget, self.n_val_cases = cfg, budget, n_val_cases
         self.model, self.weights_info = build_segmenter_with_info(cfg.segment.model)
+        self.init = load_init_weights(self.model, cfg.segment.init) if cfg.segment.init else None
         self.model = self.model.to(memory_format=torch.channels_last)
         self.loss_fn = DiceCELoss(sigmoid=True, batch=True)
         self.history: list[dict[str, float]] = []
@@ -175,12 +176,15 @@ def _trainer(cfg: Config, out_dir: Path, budget: TimeBudget, steps: int, progres
         EarlyStopping(monitor="val_dice", mode="max", patience=t.patience, check_on_train_epoch_end=False),
         LastCheckpoint(ckpt_dir / "last.ckpt", every_s),
     ]
+    from livercad.pipeline.progress import training_progress  # livercad's bar, or Lightning's own (--verbose)
+
+    callbacks, lightning_own = training_progress(callbacks, enabled=progress, description="stage 1")
     return L.Trainer(
         max_epochs=t.max_epochs, max_steps=max_steps, max_time=timedelta(seconds=budget.budget_s),
         accelerator=t.accelerator, devices=t.devices, num_nodes=t.num_nodes, strategy=t.strategy,
         precision=t.precision, callbacks=callbacks, logger=CSVLogger(out_dir / "lightning", name="logs"),
         plugins=[SafeCheckpointIO(fp)],
-        enable_progress_bar=progress, enable_model_summary=progress, num_sanity_val_steps=0,
+        enable_progress_bar=lightning_own, enable_model_summary=lightning_own, num_sanity_val_steps=0,
         log_every_n_steps=max(1, min(50, steps)), default_root_dir=out_dir / "lightning",
     )
 
@@ -249,6 +253,7 @@ def segmenter_meta(cfg: Config, module: SegmentationModule, history: dict[str, A
         "phantom": cfg.data.phantom.model_dump(mode="json") if cfg.data.manifest is None else None,
         "postprocess": cfg.segment.postprocess.model_dump(mode="json"),
         "weights": module.weights_info.to_dict(),
+        "init": module.init,
         "history": history,
         "seed": cfg.segment.train.seed,
         "versions": versions(),

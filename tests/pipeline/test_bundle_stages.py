@@ -13,10 +13,10 @@ import pytest
 from typer.testing import CliRunner
 
 import livercad
+import livercad.models
 from livercad.cli import app
 from livercad.domain import config_domain
 from livercad.errors import CheckpointError
-from livercad.pipeline import bundle as bundle_mod
 from livercad.pipeline.bundle import load_bundle, training_domain
 from livercad.pipeline.predictor import liver_intensity
 from livercad.pipeline.run import run_pipeline
@@ -75,7 +75,7 @@ def test_rewriting_a_bundle_without_classifier_drops_the_old_one(make_bundle: Ca
 
 def test_default_model_missing_is_one_clear_error(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
                                                   ct_volume: Callable[..., Path]) -> None:
-    monkeypatch.setattr(bundle_mod, "DEFAULT_BUNDLE", tmp_path / "models" / "liver")
+    monkeypatch.setattr(livercad.models, "DEFAULT_BUNDLE", tmp_path / "models" / "liver")
     scan = ct_volume(tmp_path / "scan.nii.gz")
     with pytest.raises(CheckpointError, match="default liver model is not installed.*make model.*--model"):
         run_pipeline(scan, tmp_path / "out", progress=False)
@@ -87,7 +87,7 @@ def test_default_model_missing_is_one_clear_error(tmp_path: Path, monkeypatch: p
 
 def test_default_model_is_used_without_model(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
                                              make_bundle: Callable[..., Path], ct_volume: Callable[..., Path]) -> None:
-    monkeypatch.setattr(bundle_mod, "DEFAULT_BUNDLE", make_bundle("liver", classifier=False))
+    monkeypatch.setattr(livercad.models, "DEFAULT_BUNDLE", make_bundle("liver", classifier=False))
     scan = ct_volume(tmp_path / "scan.nii.gz")
     res = CliRunner().invoke(app, ["predict", "-i", str(scan), "-o", str(tmp_path / "out"), "-q"])
     assert res.exit_code == 0, res.output

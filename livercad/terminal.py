@@ -132,7 +132,7 @@ class _RunLog(logging.Handler):
                 self.path.parent.mkdir(parents=True, exist_ok=True)
                 self._file = self.path.open("a", encoding="utf-8")
                 self._file.write(f"---- {self.header}\n")
-            self._file.write(self.format(record) + "\n")
+            self._file.write(self.format(record).rstrip("\n") + "\n")
             self._file.flush()
         except Exception:  # noqa: BLE001 - logging must not raise
             self.handleError(record)

@@ -76,7 +76,7 @@ class Progress:
         self._enabled = enabled
         self._bar: Any = None
         self._task: Any = None
-        self._t0 = time.perf_counter()
+        self._t0 = self._t1 = time.perf_counter()
 
     def __enter__(self) -> Progress:
         self._t0 = time.perf_counter()
@@ -96,8 +96,11 @@ class Progress:
             self._bar.update(self._task, advance=1, item=case_id)
             if status != "done":
                 log.info("%s %s", case_id, status)
-        elif self._enabled:
-            eta = (time.perf_counter() - self._t0) / max(self.done, 1) * (self.total - self.done)
+        elif self._enabled:  # the pace from the first item on (the first one also paid for loading)
+            now = time.perf_counter()
+            self._t1 = now if self.done == 1 else self._t1
+            per_item = (now - self._t0) if self.done == 1 else (now - self._t1) / (self.done - 1)
+            eta = per_item * (self.total - self.done)
             log.info("%s [%d/%d] %s %s (eta %s)", self.description, self.done, self.total, case_id, status,
                      duration(eta))
 

@@ -1,17 +1,15 @@
-"""livercad: liver segmentation -> classification pipeline with segmentation-impact ablations."""
+"""livercad: liver segmentation -> classification pipeline with segmentation-impact ablations.
+
+``livercad.run_pipeline`` is :func:`livercad.pipeline.run.run_pipeline` itself (its real signature and
+docstring), imported on first access so that ``import livercad`` stays light (the pipeline imports torch).
+"""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import Any
 
 from livercad.errors import CheckpointError, ConfigError, InputError, LivercadError
 from livercad.types import CaseResult, Segmentation, Volume
-
-if TYPE_CHECKING:  # the real function imports torch (~1.5 s); ``import livercad`` stays light
-    from livercad.config import Config
-    from livercad.pipeline.run import PipelineResult
 
 __version__ = "0.1.0"
 
@@ -28,38 +26,10 @@ __all__ = [
 ]
 
 
-def run_pipeline(inputs: str | Path | Sequence[str | Path], output_dir: str | Path, *,
-                 model: str | Path | None = None, config: Config | str | Path | None = None,
-                 resume: bool = False, progress: bool = True, split: str | None = None,
-                 engine: str | None = None, address: str | None = None,
-                 modality: str | None = None) -> PipelineResult:
-    """Segment (and, with a classifier in the bundle, classify) every input case.
+def __getattr__(name: str) -> Any:
+    """Lazy attributes (PEP 562): ``run_pipeline`` is imported from :mod:`livercad.pipeline.run` on first use."""
+    if name == "run_pipeline":
+        from livercad.pipeline.run import run_pipeline
 
-    The same function as :func:`livercad.pipeline.run.run_pipeline` (imported on first call).
-
-    Args:
-        inputs: a folder of NIfTI files, one file, a list of files, or a manifest CSV (then ground-truth
-            masks and labels are used for evaluation, and its ``modality`` column per case).
-        output_dir: where masks/, qc/, predictions.csv, failures.csv, metrics.json, run.json and
-            report.html go.
-        model: a bundle directory (``livercad train pipeline`` or ``livercad demo`` make one); ``None``:
-            the default model shipped with the package (``make model`` installs it).
-        config: optional config (object or YAML) whose ``inference`` section overrides the bundle's.
-        resume: skip cases whose record shows they already finished in ``output_dir``.
-        progress: progress bar on a terminal / log lines otherwise.
-        split: with a manifest, only rows of this split.
-        engine: ``local`` (default) or ``ray``; ``address``: Ray cluster address.
-        modality: the modality of cases whose record names none (``ct``, ``mr``, ``mr-t2``, ``us`` ...);
-            ``None``: decided from each image's intensities.
-
-    Returns:
-        A :class:`~livercad.pipeline.run.PipelineResult`.
-
-    Raises:
-        CheckpointError: the bundle is missing or corrupt (or ``model=None`` and no default is installed).
-        ConfigError: ``modality`` is not a known modality name.
-    """
-    from livercad.pipeline.run import run_pipeline as _run
-
-    return _run(inputs, output_dir, model=model, config=config, resume=resume, progress=progress, split=split,
-                engine=engine, address=address, modality=modality)
+        return run_pipeline
+    raise AttributeError(f"module 'livercad' has no attribute {name!r}")

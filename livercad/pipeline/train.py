@@ -76,6 +76,7 @@ def stage1_cache(segmenter: Any, rows: list[ManifestRow], cfg: Config) -> list[S
     from livercad.io.manifest import parse_liver_labels
     from livercad.io.nifti import load_mask, load_volume
     from livercad.metrics.segmentation import segmentation_metrics
+    from livercad.segment.data import row_modality
     from livercad.segment.infer import segment_volume
 
     out: list[Stage1Case] = []
@@ -83,7 +84,8 @@ def stage1_cache(segmenter: Any, rows: list[ManifestRow], cfg: Config) -> list[S
     for row in rows:
         vol = load_volume(row.image)
         seg = segment_volume(segmenter, vol, batch_size=cfg.inference.batch_size,
-                             postprocess=cfg.segment.postprocess, coarse_to_fine=cfg.inference.coarse_to_fine)
+                             postprocess=cfg.segment.postprocess, coarse_to_fine=cfg.inference.coarse_to_fine,
+                             modality=row_modality(row, cfg.preprocess.modality))
         gt = gt_model = None
         metrics: dict[str, float] = {}
         if row.mask is not None:

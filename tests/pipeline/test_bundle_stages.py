@@ -99,7 +99,7 @@ def test_default_model_is_used_without_model(tmp_path: Path, monkeypatch: pytest
 def test_package_run_pipeline_shows_the_real_signature() -> None:
     from livercad.pipeline.run import run_pipeline as real
 
-    assert inspect.signature(livercad.run_pipeline) == inspect.signature(real)
+    assert livercad.run_pipeline is real and inspect.signature(livercad.run_pipeline) == inspect.signature(real)
     assert "modality" in inspect.signature(livercad.run_pipeline).parameters
     assert livercad.run_pipeline.__doc__ and "model" in livercad.run_pipeline.__doc__
 

@@ -8,6 +8,8 @@ Supported layouts:
   ``imagesTr/CASE_0000.nii.gz``, ``labelsTr/CASE.nii.gz``, ``imagesTs/``).
 * ``lits``: LiTS-style ``volume-N.nii(.gz)`` with ``segmentation-N.nii(.gz)`` anywhere below the root
   (and unlabeled ``test-volume-N.nii(.gz)``).
+* ``chaos``, ``amos``, ``flare22``, ``totalseg``: see :mod:`livercad.io.convert_chaos` (writes NIfTI masks
+  next to the manifest) and :mod:`livercad.io.convert_public`.
 
 The label values that count as liver are recorded per row in ``extra["liver_labels"]`` (e.g.
 ``"1,2"`` when liver = 1 and tumour = 2, since a tumour lies inside the liver); they are applied
@@ -27,6 +29,9 @@ from pathlib import Path
 from typing import Any
 
 from livercad.errors import ConfigError, InputError
+from livercad.io.convert_chaos import from_chaos
+from livercad.io.convert_public import detect_public_layout, from_amos, from_flare22
+from livercad.io.convert_totalseg import from_totalseg
 from livercad.io.manifest import ManifestRow, case_id_from_path, validate_rows, write_manifest
 
 logger = logging.getLogger(__name__)
@@ -221,16 +226,23 @@ def from_lits(root: str | Path, *, liver_labels: Sequence[int] | None = (1, 2)) 
 
 
 CONVERTERS: dict[str, Callable[..., list[ManifestRow]]] = {"msd": from_msd, "nnunet": from_nnunet,
-                                                           "lits": from_lits}
+                                                           "lits": from_lits, "chaos": from_chaos,
+                                                           "amos": from_amos, "flare22": from_flare22,
+                                                           "totalseg": from_totalseg}
+#: Converters that write files (masks) and take ``out_dir`` (the manifest's folder).
+WRITES_MASKS = frozenset({"chaos"})
 
 
 def detect_layout(root: str | Path) -> str:
-    """Guess the layout of a dataset folder: ``nnunet``, ``msd`` or ``lits``.
+    """Guess a dataset folder's layout: chaos, amos, flare22, totalseg, nnunet, msd or lits.
 
     Raises:
         InputError: when the folder matches none of them.
     """
     folder = Path(root)
+    public = detect_public_layout(folder)
+    if public is not None:
+        return public
     if (folder / "dataset.json").is_file():
         meta = _load_json(folder / "dataset.json")
         if "file_ending" in meta or "channel_names" in meta:
@@ -240,7 +252,8 @@ def detect_layout(root: str | Path) -> str:
     elif folder.is_dir() and any(_LITS.match(p.name) for p in folder.rglob("*volume-*.nii*")):
         return "lits"
     raise InputError(folder, "cannot tell the dataset layout (expected an MSD or nnU-Net dataset.json, or "
-                             "LiTS volume-N.nii files); pass layout='msd', 'nnunet' or 'lits'")
+                             "LiTS volume-N.nii files); pass layout='msd', 'nnunet', 'lits', 'chaos', "
+                             "'amos', 'flare22' or 'totalseg'")
 
 
 def convert_dataset(src: str | Path, out_csv: str | Path, layout: str = "auto",
@@ -250,7 +263,8 @@ def convert_dataset(src: str | Path, out_csv: str | Path, layout: str = "auto",
     Args:
         src: The dataset root.
         out_csv: The manifest to write (paths inside its folder are written relative).
-        layout: ``msd``, ``nnunet``, ``lits`` or ``auto`` (see :func:`detect_layout`).
+        layout: ``msd``, ``nnunet``, ``lits``, ``chaos``, ``amos``, ``flare22``, ``totalseg`` or ``auto``
+            (see :func:`detect_layout`); ``chaos`` writes ``masks/`` next to ``out_csv``.
         liver_labels: Label values counted as liver; default: the converter's choice.
 
     Raises:
@@ -260,7 +274,9 @@ def convert_dataset(src: str | Path, out_csv: str | Path, layout: str = "auto",
     name = detect_layout(src) if layout == "auto" else layout.lower()
     if name not in CONVERTERS:
         raise ConfigError(f"unknown dataset layout {layout!r}; expected one of auto, {', '.join(CONVERTERS)}")
-    kwargs = {} if liver_labels is None else {"liver_labels": liver_labels}
+    kwargs: dict[str, Any] = {} if liver_labels is None else {"liver_labels": liver_labels}
+    if name in WRITES_MASKS:
+        kwargs["out_dir"] = Path(os.path.abspath(out_csv)).parent
     rows = CONVERTERS[name](src, **kwargs)
     write_manifest(rows, out_csv)
     return rows

@@ -212,7 +212,7 @@ def _summary(res: Any, out: Path) -> None:
 def convert(
     src: Annotated[Path, typer.Argument(help="Dataset root (MSD, nnU-Net raw or LiTS layout).")],
     out: Annotated[Path, typer.Option("--out", "-o", help="Manifest CSV to write.")],
-    layout: Annotated[str, typer.Option(help="auto | msd | nnunet | lits")] = "auto",
+    layout: Annotated[str, typer.Option(help="auto|msd|nnunet|lits|chaos|amos|flare22|totalseg")] = "auto",
     quiet: QuietOpt = False, verbose: VerboseOpt = False,
 ) -> None:
     """Write a livercad manifest for a public dataset layout."""

@@ -17,7 +17,9 @@ class Volume:
         data: float32 voxels, always 3-D ``(I, J, K)`` in the file's own voxel order
             (a 2-D file becomes ``(I, J, 1)``; a 4-D file with a trailing 1 is squeezed).
         affine: 4x4 float64 voxel->world (RAS mm) matrix of the file (the sform or qform nibabel picks).
-        header: the original nibabel header (NIfTI-1 or NIfTI-2), used to write results back.
+        header: the original nibabel header (NIfTI-1 or NIfTI-2), used to write results back; a
+            :class:`~livercad.io.dicom_meta.DicomRecord` for DICOM input, an
+            :class:`~livercad.io.image2d.Image2DRecord` for PNG/JPEG input.
         spacing: voxel size in mm along I, J, K.
         path: the file it came from (``None`` for in-memory volumes).
         original_shape: the data shape as stored in the file (what a saved mask must have).
@@ -60,14 +62,25 @@ class CaseResult:
     """One case's record in a pipeline run.
 
     Attributes:
-        case_id, input_path, mask_path, patient_id, true_label: identity and files of the case.
-        liver_volume_ml: volume of the predicted liver mask.
+        case_id, input_path, mask_path, patient_id, true_label: identity and files of the case (``mask_path``,
+            the NIfTI mask, is ``None`` with ``output_format="dicom-seg"`` on DICOM input).
+        liver_volume_ml: volume of the predicted liver mask; ``None`` when the spacing is unknown, and for
+            PNG/JPEG (no slice thickness).
         probabilities, predicted_label: the classifier's verdict (empty/``None`` without a classifier).
         verdict_status: ``ok`` | ``out-of-domain`` (classifier trained on the phantom only, image not from the
             phantom: label and probabilities are kept but flagged) | ``no-classifier``.
         modality, modality_source: the case's modality family (``ct`` | ``mr`` | ``us``) and where it came
-            from (``case`` | ``run`` | ``intensity-rule``).
+            from (``case``: its DICOM Modality tag or manifest column | ``run`` | ``intensity-rule``).
         image_domain: ``phantom`` (input from a phantom cohort) or ``real``.
+        input_format: ``nifti`` | ``dicom`` | ``png`` | ``jpeg``.
+        series_description, contrast_phase: the DICOM SeriesDescription and the contrast phase (the manifest's
+            ``contrast_phase``/``phase`` column, else read from the DICOM series); ``None`` for NIfTI without them.
+        spacing_known: ``False`` when the image gives no pixel spacing (2-D images without ``spacing=``): sizes
+            in mm, mL or cm² are then not reported.
+        liver_area_cm2: liver area of a 2-D (single-slice) image.
+        seg_path: the DICOM-SEG written for the case (``output_format`` ``dicom-seg`` or ``both``, DICOM input).
+        note: a remark that is not a failure (e.g. ``dicom-seg needs DICOM input``).
+        image_record: what the input file says about itself (DICOM UIDs, series number, spacing source ...).
         liver_mean, liver_median, liver_sd, intensity_unit: image intensity inside the liver mask eroded by
             2 voxels (``HU`` for CT, ``au`` otherwise); ``None`` when nothing is left after erosion.
         dice, segmentation_metrics: against the reference mask, when given.
@@ -94,6 +107,14 @@ class CaseResult:
     liver_median: float | None = None
     liver_sd: float | None = None
     intensity_unit: str | None = None
+    input_format: str | None = None
+    series_description: str | None = None
+    contrast_phase: str | None = None
+    spacing_known: bool | None = None
+    liver_area_cm2: float | None = None
+    seg_path: str | None = None
+    note: str | None = None
+    image_record: dict[str, Any] = field(default_factory=dict)
 
     @property
     def ok(self) -> bool:

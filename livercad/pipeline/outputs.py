@@ -8,6 +8,10 @@ duplicates.
 
 One run per folder: ``.livercad.lock`` holds the owner's pid and host; a second run refuses, and a lock
 left by a dead process on this host is taken over.
+
+Masks go to ``masks/<case_id>.nii.gz`` (``output_format`` ``nifti`` and ``both``, and always for non-DICOM
+input) and, for DICOM input with ``dicom-seg`` or ``both``, to ``seg/<case_id>.dcm`` (DICOM-SEG). A record
+counts as done for ``--resume`` only when it has the files the run's output format asks for.
 """
 
 from __future__ import annotations
@@ -20,11 +24,27 @@ from collections.abc import Iterable, Sequence
 from dataclasses import asdict
 from pathlib import Path
 
-from livercad.errors import InputError, LivercadError
+from livercad.errors import ConfigError, InputError, LivercadError
 from livercad.io.atomic import atomic_write_text
 from livercad.types import CaseResult
 
 LOCK_NAME = ".livercad.lock"
+#: ``run_pipeline(output_format=...)`` values: NIfTI masks, DICOM-SEG (DICOM input), or both.
+OUTPUT_FORMATS = ("nifti", "dicom-seg", "both")
+
+
+def check_output_format(output_format: str) -> str:
+    """The output format, lower-cased; ConfigError (exit code 2) for an unknown one.
+
+    Example:
+        >>> check_output_format("DICOM-SEG")
+        'dicom-seg'
+    """
+    value = str(output_format).strip().lower()
+    if value not in OUTPUT_FORMATS:
+        raise ConfigError(f"--output-format: unknown output format '{output_format}'; expected one of "
+                          f"{', '.join(OUTPUT_FORMATS)}")
+    return value
 
 
 class OutputLockedError(LivercadError):
@@ -42,16 +62,26 @@ def _pid_alive(pid: int) -> bool:
 
 
 class RunFolder:
-    """An output folder owned by this run (use as a context manager)."""
+    """An output folder owned by this run (use as a context manager).
 
-    def __init__(self, root: str | Path) -> None:
+    Args:
+        root: the folder.
+        output_format: the run's ``nifti`` | ``dicom-seg`` | ``both`` (what a resumable record must have).
+    """
+
+    def __init__(self, root: str | Path, *, output_format: str = "nifti") -> None:
         self.root = Path(root)
+        self.output_format = check_output_format(output_format)
         self._locked = False
 
     # -- paths -----------------------------------------------------------------------------------
     def mask_path(self, case_id: str) -> Path:
         """Where a case's mask goes."""
         return self._inside("masks", f"{case_id}.nii.gz")
+
+    def seg_path(self, case_id: str) -> Path:
+        """Where a case's DICOM-SEG goes."""
+        return self._inside("seg", f"{case_id}.dcm")
 
     def qc_path(self, case_id: str) -> Path:
         """Where a case's QC overlay goes."""
@@ -96,7 +126,7 @@ class RunFolder:
 
     def _remove_stale_temps(self) -> None:
         """Delete temporary files a killed run left behind (never files under a final name)."""
-        for sub in ("", "masks", "qc", "cases"):
+        for sub in ("", "masks", "seg", "qc", "cases"):
             folder = self.root / sub
             if folder.is_dir():
                 for tmp in folder.glob(".*.tmp*"):
@@ -123,17 +153,37 @@ class RunFolder:
         atomic_write_text(self.record_path(result.case_id), json.dumps(asdict(result), default=str))
 
     def read_record(self, case_id: str) -> CaseResult | None:
-        """The finished record of a case, or None (missing or unreadable counts as not done)."""
+        """The finished record of a case, or None when missing, unreadable or short of the run's outputs."""
         path = self.root / "cases" / f"{case_id}.json"
         try:
-            return CaseResult(**json.loads(path.read_text(encoding="utf-8")))
+            record = CaseResult(**json.loads(path.read_text(encoding="utf-8")))
         except (OSError, ValueError, TypeError):
             return None
+        return record if has_outputs(record, self.output_format) else None
+
+
+def has_outputs(record: CaseResult, output_format: str) -> bool:
+    """Whether a finished record holds what ``output_format`` asks for (failed records: always).
+
+    A NIfTI mask is missing only when the record has a DICOM-SEG instead (records of older runs have neither
+    field set and count as done); a DICOM-SEG is missing unless written or noted as impossible.
+
+    Example:
+        >>> r = CaseResult("a", "a.nii", mask_path="masks/a.nii.gz")
+        >>> has_outputs(r, "nifti"), has_outputs(r, "both")
+        (True, False)
+    """
+    if not record.ok:
+        return True
+    if output_format in ("nifti", "both") and record.mask_path is None and record.seg_path is not None:
+        return False
+    return not (output_format in ("dicom-seg", "both") and record.seg_path is None and record.note is None)
 
 
 #: predictions.csv columns after the per-class probabilities.
-CASE_COLUMNS = ("liver_volume_ml", "liver_mean", "liver_median", "liver_sd", "intensity_unit", "modality",
-                "modality_source", "image_domain", "true_label", "dice", "mask_path", "input")
+CASE_COLUMNS = ("liver_volume_ml", "liver_area_cm2", "liver_mean", "liver_median", "liver_sd", "intensity_unit",
+                "modality", "modality_source", "series_description", "contrast_phase", "image_domain",
+                "input_format", "spacing_known", "true_label", "dice", "mask_path", "seg_path", "note", "input")
 
 
 def prediction_columns(classes: Sequence[str]) -> list[str]:
@@ -156,10 +206,15 @@ def prediction_rows(results: Iterable[CaseResult], classes: Sequence[str]) -> li
                                   "verdict_status": r.verdict_status}
         for c in classes:
             row[f"prob_{c}"] = r.probabilities.get(c)
-        row.update({k: getattr(r, k) for k in CASE_COLUMNS if k != "input"})
+        row.update({k: _cell(getattr(r, k)) for k in CASE_COLUMNS if k != "input"})
         row["input"] = r.input_path
         rows.append(row)
     return rows
+
+
+def _cell(value: object) -> object:
+    """A CSV cell: booleans as ``true``/``false``, everything else as it is."""
+    return str(value).lower() if isinstance(value, bool) else value
 
 
 def failure_rows(results: Iterable[CaseResult]) -> list[dict[str, object]]:

@@ -1,10 +1,12 @@
 """Per-case work of a prediction run: the models load once, then each case flows one way.
 
-io.load_volume -> modality -> preprocess -> segment -> save mask -> liver statistics -> regions/classify
-(when the bundle has a classifier) -> metrics -> QC -> record.
+load the image (NIfTI, DICOM series, PNG/JPEG: :mod:`livercad.pipeline.case_io`) -> modality -> preprocess ->
+segment -> save masks (NIfTI and/or DICOM-SEG) -> liver statistics (:mod:`livercad.pipeline.case_stats`) ->
+regions/classify (when the bundle has a classifier) -> metrics -> QC -> record.
 
-A case's modality comes from its record, else the run's ``--modality``, else the intensity rule
-(:func:`livercad.modality.resolve`); a modality family the segmenter was not trained on fails the case.
+A case's modality comes from its record (the DICOM Modality tag, else the manifest column), else the run's
+``--modality``, else the intensity rule (:func:`livercad.modality.resolve`; refused for 2-D image files, whose
+grey values it would misread); a modality family the segmenter was not trained on fails the case.
 The verdict is flagged ``out-of-domain`` when the classifier was trained on the phantom only and the
 image is not from the phantom (:func:`verdict_status`).
 Any :class:`~livercad.errors.LivercadError` (or a decoding error of a broken file) fails only its case;
@@ -24,14 +26,21 @@ from livercad.backend import release_torch_weights
 from livercad.config import InferenceConfig
 from livercad.errors import InputError, LivercadError
 from livercad.pipeline.bundle import Bundle
+from livercad.pipeline.case_io import (
+    case_fields,
+    input_format,
+    load_case_volume,
+    load_reference,
+    record_modality,
+    write_masks,
+)
+from livercad.pipeline.case_stats import EROSION_VOXELS, liver_intensity, liver_size, segmentation_scores, size_text
 from livercad.pipeline.inputs import CaseInput
 from livercad.pipeline.outputs import RunFolder
 from livercad.types import CaseResult
 
 log = logging.getLogger(__name__)
 
-#: The liver mask is eroded by this many voxels before the intensity statistics (keeps the edge out).
-EROSION_VOXELS = 2
 SOURCE_TEXT = {"case": "the case's record", "run": "the run's --modality", "intensity-rule": "the intensity rule"}
 
 
@@ -56,43 +65,6 @@ def verdict_status(classifier_domain: str | None, image_domain: str) -> str:
     if classifier_domain == "phantom" and image_domain != "phantom":
         return "out-of-domain"
     return "ok"
-
-
-def liver_intensity(data: np.ndarray, mask: np.ndarray, modality: str) -> dict[str, Any]:
-    """Mean, median and SD of the image inside the liver mask eroded by :data:`EROSION_VOXELS` voxels.
-
-    Axes of length 1 (a 2-D frame) are dropped first, so a single slice is eroded in plane only. The unit
-    is ``HU`` for CT, ``au`` (arbitrary units) otherwise; the values are ``None`` when erosion leaves nothing.
-
-    Example:
-        >>> img = np.full((9, 9, 9), 50.0); img[4, 4, 4] = 80.0
-        >>> m = np.zeros((9, 9, 9), np.uint8); m[2:7, 2:7, 2:7] = 1
-        >>> liver_intensity(img, m, "ct")
-        {'liver_mean': 80.0, 'liver_median': 80.0, 'liver_sd': 0.0, 'intensity_unit': 'HU'}
-    """
-    from scipy import ndimage
-
-    out: dict[str, Any] = {"liver_mean": None, "liver_median": None, "liver_sd": None,
-                           "intensity_unit": "HU" if modality == "ct" else "au"}
-    m = np.squeeze(np.asarray(mask) > 0)
-    if not m.any():
-        return out
-    box = _bbox(m)
-    inner = ndimage.binary_erosion(m[box], iterations=EROSION_VOXELS)  # outside the box is 0 anyway
-    values = np.squeeze(np.asarray(data))[box][inner].astype(np.float64)
-    if values.size:
-        out.update(liver_mean=float(values.mean()), liver_median=float(np.median(values)),
-                   liver_sd=float(values.std(ddof=1)) if values.size > 1 else 0.0)
-    return out
-
-
-def _bbox(mask: np.ndarray) -> tuple[slice, ...]:
-    """The bounding box of a non-empty boolean array (projections: cheaper than labelling the volume)."""
-    box = []
-    for axis in range(mask.ndim):
-        hit = np.flatnonzero(mask.any(axis=tuple(a for a in range(mask.ndim) if a != axis)))
-        box.append(slice(int(hit[0]), int(hit[-1]) + 1))
-    return tuple(box)
 
 
 class Predictor:
@@ -147,7 +119,7 @@ class Predictor:
     def process(self, case: CaseInput, folder: RunFolder) -> CaseResult:
         """Run one case; never raises for a bad case, returns a failed CaseResult instead."""
         t0 = time.perf_counter()
-        known: dict[str, Any] = {"image_domain": case.image_domain}
+        known: dict[str, Any] = {"image_domain": case.image_domain, "input_format": input_format(case)}
         try:
             result = self._process(case, folder, known)
         except (LivercadError, OSError, ValueError, EOFError, MemoryError) as exc:
@@ -157,43 +129,46 @@ class Predictor:
         return CaseResult(**{**result.__dict__, "seconds": round(time.perf_counter() - t0, 3)})
 
     def _process(self, case: CaseInput, folder: RunFolder, known: dict[str, Any]) -> CaseResult:
-        from livercad.io.nifti import load_mask, load_volume, save_mask
+        """One case's flow (module docstring); ``known`` collects what a failed record keeps."""
         from livercad.segment.infer import segment_volume
 
-        volume = load_volume(case.image)
+        volume = load_case_volume(case)
+        known.update(case_fields(case, volume))
         modality = self._modality(case, volume, known)
-        gt = load_mask(case.mask, volume, liver_labels=case.liver_labels) if case.mask is not None else None
+        gt = load_reference(case, volume)
         out = segment_volume(self.segmenter, volume, batch_size=self.inference.batch_size,
                              postprocess=self.bundle.config.segment.postprocess,
                              coarse_to_fine=self.inference.coarse_to_fine, keep_prob=False, modality=modality)
         mask = out.segmentation.mask
-        mask_path = save_mask(mask, volume, folder.mask_path(case.case_id))
-        seg_metrics = self._seg_metrics(mask, gt, volume.spacing)
-        volume_ml = float(mask.sum()) * volume.voxel_volume_ml
+        files = write_masks(mask, volume, case, folder)
+        spacing_known = bool(known["spacing_known"])
+        seg_metrics = segmentation_scores(mask, gt, volume.spacing, spacing_known=spacing_known)
+        sizes = liver_size(mask, volume, spacing_known=spacing_known, has_thickness=case.kind != "image2d")
         probs, label, status = self._classify(case, out, gt)
         if self.inference.qc_images:
-            title = _qc_title(case.case_id, label, probs, status, volume_ml)
+            title = _qc_title(case.case_id, label, probs, status, size_text(sizes))
             self._write_qc(volume, out, mask, gt, title, modality, folder.qc_path(case.case_id))
         return CaseResult(
-            case_id=case.case_id, input_path=str(case.image), mask_path=str(Path(mask_path)),
-            liver_volume_ml=volume_ml, probabilities=probs, predicted_label=label, true_label=case.label,
-            patient_id=case.patient_id, dice=seg_metrics.get("dice"), segmentation_metrics=seg_metrics,
-            verdict_status=status, **known, **liver_intensity(volume.data, mask, modality),
+            case_id=case.case_id, input_path=str(case.image), probabilities=probs, predicted_label=label,
+            true_label=case.label, patient_id=case.patient_id, dice=seg_metrics.get("dice"),
+            segmentation_metrics=seg_metrics, verdict_status=status, **files, **sizes, **known,
+            **liver_intensity(volume.data, mask, modality),
         )
 
     def _modality(self, case: CaseInput, volume: Any, known: dict[str, Any]) -> str:
         """The case's modality family (recorded in ``known``); refused when the segmenter was not trained on it."""
         from livercad.modality import check_trained_for, resolve
 
+        own, where = record_modality(case, volume)
         try:
-            modality, source = resolve(case.modality, case.run_modality, volume.data)
+            modality, source = resolve(own, case.run_modality, volume.data)
         except InputError as exc:
             raise InputError(case.image, exc.reason) from None
         known.update(modality=modality, modality_source=source)
         try:
             check_trained_for(modality, self.segmenter.modalities, "the segmenter")
         except InputError as exc:
-            raise InputError(case.image, f"{exc.reason} (modality from {SOURCE_TEXT[source]})") from None
+            raise InputError(case.image, f"{exc.reason} (modality from {where or SOURCE_TEXT[source]})") from None
         return modality
 
     def _classify(self, case: CaseInput, out: Any, gt: np.ndarray | None
@@ -213,14 +188,6 @@ class Predictor:
         return probs, self.classes[int(np.argmax(proba))], status
 
     @staticmethod
-    def _seg_metrics(mask: np.ndarray, gt: np.ndarray | None, spacing: Any) -> dict[str, float]:
-        if gt is None:
-            return {}
-        from livercad.metrics.segmentation import segmentation_metrics
-
-        return {k: float(v) for k, v in segmentation_metrics(mask.astype(bool), gt.astype(bool), spacing).items()}
-
-    @staticmethod
     def _write_qc(volume: Any, out: Any, mask: np.ndarray, gt: np.ndarray | None, title: str, modality: str,
                   path: Path) -> None:
         import nibabel as nib
@@ -236,9 +203,12 @@ class Predictor:
         atomic_write_bytes(path, png)
 
 
-def _qc_title(case_id: str, label: str | None, probs: dict[str, float], status: str, volume_ml: float) -> str:
-    """The QC image's title: the verdict (flagged when out-of-domain), or the liver volume without a classifier."""
+def _qc_title(case_id: str, label: str | None, probs: dict[str, float], status: str, size: str) -> str:
+    """The QC image's title: the verdict (flagged when out-of-domain), or the liver size without a classifier."""
     if label is None:
-        return f"{case_id}: liver {volume_ml:.0f} mL (no classifier)"
+        return f"{case_id}: {size} (no classifier)"
     text = f"{case_id}: {label} (p={max(probs.values()):.2f})"
     return f"{text} [out-of-domain]" if status == "out-of-domain" else text
+
+
+__all__ = ["EROSION_VOXELS", "Predictor", "liver_intensity", "one_line", "verdict_status"]

@@ -79,12 +79,14 @@ def run_pipeline(inputs: str | Path | Sequence[str | Path], output_dir: str | Pa
                  model: str | Path | None = None, config: Config | str | Path | None = None,
                  resume: bool = False, progress: bool = True, split: str | None = None,
                  engine: str | None = None, address: str | None = None,
-                 modality: str | None = None) -> PipelineResult:
+                 modality: str | None = None, output_format: str = "nifti",
+                 spacing: tuple[float, float] | None = None) -> PipelineResult:
     """Segment (and, with a classifier in the bundle, classify) every input case.
 
     Args:
-        inputs: a folder of NIfTI files, one file, a list of files, or a manifest CSV (then ground-truth
-            masks and labels are used for evaluation, and its ``modality`` column per case).
+        inputs: a folder (NIfTI, PNG/JPEG files and DICOM series, each one case), one file, a list of files,
+            or a manifest CSV (then ground-truth masks — NIfTI or DICOM-SEG — and labels are used for evaluation,
+            and its ``modality`` and ``contrast_phase``/``phase`` columns per case).
         output_dir: where masks/, qc/, predictions.csv, failures.csv, metrics.json, run.json and
             report.html go.
         model: a bundle directory (``livercad train pipeline`` or ``livercad demo`` make one); ``None``:
@@ -94,15 +96,20 @@ def run_pipeline(inputs: str | Path | Sequence[str | Path], output_dir: str | Pa
         progress: progress bar on a terminal / log lines otherwise.
         split: with a manifest, only rows of this split.
         engine: ``local`` (default) or ``ray``; ``address``: Ray cluster address.
-        modality: the modality of cases whose record names none (``ct``, ``mr``, ``mr-t2``, ``us`` ...);
-            ``None``: decided from each image's intensities.
+        modality: the modality of cases whose record (DICOM Modality tag, manifest column) names none (``ct``,
+            ``mr``, ``mr-t2``, ``us`` ...); ``None``: decided from each image's intensities (refused for
+            PNG/JPEG images).
+        output_format: ``nifti`` (masks/<id>.nii.gz), ``dicom-seg`` (seg/<id>.dcm for DICOM input; NIfTI
+            masks, with a note, for other input) or ``both``.
+        spacing: ``(sx, sy)`` pixel spacing in mm for 2-D images that give none (PNG/JPEG, DICOM without
+            PixelSpacing); without it their sizes are not reported (``spacing_known`` false).
 
     Returns:
         A :class:`PipelineResult`.
 
     Raises:
         CheckpointError: the bundle is missing or corrupt (or ``model=None`` and no default is installed).
-        ConfigError: ``modality`` is not a known modality name.
+        ConfigError: ``modality`` is not a known modality name, ``output_format`` or ``spacing`` is invalid.
     """
     t0 = time.perf_counter()
     started = datetime.now(timezone.utc).isoformat(timespec="seconds")
@@ -110,8 +117,9 @@ def run_pipeline(inputs: str | Path | Sequence[str | Path], output_dir: str | Pa
     bundle = load_bundle(resolve_bundle_path(model))
     inference = _inference_config(bundle.config, config)
     engine = engine or inference.engine
-    cases, problems = discover_inputs(inputs, split=split, modality=modality)
-    with RunFolder(output_dir) as folder:
+    cases, problems = discover_inputs(inputs, split=split, modality=modality, spacing=spacing,
+                                      output_format=output_format)
+    with RunFolder(output_dir, output_format=output_format) as folder:
         done, todo = _plan(folder, cases, problems, resume)
         log.info("%d cases: %d to run, %d already done, %d input problems", len(cases) + len(problems),
                  len(todo), len(cases) - len(todo), len(problems))

@@ -41,15 +41,28 @@ def labelled_arrays(results: Sequence[CaseResult], classes: Sequence[str]) -> tu
     return y, proba, groups, keep
 
 
+def _describe(values: Sequence[float]) -> dict[str, float]:
+    """Mean, median, SD (0 for one value) and count of finite values."""
+    return {"mean": float(np.mean(values)), "median": float(np.median(values)),
+            "sd": float(np.std(values, ddof=1)) if len(values) > 1 else 0.0, "n": len(values)}
+
+
 def cohort_metrics(results: Sequence[CaseResult], classes: Sequence[str], *, n_boot: int = 1000,
                    seed: int = 0) -> dict[str, Any]:
-    """Everything for metrics.json: counts, segmentation summary, classification report with CIs."""
+    """Everything for metrics.json: counts, liver sizes, segmentation summary, classification report with CIs.
+
+    Liver volumes and areas are summarised over the cases that report them (a case of unknown spacing
+    reports neither; ``n_spacing_unknown`` counts them).
+    """
     ok = [r for r in results if r.ok]
     out: dict[str, Any] = {"n_cases": len(results), "n_ok": len(ok), "n_failed": len(results) - len(ok)}
-    volumes = _finite([r.liver_volume_ml for r in ok])
-    if volumes:
-        out["liver_volume_ml"] = {"mean": float(np.mean(volumes)), "median": float(np.median(volumes)),
-                                  "sd": float(np.std(volumes, ddof=1)) if len(volumes) > 1 else 0.0}
+    for key in ("liver_volume_ml", "liver_area_cm2"):
+        values = _finite([getattr(r, key) for r in ok])
+        if values:
+            out[key] = _describe(values)
+    unknown = sum(r.spacing_known is False for r in ok)
+    if unknown:
+        out["n_spacing_unknown"] = unknown
     seg = segmentation_summary(results, seed=seed)
     if seg:
         out["segmentation"] = seg

@@ -83,13 +83,26 @@ def _domain_section(page: Any, results: Sequence[CaseResult], run_info: dict[str
 
 
 def _case_rows(results: Sequence[CaseResult], classes: Sequence[str]) -> list[dict[str, Any]]:
-    """One row of the report's case table per case."""
-    return [{"case": r.case_id, "prediction": r.predicted_label, "verdict": r.verdict_status,
+    """One row of the report's case table per case (clinical-file columns only when some case has them)."""
+    rows = [{"case": r.case_id, "prediction": r.predicted_label, "verdict": r.verdict_status,
              **{f"p({c})": r.probabilities.get(c) for c in classes},
-             "liver mL": r.liver_volume_ml, "liver mean": r.liver_mean, "liver SD": r.liver_sd,
-             "unit": r.intensity_unit, "modality": r.modality, "modality from": r.modality_source,
-             "image": r.image_domain, "true": r.true_label, "Dice": r.dice, "error": r.error}
+             "liver mL": r.liver_volume_ml, "liver cm²": r.liver_area_cm2, "liver mean": r.liver_mean,
+             "liver SD": r.liver_sd, "unit": r.intensity_unit, "modality": r.modality,
+             "modality from": r.modality_source, "input": r.input_format, "series": r.series_description,
+             "phase": r.contrast_phase, "spacing known": r.spacing_known, "DICOM-SEG": _seg_cell(r),
+             "image": r.image_domain, "true": r.true_label, "Dice": r.dice, "note": r.note, "error": r.error}
             for r in results]
+    empty = [k for k in OPTIONAL_COLUMNS if all(row[k] in (None, "", True) for row in rows)]
+    return [{k: v for k, v in row.items() if k not in empty} for row in rows]
+
+
+#: Case-table columns left out when no case fills them (NIfTI-only runs look as before).
+OPTIONAL_COLUMNS = ("liver cm²", "series", "phase", "spacing known", "DICOM-SEG", "note")
+
+
+def _seg_cell(result: CaseResult) -> str | None:
+    """The DICOM-SEG file name of a case, or ``None``."""
+    return Path(result.seg_path).name if result.seg_path else None
 
 
 def write_pipeline_report(path: Path, results: Sequence[CaseResult], metrics: dict[str, Any],

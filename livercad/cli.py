@@ -155,9 +155,13 @@ def train_classify_cmd(
 @app.command()
 @_terminal()
 def predict(
-    input_: Annotated[Path, typer.Option("--input", "-i", help="NIfTI file, folder of them, or manifest CSV.")],
+    input_: Annotated[Path, typer.Option("--input", "-i", help="NIfTI/DICOM/PNG/JPEG file, a folder of them "
+                                         "(each DICOM series a case), or a manifest CSV.")],
     out: Annotated[Path, typer.Option("--out", "-o", help="Output folder.")],
     model: ModelOpt = None, modality: ModalityOpt = None,
+    output_format: Annotated[str, typer.Option(help="nifti | dicom-seg | both (DICOM-SEG: DICOM input)")] = "nifti",
+    spacing: Annotated[tuple[float, float] | None, typer.Option(
+        help="Pixel spacing (mm, between columns then rows) of 2-D images that carry none.")] = None,
     resume: Annotated[bool, typer.Option(help="Skip cases already finished in OUT.")] = False,
     split: Annotated[str | None, typer.Option(help="With a manifest: only this split.")] = None,
     engine: Annotated[str | None, typer.Option(help="local | ray")] = None,
@@ -169,7 +173,8 @@ def predict(
         from livercad.pipeline.run import run_pipeline
 
         res = run_pipeline(input_, out, model=model, config=config, resume=resume, progress=not quiet,
-                           split=split, engine=engine, address=address, modality=modality)
+                           split=split, engine=engine, address=address, modality=modality,
+                           output_format=output_format, spacing=spacing)
     except LivercadError as exc:
         _fail(exc)
     _summary(res, out)

@@ -128,7 +128,7 @@ def _row_problems(row: ManifestRow, classes: Sequence[str] | None, check_files: 
         problems.append(f"unknown label {row.label!r} (expected one of {', '.join(classes)}){hint}")
     if check_files:
         problems += [f"{what} file not found: {p}" for what, p in (("image", row.image), ("mask", row.mask))
-                     if p is not None and not Path(p).is_file()]
+                     if p is not None and not (Path(p).is_file() or (what == "image" and Path(p).is_dir()))]
     try:
         parse_liver_labels(row.extra.get("liver_labels"))
     except InputError as exc:

@@ -73,8 +73,9 @@ def stage1_cache(segmenter: Any, rows: list[ManifestRow], cfg: Config) -> list[S
     post-processing.
     """
     from livercad.classify.data import case_slices_from_segment
+    from livercad.io.image import load_image
     from livercad.io.manifest import parse_liver_labels
-    from livercad.io.nifti import load_mask, load_volume
+    from livercad.io.nifti import load_mask
     from livercad.metrics.segmentation import segmentation_metrics
     from livercad.segment.data import row_modality
     from livercad.segment.infer import segment_volume
@@ -82,7 +83,7 @@ def stage1_cache(segmenter: Any, rows: list[ManifestRow], cfg: Config) -> list[S
     out: list[Stage1Case] = []
     classes = list(cfg.classify.classes)
     for row in rows:
-        vol = load_volume(row.image)
+        vol = load_image(row.image)
         seg = segment_volume(segmenter, vol, batch_size=cfg.inference.batch_size,
                              postprocess=cfg.segment.postprocess, coarse_to_fine=cfg.inference.coarse_to_fine,
                              modality=row_modality(row, cfg.preprocess.modality))

@@ -99,11 +99,12 @@ def load_case(row: Any, cfg: Config) -> CaseSlices:
     Raises:
         InputError: the row has no mask, or a file cannot be read.
     """
-    from livercad.io.nifti import load_mask, load_volume
+    from livercad.io.image import load_image
+    from livercad.io.nifti import load_mask
 
     if row.mask is None:
         raise InputError(row.image, f"case '{row.case_id}' has no ground-truth mask; segmentation training needs one")
-    volume = load_volume(row.image)
+    volume = load_image(row.image)
     ref = load_mask(row.mask, volume, liver_labels=row_liver_labels(row, cfg.data.liver_labels))
     pp = cfg.preprocess
     prepared = prepare(volume, modality=row_modality(row, pp.modality), image_size=pp.image_size,

@@ -302,9 +302,10 @@ def evaluate_segmenter(seg: Segmenter, rows: Sequence[Any], *, batch_size: int =
         ``volume_ml``, ``ref_volume_ml``, ``volume_error_ml``, ``volume_error_rel``, ``seconds``; the summary maps
         each metric to :func:`livercad.metrics.segmentation.summarize` (mean, median, SD, bootstrap 95 % CI).
     """
-    from livercad.io.nifti import load_mask, load_volume
+    from livercad.io.image import load_image
+    from livercad.io.nifti import load_mask
     from livercad.metrics.segmentation import segmentation_metrics, summarize
-    from livercad.segment.data import row_liver_labels
+    from livercad.segment.data import row_liver_labels, row_modality
 
     per_case: list[dict[str, Any]] = []
     for row in rows:
@@ -312,9 +313,10 @@ def evaluate_segmenter(seg: Segmenter, rows: Sequence[Any], *, batch_size: int =
             logger.info("case %s has no mask; skipped in evaluation", row.case_id)
             continue
         t0 = time.perf_counter()
-        volume = load_volume(row.image)
+        volume = load_image(row.image)
         ref = load_mask(row.mask, volume, liver_labels=row_liver_labels(row, liver_labels))
-        out = segment_volume(seg, volume, batch_size=batch_size, postprocess=postprocess)
+        out = segment_volume(seg, volume, batch_size=batch_size, postprocess=postprocess,
+                             modality=row_modality(row, seg.preprocessing["modality"]))
         metrics = segmentation_metrics(out.segmentation.mask, ref, volume.spacing)
         per_case.append({"case_id": str(row.case_id), **metrics, "seconds": time.perf_counter() - t0})
     summary = {k: summarize([c[k] for c in per_case]) for k in _METRICS}

@@ -20,7 +20,7 @@ ORGANS: dict[str, int] = {
     "kidney_medulla": 5, "renal_sinus": 6, "gallbladder": 7, "ascites": 8, "aorta": 9, "ivc": 10,
     "portal_vein": 11, "pancreas": 12, "bowel_wall": 13, "bowel_fluid": 14, "gas": 15, "stool": 16,
     "subcutaneous_fat": 17, "visceral_fat": 18, "muscle": 19, "bone_cortical": 20, "bone_marrow": 21,
-    "disc": 22, "spinal_canal": 23, "lung": 24, "heart": 25, "table": 26,
+    "disc": 22, "spinal_canal": 23, "lung": 24, "heart": 25, "table": 26, "bladder": 27,
 }
 #: Labels that make up the liver mask (parenchyma and the vessels inside it).
 LIVER_LABELS: tuple[int, ...] = (ORGANS["liver"], ORGANS["hepatic_vessel"])
@@ -87,6 +87,7 @@ class Patient:
     ivc: tuple[Tube, ...]
     liver_vessels: tuple[Tube, ...]
     ascites: float  # thickness of the fluid rim in mm
+    pelvis: np.ndarray | None = None  # bladder (x, y, z, radius scale) and iliac wing scale; None: no pelvis
 
     @property
     def cavity(self) -> tuple[float, float]:
@@ -237,8 +238,11 @@ def sample_patient(rng: np.random.Generator, steatosis: float = 0.0, cirrhosis: 
     y_vb = -0.97 * b + 0.55 * fat + 2 + u(64, 76)
     spine = np.array([y_vb, u(20, 25), u(15, 19), u(0, 30), u(28, 34)])
     parts, cut = _sample_liver(rng, ac, bc, y_vb, steatosis, cirrhosis)
+    pelvis = None
     if variants is not None:
         parts = _liver_variants(variants, parts)
+        pelvis = np.array([variants.uniform(-10, 10), variants.uniform(0.2, 0.45) * b, variants.uniform(-275, -235),
+                           variants.uniform(0.5, 1.3), variants.uniform(0.85, 1.15)])
     dome_r = parts[0].center[2] + parts[0].radii[2] - u(0, 8)
     dome = np.array([dome_r, dome_r - u(10, 25), 0.45 * ac, -0.45 * ac, u(90, 130)])
     organs = _sample_organs(rng, ac, bc, y_vb, float(dome[1]), cirrhosis)
@@ -246,7 +250,7 @@ def sample_patient(rng: np.random.Generator, steatosis: float = 0.0, cirrhosis: 
         steatosis=float(steatosis), cirrhosis=float(cirrhosis), body=body, body_harm=harm, dome=dome,
         spine=spine, ribs=np.array([u(26, 32), u(0.45, 0.6), u(0, 30)]), liver_parts=parts, liver_cut=cut,
         liver_shape=WaveField.random(rng, 6, (70, 150)), liver_nodules=WaveField.random(rng, 16, (10, 18), True),
-        nodule_amp=4.0 * cirrhosis**0.8, ascites=max(0.0, cirrhosis - 0.2) * 30.0,
+        nodule_amp=4.0 * cirrhosis**0.8, ascites=max(0.0, cirrhosis - 0.2) * 30.0, pelvis=pelvis,
         **organs, **_sample_bowel(rng, ac, bc, y_vb, float(dome[1])),  # type: ignore[arg-type]
         **_sample_vessels(rng, ac, bc, y_vb, float(dome_r), organs["spleen"], organs["heart"]),  # type: ignore[arg-type]
     )

@@ -27,7 +27,7 @@ CT_TISSUE: dict[str, tuple[float, float]] = {
     "bowel_wall": (90, 8), "bowel_fluid": (18, 6), "gas": (-1000, 0), "stool": (25, 20),
     "subcutaneous_fat": (-105, 6), "visceral_fat": (-95, 8), "muscle": (60, 6), "bone_cortical": (600, 80),
     "bone_marrow": (240, 40), "disc": (85, 8), "spinal_canal": (15, 5), "lung": (-860, 25),
-    "heart": (140, 6), "table": (150, 20),
+    "heart": (140, 6), "table": (150, 20), "bladder": (10, 4),
 }
 #: The same tissues without contrast (the phase used to grade steatosis: a normal liver is brighter than the
 #: spleen, blood ~40 HU).
@@ -47,7 +47,7 @@ MR_TISSUE: dict[str, tuple[float, float]] = {
     "bowel_wall": (250, 20), "bowel_fluid": (850, 30), "gas": (5, 2), "stool": (300, 60),
     "subcutaneous_fat": (700, 25), "visceral_fat": (650, 30), "muscle": (150, 12), "bone_cortical": (20, 8),
     "bone_marrow": (450, 40), "disc": (600, 30), "spinal_canal": (950, 20), "lung": (25, 10),
-    "heart": (80, 20), "table": (0, 0),
+    "heart": (80, 20), "table": (0, 0), "bladder": (1000, 10),
 }
 
 

@@ -12,6 +12,7 @@ from collections.abc import Callable, Sequence
 import numpy as np
 
 from livercad.data.phantom_anatomy import ORGANS, Ellipsoid, Patient, Tube
+from livercad.data.phantom_pelvis import paint_pelvis
 from livercad.data.phantom_shapes import GridSampler, PointSampler, capsule, segment_box, smax, smin, to_local
 
 Sampler = GridSampler | PointSampler
@@ -232,6 +233,7 @@ def paint_labels(sampler: Sampler, p: Patient, table: bool = False) -> np.ndarra
     _body(pt, p)
     _back(pt, p)
     _organs(pt, p)
+    paint_pelvis(pt, p)
     _spine(pt, p)
     if table:
         y0 = np.float32(-0.97 * p.body[1] - 14.0)

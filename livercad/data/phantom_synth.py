@@ -43,7 +43,7 @@ from livercad.errors import ConfigError
 
 #: CT padding values outside the reconstruction circle seen in clinical files.
 CT_PADDING = (-1024.0, -2048.0, -3024.0)
-Z_LIMITS = (-250.0, 200.0)  # world z the phantom's anatomy covers well (mm)
+Z_LIMITS = (-285.0, 200.0)  # world z the phantom's anatomy covers well (mm)
 
 
 def random_geometry(p: Patient, rng: np.random.Generator) -> tuple[tuple[int, int, int], np.ndarray]:

@@ -46,7 +46,7 @@ MR_T1_TISSUE: Table = {
     "bowel_wall": (340, 20), "bowel_fluid": (140, 25), "gas": (8, 3), "stool": (300, 60),
     "subcutaneous_fat": (850, 25), "visceral_fat": (800, 30), "muscle": (300, 12), "bone_cortical": (20, 8),
     "bone_marrow": (600, 40), "disc": (250, 20), "spinal_canal": (120, 15), "lung": (20, 8),
-    "heart": (240, 25), "table": (0, 0),
+    "heart": (240, 25), "table": (0, 0), "bladder": (80, 10),
 }
 #: T1-weighted after gadolinium (portal-venous): vessels and enhancing parenchyma bright.
 MR_T1_POST_TISSUE: Table = {

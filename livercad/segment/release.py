@@ -27,11 +27,15 @@ CARD = "MODEL_CARD.md"
 
 
 def git_commit(root: Path) -> str:
-    """The short commit of the repository at ``root`` (``unknown`` outside a git checkout)."""
+    """The short commit of the repository at ``root``, ``+dirty`` when tracked files differ from it.
+
+    ``unknown`` outside a git checkout. Taken when a build starts: the code that made the data and the model.
+    """
     try:
-        out = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=root, capture_output=True, text=True,
-                             timeout=10, check=True)
-        return out.stdout.strip() or "unknown"
+        run = {"cwd": root, "capture_output": True, "text": True, "timeout": 10, "check": True}
+        head = subprocess.run(["git", "rev-parse", "--short", "HEAD"], **run).stdout.strip()
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], **run).stdout.strip()
+        return (head + ("+dirty" if dirty else "")) or "unknown"
     except (OSError, subprocess.SubprocessError):
         return "unknown"
 
@@ -50,12 +54,13 @@ def build(cfg: Config, work: Path, out: Path, root: Path) -> Path:
     from livercad.pipeline.train import cohort_rows
     from livercad.segment.train import train_segmenter
 
+    commit = git_commit(root)
     t0 = time.perf_counter()
     rows = cohort_rows(cfg, work)
     data_s = time.perf_counter() - t0
     ckpt = train_segmenter(rows, cfg, work / "segment", progress=False)
     wall_s = time.perf_counter() - t0
-    provenance = {"release": {"commit": git_commit(root), "wall_seconds": round(wall_s, 1),
+    provenance = {"release": {"commit": commit, "wall_seconds": round(wall_s, 1),
                               "data_seconds": round(data_s, 1), "n_cases": len(rows),
                               "n_train_cases": sum(r.split == "train" for r in rows)}}
     out.mkdir(parents=True, exist_ok=True)

@@ -60,7 +60,7 @@ def test_mr_contrast_includes_t1_t2_random_and_inverted_with_dark_air():
 
 
 def test_ct_has_padding_values_and_mr_is_non_negative():
-    ct = [random_case(f"c{s}", seed=s, modality="ct") for s in range(6)]
+    ct = [random_case(f"c{s}", seed=s, modality="ct") for s in range(12)]
     assert any(c.image.min() <= -2047 for c in ct)  # -2048 / -3024 padding outside the reconstruction circle
     liver_hu = [np.median(c.image[c.mask > 0]) for c in ct]
     assert max(liver_hu) - min(liver_hu) > 20
@@ -75,3 +75,18 @@ def test_randomised_cohort_alternates_modalities_and_marks_the_domain(tmp_path):
     assert all((tmp_path / r["image"]).is_file() and (tmp_path / r["mask"]).is_file() for r in rows)
     with pytest.raises(ConfigError, match="ct and/or mr"):
         generate_randomised_cohort(tmp_path, n=1, modalities=("us",))
+
+
+def test_the_randomised_pelvis_has_bladder_and_iliac_bone_and_the_classic_phantom_none():
+    from livercad.data.phantom import make_case
+    from livercad.data.phantom_paint import paint_labels
+    from livercad.data.phantom_shapes import GridSampler
+
+    rng = np.random.default_rng(4)
+    patient = sample_patient(rng, variants=np.random.default_rng(5))
+    affine = np.diag([4.0, 4.0, 5.0, 1.0])
+    affine[:3, 3] = [-190.0, -150.0, -290.0]
+    labels = paint_labels(GridSampler((96, 76, 14), affine), patient)
+    assert (labels == ORGANS["bladder"]).sum() > 100 and (labels == ORGANS["bone_marrow"]).sum() > 100
+    classic = make_case("c", seed=1, shape=(48, 48, 16))
+    assert not (classic.labels == ORGANS["bladder"]).any() and sample_patient(rng).pelvis is None

@@ -84,11 +84,13 @@ def display_window(image2d: np.ndarray, modality: str | None = None) -> tuple[fl
 
     * family ``ct`` (:func:`livercad.modality.family`): the fixed abdominal HU window of preprocessing,
       ``PreprocessConfig().ct_window`` (-160..240 HU), whatever the slice holds (padding, air, metal).
-    * ``mr`` / ``us``: the 1st-99th percentiles of the voxels inside the body, so a large dark background
-      does not take the bottom of the scale. Body = voxels above Otsu's threshold (``skimage``) of the
-      slice's log intensities ``log(1 + v - min)``: in log space the background separates from every
-      tissue, where a linear Otsu would split the (T1-dark) liver from the bright fat. If that leaves
-      under 1 % of the voxels, or the slice is constant, all its voxels are used.
+    * ``mr`` / ``us``: from the 1st percentile of the whole slice (the dark background: black) to the 99th
+      percentile of the voxels inside the body, so a large dark background does not pull the top of the
+      scale down, and a dark organ (the liver on T1) stays grey instead of being the body's black. Body =
+      voxels above Otsu's threshold (``skimage``) of the slice's log intensities ``log(1 + v - min)``: in
+      log space the background separates from every tissue, where a linear Otsu would split the (T1-dark)
+      liver from the bright fat. If that leaves under 1 % of the voxels, or the slice is constant, all its
+      voxels are used.
     * ``None``: the 1st-99th percentiles of the whole slice.
 
     Args:
@@ -106,8 +108,11 @@ def display_window(image2d: np.ndarray, modality: str | None = None) -> tuple[fl
     if modality is not None and family(modality) == "ct":
         low, high = PreprocessConfig().ct_window
     else:
-        values = image[np.isfinite(image)] if modality is None else _body_values(image)
+        finite = image[np.isfinite(image)]
+        values = finite if modality is None else _body_values(image)
         low, high = np.percentile(values, [1, 99]) if values.size else (0.0, 1.0)
+        if modality is not None and finite.size:
+            low = min(float(np.percentile(finite, 1)), float(low))
     if not high > low:  # constant image: anything maps to the bottom of the scale
         high = low + 1.0
     return float(low), float(high)

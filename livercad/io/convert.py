@@ -20,7 +20,6 @@ fill ``patient_id`` in the manifest before splitting. ``split`` is left empty.
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import re
@@ -30,7 +29,7 @@ from typing import Any
 
 from livercad.errors import ConfigError, InputError
 from livercad.io.convert_chaos import from_chaos
-from livercad.io.convert_public import detect_public_layout, from_amos, from_flare22
+from livercad.io.convert_public import detect_public_layout, from_amos, from_flare22, read_json
 from livercad.io.convert_totalseg import from_totalseg
 from livercad.io.manifest import ManifestRow, case_id_from_path, validate_rows, write_manifest
 
@@ -38,20 +37,6 @@ logger = logging.getLogger(__name__)
 
 DEFAULT_LIVER_NAMES = ("liver", "tumor", "tumour", "lesion", "cancer")
 _LITS = re.compile(r"^(test-volume|volume|segmentation)-(\d+)\.nii(\.gz)?$", re.IGNORECASE)
-
-
-def _load_json(path: Path) -> dict[str, Any]:
-    if not path.is_file():
-        raise InputError(path, "dataset.json not found (is this the dataset's root folder?)")
-    try:
-        meta = json.loads(path.read_text(encoding="utf-8"))
-    except UnicodeDecodeError as exc:
-        raise InputError(path, f"not UTF-8 text ({exc.reason} at byte {exc.start})") from None
-    except json.JSONDecodeError as exc:
-        raise InputError(path, f"invalid JSON: {exc.msg} at line {exc.lineno} column {exc.colno}") from None
-    if not isinstance(meta, dict):
-        raise InputError(path, f"expected a JSON object, got {type(meta).__name__}")
-    return meta
 
 
 def _label_pairs(labels: Mapping[str, Any]) -> list[tuple[str, list[int]]]:
@@ -126,7 +111,7 @@ def from_msd(root: str | Path, *, liver_labels: Sequence[int] | None = None,
     """
     folder = Path(root)
     source = folder / "dataset.json"
-    meta = _load_json(source)
+    meta = read_json(source)
     labels = _labels_text(meta, liver_labels, liver_names)
     rows, names = [], []
     for part, has_mask in (("training", True), ("test", False)):
@@ -165,7 +150,7 @@ def from_nnunet(root: str | Path, *, liver_labels: Sequence[int] | None = None,
     """
     folder = Path(root)
     source = folder / "dataset.json"
-    meta = _load_json(source)
+    meta = read_json(source)
     ending = str(meta.get("file_ending", ".nii.gz"))
     if ending not in (".nii.gz", ".nii"):
         raise InputError(source, f"file_ending {ending!r} is not supported (livercad reads .nii and .nii.gz)")
@@ -244,7 +229,7 @@ def detect_layout(root: str | Path) -> str:
     if public is not None:
         return public
     if (folder / "dataset.json").is_file():
-        meta = _load_json(folder / "dataset.json")
+        meta = read_json(folder / "dataset.json")
         if "file_ending" in meta or "channel_names" in meta:
             return "nnunet"
         if "training" in meta:

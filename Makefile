@@ -34,7 +34,7 @@ demo-fast: $(STAMP)
 # generate the domain-randomised phantom, train a fixed number of steps, store float16, measure on the
 # real scans of ../shared/realdata when they are there, and write the figures into the model card.
 model: $(STAMP)
-	$(BIN)/python -m livercad.segment.release --config configs/model.yaml --work build/model
+	$(BIN)/python -m livercad.segment.release --config configs/model.yaml --work build/model --infer-size 192
 	-$(BIN)/python benchmarks/accept_real.py --tag model --precision fp32 --json-out build/model/accept_real.json \
 		&& $(BIN)/python -m livercad.segment.release --card-results build/model/accept_real.json
 

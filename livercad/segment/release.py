@@ -40,15 +40,23 @@ def git_commit(root: Path) -> str:
         return "unknown"
 
 
-def half_checkpoint(src: Path, dst: Path, extra: dict[str, Any]) -> Path:
-    """Copy a ``segmenter.pt`` with float tensors stored as float16 (loading casts them back to float32)."""
+def half_checkpoint(src: Path, dst: Path, extra: dict[str, Any], infer_size: int | None = None) -> Path:
+    """Copy a ``segmenter.pt`` with float tensors stored as float16 (loading casts them back to float32).
+
+    ``infer_size``: the in-plane model size the shipped model runs at, when it differs from the training
+    size (chosen by ``benchmarks/bench_resolution.py``); the training size stays in ``trained_image_size``.
+    """
     state, meta = load_checkpoint(src)
     half = {k: v.half() if v.is_floating_point() else v for k, v in state.items()}
     meta = {k: v for k, v in meta.items() if k not in ("checkpoint", "resume_key")}
-    return save_checkpoint(dst, half, {**meta, **extra, "stored_dtype": "float16"})
+    pp = dict(meta["preprocessing"])
+    meta["trained_image_size"] = int(pp["image_size"])
+    if infer_size is not None:
+        pp["image_size"] = int(infer_size)
+    return save_checkpoint(dst, half, {**meta, "preprocessing": pp, **extra, "stored_dtype": "float16"})
 
 
-def build(cfg: Config, work: Path, out: Path, root: Path) -> Path:
+def build(cfg: Config, work: Path, out: Path, root: Path, infer_size: int | None = None) -> Path:
     """Train stage 1 as ``cfg`` says (in ``work``) and write the float16 bundle with its card to ``out``."""
     from livercad.pipeline.bundle import write_bundle
     from livercad.pipeline.train import cohort_rows
@@ -64,7 +72,7 @@ def build(cfg: Config, work: Path, out: Path, root: Path) -> Path:
                               "data_seconds": round(data_s, 1), "n_cases": len(rows),
                               "n_train_cases": sum(r.split == "train" for r in rows)}}
     out.mkdir(parents=True, exist_ok=True)
-    half = half_checkpoint(ckpt, work / "segmenter_fp16.pt", provenance)
+    half = half_checkpoint(ckpt, work / "segmenter_fp16.pt", provenance, infer_size)
     write_bundle(out, segmenter=half, classifier=None, config=cfg, extra=provenance)
     write_card(out)
     return out
@@ -95,7 +103,8 @@ def write_card(bundle: Path, results: dict[str, Any] | None = None) -> Path:
         "**Trained on the phantom only**: livercad's synthetic abdominal phantom with domain randomisation "
         "(`livercad.data.phantom_synth`). No real scan was used to train or fine-tune it.", "",
         f"- architecture: {seg['arch']} / {seg['encoder']}, decoder {seg.get('decoder_channels')}, "
-        f"2.5-D context {seg['context']}, model size {seg['preprocessing']['image_size']} px, stored as float16",
+        f"2.5-D context {seg['context']}, trained at {seg.get('trained_image_size')} px, runs at "
+        f"{seg['preprocessing']['image_size']} px (`benchmarks/bench_resolution.py`), stored as float16",
         f"- modalities: {', '.join(seg['preprocessing'].get('modalities', []))} "
         f"(CT window {seg['preprocessing']['ct_window']} HU; MR percentiles {seg['preprocessing']['percentiles']})",
         f"- training data: {rel.get('n_cases')} randomised phantom cases ({rel.get('n_train_cases')} train), "
@@ -125,13 +134,14 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--config", default="configs/model.yaml")
     ap.add_argument("--work", type=Path, default=Path("build/model"))
     ap.add_argument("--out", type=Path, default=default_bundle_path())
+    ap.add_argument("--infer-size", type=int, help="in-plane model size the shipped model runs at (default: trained)")
     ap.add_argument("--card-results", type=Path, help="accept_real JSON: only rewrite the card with its figures")
     args = ap.parse_args(argv)
     if args.card_results:
         write_card(args.out, json.loads(args.card_results.read_text(encoding="utf-8")))
         return
     torch.manual_seed(0)
-    build(load_config(args.config), args.work, args.out, Path.cwd())
+    build(load_config(args.config), args.work, args.out, Path.cwd(), args.infer_size)
 
 
 if __name__ == "__main__":

@@ -34,7 +34,7 @@ from livercad.pipeline.case_io import (
     record_modality,
     write_masks,
 )
-from livercad.pipeline.case_stats import EROSION_VOXELS, liver_intensity, liver_size, segmentation_scores, size_text
+from livercad.pipeline.case_stats import liver_intensity, liver_size, segmentation_scores, size_text
 from livercad.pipeline.inputs import CaseInput
 from livercad.pipeline.outputs import RunFolder
 from livercad.types import CaseResult
@@ -211,4 +211,4 @@ def _qc_title(case_id: str, label: str | None, probs: dict[str, float], status: 
     return f"{text} [out-of-domain]" if status == "out-of-domain" else text
 
 
-__all__ = ["EROSION_VOXELS", "Predictor", "liver_intensity", "one_line", "verdict_status"]
+__all__ = ["Predictor", "one_line", "verdict_status"]

@@ -18,7 +18,7 @@ from livercad.cli import app
 from livercad.domain import config_domain
 from livercad.errors import CheckpointError
 from livercad.pipeline.bundle import load_bundle, training_domain
-from livercad.pipeline.predictor import liver_intensity
+from livercad.pipeline.case_stats import liver_intensity
 from livercad.pipeline.run import run_pipeline
 
 PHANTOM_HEADER = "case_id,image,label,severity,site_scale,site_offset,site_noise,site_artifact"

@@ -29,14 +29,14 @@ import numpy as np
 import torch
 from bench_common import cpu_name, finish
 
-from livercad.data.phantom import make_case
 from livercad.errors import InputError
 from livercad.io.nifti import load_mask, load_volume, save_volume
 from livercad.metrics.segmentation import segmentation_metrics, summarize
 from livercad.modality import check_trained_for, family
 from livercad.models import default_bundle_path
+from livercad.phantom import make_case
+from livercad.runtime.weights import sha256_file
 from livercad.segment.infer import Segmenter, segment_volume
-from livercad.weights import sha256_file
 
 ROOT = Path(__file__).resolve().parents[1]
 REALDATA = ROOT.parent / "shared" / "realdata"

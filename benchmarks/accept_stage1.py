@@ -27,9 +27,9 @@ from bench_common import cpu_name, finish
 from livercad.config import load_config
 from livercad.io.nifti import load_mask, load_volume
 from livercad.metrics.segmentation import segmentation_metrics, summarize
-from livercad.pipeline.train import cohort_rows, load_stage1
+from livercad.pipeline.training.orchestrate import cohort_rows, load_stage1
+from livercad.segment.fit import train_segmenter
 from livercad.segment.infer import segment_volume
-from livercad.segment.train import train_segmenter
 
 
 def run_modality(config: str, modality: str, work: Path) -> dict[str, Any]:

@@ -27,13 +27,13 @@ import torch
 from bench_common import cpu_name, finish
 
 from livercad.classify.data import resolve_labels
+from livercad.classify.fit import train_classifier
 from livercad.classify.infer import predict_cases
-from livercad.classify.train import train_classifier
 from livercad.config import load_config
-from livercad.data.phantom import severity_ceiling_auc
 from livercad.metrics.classification import classification_report
 from livercad.metrics.segmentation import summarize
-from livercad.pipeline.train import train_stage1
+from livercad.phantom import severity_ceiling_auc
+from livercad.pipeline.training.orchestrate import train_stage1
 
 METRICS = ("roc_auc", "accuracy", "balanced_accuracy", "sensitivity", "specificity", "youden_j")
 

@@ -5,7 +5,7 @@ Runtime comparison of both networks (random weights; FLOPs from ``FlopCounterMod
 
 * ``torch``: eager, channels-last, ``inference_mode`` (bf16 autocast when ``--precision bf16``);
 * ``torch_contiguous``: the same with the default (NCHW) memory format;
-* ``onnx``: ONNX Runtime CPU session as the pipeline builds it (``livercad.backend``);
+* ``onnx``: ONNX Runtime CPU session as the pipeline builds it (``livercad.runtime.backend``);
 * ``--compile``: ``torch.compile`` of the segmenter (compile cost and speed vs eager).
 
 The backends run one forward each in turn, ``--reps`` times, and the best time of each is kept, so that
@@ -31,7 +31,7 @@ import numpy as np
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
-from livercad.backend import make_session, onnx_available, select_backend
+from livercad.runtime.backend import make_session, onnx_available, select_backend
 
 
 def best_time(fn: Any, reps: int) -> float:

@@ -22,7 +22,7 @@ import torch
 from livercad.classify.data import CaseSlices, case_inputs
 from livercad.classify.infer import Classifier, backbone_features, predict_case
 from livercad.classify.model import build_classifier, param_groups
-from livercad.regions import REGIONS
+from livercad.classify.regions import REGIONS
 
 
 def _best(fn: Callable[[], object], repeat: int) -> float:

@@ -561,7 +561,7 @@ def checkpoint_for_children(source: dict[str, Any], image_size: int, work: Path)
     """The ``segmenter.pt`` the contender processes load (random weights: written once to ``work``)."""
     if source["path"]:
         return str(source["path"])
-    from livercad.checkpoint import save_checkpoint
+    from livercad.runtime.checkpoint import save_checkpoint
     from livercad.segment.infer import Segmenter
 
     seg = Segmenter.random(image_size=image_size, encoder="resnet34", device="cpu", backend="torch")

@@ -22,7 +22,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from livercad.data.phantom import generate_cohort, severity_ceiling_auc
+from livercad.phantom import generate_cohort, severity_ceiling_auc
 
 
 def _cpu_seconds() -> float:

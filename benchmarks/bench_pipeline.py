@@ -9,7 +9,7 @@ One process run measures, on phantom CT volumes saved as ``.nii.gz``:
   channels-last, eager torch contiguous, ONNX Runtime; timed alternately), with the fraction of the peak;
 * ``backend``: the backend each stage used (``--backend``, default the pipeline's ``inference.backend``);
 * ``pipeline``: seconds per volume with a per-stage breakdown (read, preprocess, segment, postprocess,
-  regions, classify, write), calling the stage functions the way ``livercad/pipeline/predictor.py`` does;
+  regions, classify, write), calling the stage functions the way ``livercad/pipeline/predict/predictor.py`` does;
 * ``speedup_vs_naive`` (whole pipeline, both stages) and ``speedup_vs_naive_stage1`` (read to write of
   stage 1 only, what the naive recipe does);
 * ``naive``: the same volumes through a textbook MONAI recipe (LoadImage -> EnsureChannelFirst ->
@@ -70,9 +70,9 @@ from livercad.classify.data import case_slices_from_segment
 from livercad.classify.infer import Classifier, predict_case
 from livercad.classify.model import build_classifier
 from livercad.config import InferenceConfig
-from livercad.data.phantom import make_case
 from livercad.io.nifti import load_volume, save_mask, save_volume
-from livercad.preprocess import context_stack
+from livercad.phantom import make_case
+from livercad.preprocess.prepare import context_stack
 from livercad.segment.infer import Segmenter, bf16_supported, segment_prepared, segment_volume
 
 CLASSES = ["normal", "steatosis", "cirrhosis"]
@@ -153,7 +153,7 @@ def run_naive(model: torch.nn.Module, path: Path, out: Path, size: int, device: 
               context: int = 1, ct_window: tuple[float, float] = (-160.0, 240.0)) -> dict[str, Any]:
     """A textbook MONAI recipe: per-slice batch-1 fp32 eager loop, threshold, manual inverse, nibabel save.
 
-    Intensity windowing comes before resampling, as in MONAI's tutorials and in ``livercad.preprocess``
+    Intensity windowing comes before resampling, as in MONAI's tutorials and in ``livercad.preprocess.prepare``
     (windowing after the resize changes voxels at window edges by up to the full range). The slices stay
     MONAI ``MetaTensor`` objects all the way through the network, as they would in user code. ``model``
     lives on ``device``; ``context`` and ``ct_window`` are the network's (its checkpoint's preprocessing).

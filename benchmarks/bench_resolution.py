@@ -21,7 +21,7 @@ import numpy as np
 from accept_real import REALDATA, checkpoint_path, git_commit, load_segmenter, real_case
 from bench_common import cpu_name, finish
 
-from livercad.data.phantom import make_case
+from livercad.phantom import make_case
 from livercad.segment.infer import segment_volume
 from livercad.types import Volume
 

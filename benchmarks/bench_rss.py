@@ -74,8 +74,8 @@ def _make_volume_elsewhere(shape: tuple[int, int, int], folder: Path) -> Path:
 def _models(args: argparse.Namespace) -> tuple[Any, Any]:
     from bench_pipeline import random_classifier
 
-    from livercad.backend import release_torch_weights
     from livercad.config import InferenceConfig
+    from livercad.runtime.backend import release_torch_weights
     from livercad.segment.infer import Segmenter
 
     backend = InferenceConfig().backend
@@ -84,7 +84,7 @@ def _models(args: argparse.Namespace) -> tuple[Any, Any]:
     else:
         seg = Segmenter.random(image_size=args.image_size, encoder="resnet34", precision="auto", backend=backend)
     clf = random_classifier(args.classify_size, seg.precision, backend)
-    release_torch_weights(seg, clf)  # as livercad.pipeline.predictor.Predictor does after loading
+    release_torch_weights(seg, clf)  # as livercad.pipeline.predict.predictor.Predictor does after loading
     return seg, clf
 
 

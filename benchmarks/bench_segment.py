@@ -6,7 +6,7 @@ measures, at the same batch size and resolution:
 * ``raw_forward``: the bare network forward (eval, ``inference_mode``, channels-last, the resolved
   precision) in slices/s, with FLOPs per slice (``torch.utils.flop_counter``) and achieved GFLOP/s;
 * ``raw_train_step``: forward + Dice/CE loss + backward + AdamW step at the training batch size, steps/s;
-* ``training``: :func:`livercad.segment.train.train_segmenter` steps/s (Lightning loop, data loading,
+* ``training``: :func:`livercad.segment.fit.train_segmenter` steps/s (Lightning loop, data loading,
   augmentation, the first warm-up step included; validation excluded) and its ratio to the raw step rate
   (use ``--train-steps`` of 20 or more so that the warm-up step weighs little);
 * ``inference``: :func:`livercad.segment.infer.segment_volume` slices/s end to end (preprocess, model,
@@ -32,13 +32,13 @@ from monai.losses import DiceCELoss
 from torch.utils.flop_counter import FlopCounterMode
 
 from livercad.config import load_config
-from livercad.data.phantom import generate_cohort
-from livercad.data.splits import patient_split
 from livercad.io.manifest import read_manifest
 from livercad.io.nifti import load_volume
+from livercad.phantom import generate_cohort
+from livercad.pipeline.training.splits import patient_split
+from livercad.segment.fit import train_segmenter
 from livercad.segment.infer import Segmenter, resolve_precision, segment_volume
 from livercad.segment.model import build_segmenter
-from livercad.segment.train import train_segmenter
 
 
 def _timed(fn, repeats: int) -> float:

@@ -1,6 +1,6 @@
 """livercad: liver segmentation -> classification pipeline with segmentation-impact ablations.
 
-``livercad.run_pipeline`` is :func:`livercad.pipeline.run.run_pipeline` itself (its real signature and
+``livercad.run_pipeline`` is :func:`livercad.pipeline.predict.run.run_pipeline` itself (its real signature and
 docstring), imported on first access so that ``import livercad`` stays light (the pipeline imports torch).
 """
 
@@ -27,9 +27,9 @@ __all__ = [
 
 
 def __getattr__(name: str) -> Any:
-    """Lazy attributes (PEP 562): ``run_pipeline`` is imported from :mod:`livercad.pipeline.run` on first use."""
+    """Lazy attributes (PEP 562): ``run_pipeline`` comes from :mod:`livercad.pipeline.predict.run` on first use."""
     if name == "run_pipeline":
-        from livercad.pipeline.run import run_pipeline
+        from livercad.pipeline.predict.run import run_pipeline
 
         return run_pipeline
     raise AttributeError(f"module 'livercad' has no attribute {name!r}")

@@ -15,7 +15,7 @@ from typing import Annotated, Any
 import typer
 
 from livercad.errors import ConfigError, LivercadError
-from livercad.terminal import command as _terminal
+from livercad.runtime.terminal import command as _terminal
 
 EXIT_OK, EXIT_INTERNAL, EXIT_USAGE, EXIT_PARTIAL = 0, 1, 2, 3
 
@@ -79,7 +79,7 @@ def phantom(
     quiet: QuietOpt = False, verbose: VerboseOpt = False,
 ) -> None:
     """Generate a synthetic abdominal cohort with liver masks and disease labels."""
-    from livercad.data.phantom import generate_cohort
+    from livercad.phantom import generate_cohort
 
     try:
         shape = tuple(int(x) for x in size.lower().split("x"))
@@ -101,7 +101,7 @@ def train_pipeline_cmd(
 ) -> None:
     """Train stage 1 and stage 2 and write a model bundle."""
     try:
-        from livercad.pipeline.train import train_pipeline
+        from livercad.pipeline.training.orchestrate import train_pipeline
 
         set_ = _scale_out(set_, ("segment",), devices, num_nodes, strategy)  # stage 2 is single-process
         res = train_pipeline(_config(config, set_), out, progress=not quiet, resume=resume)
@@ -119,8 +119,8 @@ def train_segment_cmd(
 ) -> None:
     """Train stage 1 (liver segmentation) on the configured manifest or phantom."""
     try:
-        from livercad.pipeline.train import cohort_rows
-        from livercad.segment.train import train_segmenter
+        from livercad.pipeline.training.orchestrate import cohort_rows
+        from livercad.segment.fit import train_segmenter
 
         cfg = _config(config, _scale_out(set_, ("segment",), devices, num_nodes, strategy))
         ckpt = train_segmenter(cohort_rows(cfg, out), cfg, out, progress=not quiet, resume=resume)
@@ -139,8 +139,8 @@ def train_classify_cmd(
 ) -> None:
     """Train stage 2 on stage-1 predictions (or ground truth for region oracle-mask)."""
     try:
-        from livercad.classify.train import train_classifier
-        from livercad.pipeline.train import cohort_rows, load_stage1, stage1_cache
+        from livercad.classify.fit import train_classifier
+        from livercad.pipeline.training.orchestrate import cohort_rows, load_stage1, stage1_cache
 
         cfg = _config(config, _scale_out(set_, ("classify",), devices, num_nodes, strategy))
         cache = stage1_cache(load_stage1(segmenter, cfg), cohort_rows(cfg, out), cfg)
@@ -170,7 +170,7 @@ def predict(
 ) -> None:
     """Segment (and classify, when the bundle has a classifier) every case; masks keep each input's exact grid."""
     try:
-        from livercad.pipeline.run import run_pipeline
+        from livercad.pipeline.predict.run import run_pipeline
 
         res = run_pipeline(input_, out, model=model, config=config, resume=resume, progress=not quiet,
                            split=split, engine=engine, address=address, modality=modality,
@@ -191,12 +191,12 @@ def evaluate(
 ) -> None:
     """Predict a manifest split and print its metrics (Dice, HD95, AUC… with 95 % CIs)."""
     try:
-        from livercad.pipeline.run import run_pipeline
+        from livercad.pipeline.predict.run import run_pipeline
 
         res = run_pipeline(manifest, out, model=model, split=split, progress=not quiet, modality=modality)
     except LivercadError as exc:
         _fail(exc)
-    from livercad.pipeline.summary import headline
+    from livercad.pipeline.predict.summary import headline
 
     typer.echo(json.dumps(headline(res.metrics), indent=2))
     raise typer.Exit(EXIT_PARTIAL if res.failures else EXIT_OK)
@@ -239,7 +239,7 @@ def demo(
 ) -> None:
     """Phantom cohort -> train both stages -> predict the test split -> ablation -> report."""
     try:
-        from livercad.pipeline.demo import run_demo
+        from livercad.pipeline.training.demo import run_demo
 
         summary = run_demo(out, fast=fast, config=config, overrides=set_ or [], progress=not quiet)
     except LivercadError as exc:
@@ -260,7 +260,7 @@ def ablate(
 ) -> None:
     """Segmentation-impact ablation: region modes x strategies x backbones x seeds, paired tests."""
     try:
-        from livercad.pipeline.ablation import run_ablation_from_config
+        from livercad.pipeline.study.ablation import run_ablation_from_config
 
         res = run_ablation_from_config(_config(config, set_), out, progress=not quiet, segmenter=segmenter)
     except LivercadError as exc:

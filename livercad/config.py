@@ -40,7 +40,7 @@ class PhantomConfig(_Section):
     sites: int = Field(1, ge=1)
     shortcut: bool = False
     ct_phase: Literal["portal-venous", "non-contrast"] = "portal-venous"
-    # domain randomisation (livercad.data.phantom_synth): random contrast, geometry and imaging per case,
+    # domain randomisation (livercad.phantom.synth): random contrast, geometry and imaging per case,
     # modalities in turn; labels, sites, shortcut, shape and orientations do not apply then
     randomise: bool = False
     modalities: list[Literal["ct", "mr"]] = ["ct", "mr"]

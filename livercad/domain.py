@@ -12,8 +12,8 @@ from __future__ import annotations
 from collections.abc import Mapping
 from pathlib import Path
 
-#: Column sets only the phantom's manifests have: ``livercad phantom`` (:mod:`livercad.data.phantom_cohort`)
-#: and the domain-randomised cohort (:mod:`livercad.data.phantom_synth`); both also write ``domain: phantom``.
+#: Column sets only the phantom's manifests have: ``livercad phantom`` (:mod:`livercad.phantom.cohort`)
+#: and the domain-randomised cohort (:mod:`livercad.phantom.synth`); both also write ``domain: phantom``.
 PHANTOM_SIGNATURES = (frozenset({"severity", "site_scale", "site_offset", "site_noise", "site_artifact"}),
                       frozenset({"contrast", "spacing_x", "spacing_z", "shape"}))
 #: Values of a ``domain``/``source`` column that mean "synthetic phantom" (case-insensitive).

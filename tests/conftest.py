@@ -42,7 +42,7 @@ def tiny_config(*extra: str) -> Config:
 @pytest.fixture(scope="session")
 def tiny_trained(tmp_path_factory: pytest.TempPathFactory) -> dict:
     """Train both stages on a tiny phantom once; returns train_pipeline's result."""
-    from livercad.pipeline.train import train_pipeline
+    from livercad.pipeline.training.orchestrate import train_pipeline
 
     root = tmp_path_factory.mktemp("tiny_pipeline")
     return train_pipeline(tiny_config(), root, progress=False)

@@ -66,8 +66,8 @@ def test_phantom_command_writes_a_deterministic_cohort(tmp_path: Path) -> None:
 
 
 def test_train_scale_out_options_reach_the_train_sections(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    import livercad.pipeline.train as ptrain
-    import livercad.segment.train as strain
+    import livercad.pipeline.training.orchestrate as ptrain
+    import livercad.segment.fit as strain
 
     seen: dict[str, object] = {}
     monkeypatch.setattr(ptrain, "cohort_rows", lambda cfg, out: [])
@@ -118,7 +118,7 @@ import logging, sys, warnings
 import numpy as np
 logging.basicConfig()
 logging.getLogger("lightning").addHandler(logging.StreamHandler())
-import livercad.pipeline.predictor as predictor
+import livercad.pipeline.predict.predictor as predictor
 from livercad.cli import main
 original = predictor.Predictor.process
 def process(self, case, folder):

@@ -69,7 +69,7 @@ def _compare_rows(got: list[dict], want: list[dict]) -> None:
 
 def test_tiny_bundle_outputs_match_the_golden_file(tiny_trained: dict, tmp_path: Path) -> None:
     from livercad.io.manifest import write_manifest
-    from livercad.pipeline.run import run_pipeline
+    from livercad.pipeline.predict.run import run_pipeline
 
     root = Path(tiny_trained["bundle"]).parent
     write_manifest(tiny_trained["rows"], root / "golden.csv")

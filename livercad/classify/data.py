@@ -36,9 +36,9 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from livercad.classify.regions import apply_region, get_region
 from livercad.errors import InputError
-from livercad.preprocess import context_stack
-from livercad.regions import apply_region, get_region
+from livercad.preprocess.prepare import context_stack
 
 logger = logging.getLogger(__name__)
 

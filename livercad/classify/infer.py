@@ -14,7 +14,7 @@ mask is empty). The slice logits are aggregated into one case verdict, then soft
 2-D inputs (ultrasound frames, Z = 1) are one-slice cases. Inference runs under ``torch.inference_mode``
 in channels-last layout, with bf16 autocast when the precision resolves to bf16 (``auto``: bf16 on a
 CUDA device that supports it, fp32 otherwise). ``backend="onnx"`` (or ``auto``) runs the network with ONNX
-Runtime instead (:mod:`livercad.backend`).
+Runtime instead (:mod:`livercad.runtime.backend`).
 
 Example:
     >>> import torch
@@ -34,11 +34,11 @@ import numpy as np
 import torch
 from sklearn.metrics import balanced_accuracy_score, log_loss, roc_auc_score
 
-from livercad.backend import select_backend
 from livercad.classify.data import CaseSlices, case_inputs
 from livercad.classify.model import ClassifierNet, build_classifier
+from livercad.classify.regions import did_you_mean
 from livercad.errors import CheckpointError, ConfigError
-from livercad.regions import did_you_mean
+from livercad.runtime.backend import select_backend
 
 logger = logging.getLogger(__name__)
 
@@ -102,7 +102,7 @@ class Classifier:
         model: the network (eval mode, channels-last); meta: the checkpoint metadata;
         classes, region, image_size, aggregation, top_k, min_liver_fraction, crop_margin: from meta;
         precision: ``fp32`` | ``bf16`` (resolved); device: where it runs;
-        backend: ``torch`` | ``onnx`` (resolved, see :func:`livercad.backend.select_backend`).
+        backend: ``torch`` | ``onnx`` (resolved, see :func:`livercad.runtime.backend.select_backend`).
     """
 
     def __init__(self, model: ClassifierNet, meta: dict[str, Any], *, precision: str = "auto",
@@ -129,12 +129,12 @@ class Classifier:
     @classmethod
     def load(cls, path: str | Path, precision: str = "auto", device: str | torch.device | None = None,
              backend: str = "torch", channels_last: bool = True) -> Classifier:
-        """Load a ``classifier.pt`` written by :func:`livercad.classify.train.train_classifier`.
+        """Load a ``classifier.pt`` written by :func:`livercad.classify.fit.train_classifier`.
 
         Raises:
             CheckpointError: missing/unsafe file, not a classifier checkpoint, or weights not fitting.
         """
-        from livercad.checkpoint import load_checkpoint
+        from livercad.runtime.checkpoint import load_checkpoint
 
         state, meta = load_checkpoint(path)
         missing = [k for k in ("backbone", "classes", "region", "image_size", "in_channels") if k not in meta]

@@ -3,7 +3,7 @@
 Backbones come from torchvision by name (:data:`TORCHVISION`: resnet18/34/50/101, vgg16_bn,
 inception_v3, densenet121, efficientnet_b0) or, for any other name, from timm
 (``timm.create_model(name, pretrained=False, num_classes=0, in_chans=3)``). Weights ``none |
-imagenet | <path>`` are resolved offline by :func:`livercad.weights.resolve_weights` and loaded into
+imagenet | <path>`` are resolved offline by :func:`livercad.runtime.weights.resolve_weights` and loaded into
 the *original* architecture before the head is replaced, so provenance is exact. The path may be a
 stage-1 ``segmenter.pt``: its smp ResNet encoder then initialises a ResNet backbone of the same depth
 (:func:`stage1_encoder`).
@@ -39,9 +39,9 @@ from typing import Any
 import torch
 from torch import nn
 
+from livercad.classify.regions import did_you_mean
 from livercad.errors import CheckpointError, ConfigError
-from livercad.regions import did_you_mean
-from livercad.weights import resolve_weights
+from livercad.runtime.weights import resolve_weights
 
 logger = logging.getLogger(__name__)
 

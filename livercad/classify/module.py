@@ -18,8 +18,8 @@ from livercad.classify.data import augment_batch
 from livercad.classify.infer import aggregate_logits, case_scores
 from livercad.config import ClassifyConfig
 from livercad.errors import ConfigError
-from livercad.resume import SafeCheckpointIO
-from livercad.segment.budget import TimeBudget, lr_factor
+from livercad.runtime.budget import TimeBudget, lr_factor
+from livercad.runtime.resume import SafeCheckpointIO
 
 
 class ClassifierModule(pl.LightningModule):
@@ -120,7 +120,7 @@ def make_trainer(cfg: ClassifyConfig, minutes_left: float, callbacks: list[pl.Ca
     if t.num_nodes > 1 or str(t.strategy).startswith(("ddp", "fsdp", "deepspeed")) or t.devices not in (1, "1"):
         raise ConfigError(f"classify.train: stage 2 trains in one process (devices=1, num_nodes=1, no ddp); got "
                           f"devices={t.devices}, num_nodes={t.num_nodes}, strategy={t.strategy}")
-    from livercad.pipeline.progress import training_progress  # livercad's bar, or Lightning's own (--verbose)
+    from livercad.runtime.progress import training_progress  # livercad's bar, or Lightning's own (--verbose)
 
     callbacks, lightning_own = training_progress(callbacks, enabled=progress, description="stage 2")
     return pl.Trainer(

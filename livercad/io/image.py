@@ -1,7 +1,7 @@
 """One reader for every image livercad accepts: NIfTI files, DICOM series (a folder or a file), 2-D image files.
 
 Manifest rows, training and the stage-1 cache read their ``image`` through :func:`load_image`; prediction
-discovers inputs in more detail (:mod:`livercad.pipeline.inputs`) and ends in the same readers.
+discovers inputs in more detail (:mod:`livercad.pipeline.predict.inputs`) and ends in the same readers.
 
 Example:
     >>> image_kind("scan.nii.gz"), image_kind("frame.PNG")

@@ -35,7 +35,7 @@ from livercad.domain import config_domain
 from livercad.errors import CheckpointError, ConfigError
 from livercad.io.atomic import atomic_write_text
 from livercad.models import default_bundle_path
-from livercad.weights import sha256_file
+from livercad.runtime.weights import sha256_file
 
 log = logging.getLogger(__name__)
 
@@ -158,8 +158,8 @@ class Bundle:
 
 def _stage_meta(checkpoints: Mapping[str, Path], config: Config) -> dict[str, Any]:
     """``domain`` of each stage and the segmenter's ``modalities``, read from the checkpoints' metadata."""
-    from livercad.checkpoint import load_checkpoint
     from livercad.modality import family
+    from livercad.runtime.checkpoint import load_checkpoint
 
     domain: dict[str, str | None] = {s: None for s in STAGE_FILES}
     modalities: list[str] = [family(config.preprocess.modality)]

@@ -249,7 +249,7 @@ def _provenance(page: HtmlReport, result: dict[str, Any]) -> None:
 
 
 def build_page(result: dict[str, Any]) -> HtmlReport:
-    """The ablation report page of a :func:`~livercad.pipeline.ablation.run_ablation` result."""
+    """The ablation report page of a :func:`~livercad.pipeline.study.ablation.run_ablation` result."""
     page = HtmlReport("Segmentation-impact ablation")
     n, seeds = result["n"], len(result["arms"][0]["seeds"]) if result["arms"] else 0
     page.paragraph(f"{len(result['arms'])} arms × {seeds} seeds; patient-level split train {n['train']} / "

@@ -12,7 +12,7 @@ from livercad.types import CaseResult
 
 def _classification_section(page: Any, results: Sequence[CaseResult], metrics: dict[str, Any],
                             classes: Sequence[str]) -> None:
-    from livercad.pipeline.summary import labelled_arrays
+    from livercad.pipeline.predict.summary import labelled_arrays
     from livercad.report.plots import confusion_png, roc_png
     from livercad.report.tables import metric_rows
 

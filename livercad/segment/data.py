@@ -37,7 +37,7 @@ from torch.utils.data import Dataset, WeightedRandomSampler
 
 from livercad.config import Config
 from livercad.errors import InputError
-from livercad.preprocess import context_stack, prepare
+from livercad.preprocess.prepare import context_stack, prepare
 
 logger = logging.getLogger(__name__)
 

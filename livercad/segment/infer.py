@@ -5,7 +5,7 @@ the resolved device/precision. :func:`segment_prepared` runs batches of 2.5-D sl
 ``torch.inference_mode`` (channels-last, bf16 autocast when the precision resolves to bf16).
 :func:`segment_volume` goes volume -> probability -> post-processed mask on the canonical
 full-resolution grid -> the original voxel grid through the exact inverse of the orientation.
-``backend="onnx"`` (or ``auto``) runs the network with ONNX Runtime instead (:mod:`livercad.backend`).
+``backend="onnx"`` (or ``auto``) runs the network with ONNX Runtime instead (:mod:`livercad.runtime.backend`).
 :func:`evaluate_segmenter` scores a cohort on the original grid.
 
 Example:
@@ -33,11 +33,11 @@ import torch
 from pydantic import ValidationError
 from torch import nn
 
-from livercad.backend import bf16_supported, resolve_precision, select_backend
-from livercad.checkpoint import load_checkpoint
 from livercad.config import PostprocessConfig, SegmentModelConfig
 from livercad.errors import CheckpointError, ConfigError
-from livercad.preprocess import Prepared, context_stack, prepare
+from livercad.preprocess.prepare import Prepared, context_stack, prepare
+from livercad.runtime.backend import bf16_supported, resolve_precision, select_backend
+from livercad.runtime.checkpoint import load_checkpoint
 from livercad.segment.coarse import coarse_to_fine as coarse_pass
 from livercad.segment.data import model_space_mask
 from livercad.segment.model import build_segmenter
@@ -87,7 +87,7 @@ class Segmenter:
         """Wrap an already-built network (moved to ``device``, eval mode, channels-last) on ``backend``.
 
         ``backend``: ``torch``, ``onnx`` (fp32, CPU; ``precision="auto"`` then means fp32) or ``auto``
-        (onnx where it can run, see :func:`livercad.backend.select_backend`).
+        (onnx where it can run, see :func:`livercad.runtime.backend.select_backend`).
         """
         dev = _default_device(device)
         model = model.to(dev).eval()
@@ -104,7 +104,7 @@ class Segmenter:
     @classmethod
     def load(cls, path: str | Path, *, precision: str = "auto", device: torch.device | str | None = None,
              channels_last: bool = True, backend: str = "torch") -> Segmenter:
-        """Load a ``segmenter.pt`` written by :func:`livercad.segment.train.train_segmenter`.
+        """Load a ``segmenter.pt`` written by :func:`livercad.segment.fit.train_segmenter`.
 
         Raises:
             CheckpointError: missing/unsafe/corrupt file, missing metadata, weights that do not fit.

@@ -2,7 +2,7 @@
 
 :func:`build_segmenter` creates the network with ``segmentation_models_pytorch.create_model`` (never
 letting smp download anything: ``encoder_weights=None``), then loads the encoder weights resolved by
-:func:`livercad.weights.resolve_weights` (``none`` | ``imagenet`` from a local cache | a file). When
+:func:`livercad.runtime.weights.resolve_weights` (``none`` | ``imagenet`` from a local cache | a file). When
 the model has other than 3 input channels, 3-channel ImageNet first-conv weights are adapted the way
 smp does (:func:`segmentation_models_pytorch.encoders._utils.patch_first_conv`).
 
@@ -24,7 +24,7 @@ from torch import nn
 
 from livercad.config import SegmentModelConfig
 from livercad.errors import CheckpointError, ConfigError
-from livercad.weights import WeightsInfo, resolve_weights
+from livercad.runtime.weights import WeightsInfo, resolve_weights
 
 logger = logging.getLogger(__name__)
 
@@ -166,10 +166,10 @@ def load_init_weights(model: nn.Module, spec: str) -> dict[str, str]:
     Raises:
         CheckpointError: no checkpoint there, or its weights do not fit the configured network.
     """
-    from livercad.checkpoint import load_checkpoint
     from livercad.errors import CheckpointError
     from livercad.models import segmenter_checkpoint
-    from livercad.weights import sha256_file
+    from livercad.runtime.checkpoint import load_checkpoint
+    from livercad.runtime.weights import sha256_file
 
     path = segmenter_checkpoint(spec)
     state, _ = load_checkpoint(path)

@@ -36,9 +36,9 @@ import torch
 from monai.transforms import AsDiscrete, Compose, FillHoles, KeepLargestConnectedComponent
 from scipy import ndimage
 
-from livercad.backend import release_free_memory
 from livercad.config import PostprocessConfig
-from livercad.preprocess import CHUNK, Prepared
+from livercad.preprocess.prepare import CHUNK, Prepared
+from livercad.runtime.backend import release_free_memory
 
 
 def postprocess_transform(cfg: PostprocessConfig) -> Compose:

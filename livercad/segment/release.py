@@ -20,8 +20,8 @@ from typing import Any
 
 import torch
 
-from livercad.checkpoint import load_checkpoint, save_checkpoint
 from livercad.config import Config, load_config
+from livercad.runtime.checkpoint import load_checkpoint, save_checkpoint
 
 CARD = "MODEL_CARD.md"
 
@@ -59,8 +59,8 @@ def half_checkpoint(src: Path, dst: Path, extra: dict[str, Any], infer_size: int
 def build(cfg: Config, work: Path, out: Path, root: Path, infer_size: int | None = None) -> Path:
     """Train stage 1 as ``cfg`` says (in ``work``) and write the float16 bundle with its card to ``out``."""
     from livercad.pipeline.bundle import write_bundle
-    from livercad.pipeline.train import cohort_rows
-    from livercad.segment.train import train_segmenter
+    from livercad.pipeline.training.orchestrate import cohort_rows
+    from livercad.segment.fit import train_segmenter
 
     commit = git_commit(root)
     t0 = time.perf_counter()
@@ -101,7 +101,7 @@ def write_card(bundle: Path, results: dict[str, Any] | None = None) -> Path:
     lines = [
         "# livercad default liver model (stage 1)", "",
         "**Trained on the phantom only**: livercad's synthetic abdominal phantom with domain randomisation "
-        "(`livercad.data.phantom_synth`). No real scan was used to train or fine-tune it.", "",
+        "(`livercad.phantom.synth`). No real scan was used to train or fine-tune it.", "",
         f"- architecture: {seg['arch']} / {seg['encoder']}, decoder {seg.get('decoder_channels')}, "
         f"2.5-D context {seg['context']}, trained at {seg.get('trained_image_size')} px, runs at "
         f"{seg['preprocessing']['image_size']} px (`benchmarks/bench_resolution.py`), stored as float16",

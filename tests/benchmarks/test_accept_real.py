@@ -7,8 +7,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from livercad.checkpoint import save_checkpoint
 from livercad.io.nifti import save_volume
+from livercad.runtime.checkpoint import save_checkpoint
 from livercad.segment.infer import Segmenter
 
 BENCHMARKS = Path(__file__).resolve().parents[2] / "benchmarks"

@@ -121,8 +121,8 @@ def test_bf16_precision_runs() -> None:
 
 
 def test_load_refuses_a_foreign_checkpoint(tmp_path: Path) -> None:
-    from livercad.checkpoint import save_checkpoint
     from livercad.errors import CheckpointError
+    from livercad.runtime.checkpoint import save_checkpoint
 
     path = save_checkpoint(tmp_path / "seg.pt", {"w": torch.zeros(1)}, {"arch": "Unet"})
     with pytest.raises(CheckpointError, match="not a livercad classifier"):

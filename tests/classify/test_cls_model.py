@@ -121,8 +121,8 @@ def test_parse_strategy() -> None:
 
 
 def test_a_stage1_segmenter_checkpoint_initialises_a_resnet_backbone(tmp_path: Path) -> None:
-    from livercad.checkpoint import save_checkpoint
     from livercad.config import SegmentModelConfig
+    from livercad.runtime.checkpoint import save_checkpoint
     from livercad.segment.model import build_segmenter
 
     torch.manual_seed(3)

@@ -8,9 +8,9 @@ import torch
 from sklearn.metrics import roc_curve
 from torch import nn
 
+from livercad.classify.fit import train_classifier
 from livercad.classify.infer import predict_cases
 from livercad.classify.threshold import choose_decision, fold_threshold, youden_threshold
-from livercad.classify.train import train_classifier
 from livercad.config import ClassifyConfig, TrainConfig
 
 

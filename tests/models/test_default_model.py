@@ -7,9 +7,9 @@ import json
 import numpy as np
 import pytest
 
-from livercad.checkpoint import load_checkpoint
 from livercad.models import default_bundle_path
 from livercad.pipeline.bundle import load_bundle
+from livercad.runtime.checkpoint import load_checkpoint
 
 BUNDLE = default_bundle_path()
 pytestmark = pytest.mark.skipif(not (BUNDLE / "segmenter.pt").is_file(), reason="default model not built")
@@ -35,8 +35,8 @@ def test_the_model_card_states_phantom_only_training_and_its_provenance():
 
 @pytest.mark.parametrize(("modality", "family"), [("ct", "ct"), ("mr-t2", "mr")])
 def test_it_finds_the_liver_of_a_phantom_case_it_never_saw(modality, family):
-    from livercad.data.phantom import make_case
     from livercad.metrics.segmentation import dice
+    from livercad.phantom import make_case
     from livercad.segment.infer import Segmenter, segment_volume
     from livercad.types import Volume
 

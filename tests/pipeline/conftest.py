@@ -19,7 +19,7 @@ SMALL = ["preprocess.image_size=32", "segment.model.encoder=resnet18", "classify
 
 def random_segmenter(path: Path, **meta: Any) -> Path:
     """A ``segmenter.pt`` with random weights (CT, 32 px); ``meta`` adds or replaces metadata keys."""
-    from livercad.checkpoint import save_checkpoint
+    from livercad.runtime.checkpoint import save_checkpoint
     from livercad.segment.infer import Segmenter
 
     seg = Segmenter.random(image_size=32, encoder="resnet18")
@@ -30,8 +30,8 @@ def random_classifier(path: Path, **meta: Any) -> Path:
     """A ``classifier.pt`` (normal / cirrhosis, region ``mask``, 32 px) with random weights."""
     import torch
 
-    from livercad.checkpoint import save_checkpoint
     from livercad.classify.model import build_classifier
+    from livercad.runtime.checkpoint import save_checkpoint
 
     torch.manual_seed(0)
     net = build_classifier("resnet18", num_classes=2, in_channels=3, strategy="scratch")

@@ -10,7 +10,7 @@ import torch
 from scipy import ndimage
 
 from livercad.config import PostprocessConfig
-from livercad.preprocess import CHUNK, prepare
+from livercad.preprocess.prepare import CHUNK, prepare
 from livercad.segment.postprocess import (
     fill_enclosed,
     fill_slices,

@@ -10,9 +10,9 @@ import pytest
 import torch
 
 import livercad.models
-from livercad.checkpoint import load_checkpoint, save_checkpoint
 from livercad.config import load_config
 from livercad.errors import CheckpointError
+from livercad.runtime.checkpoint import load_checkpoint, save_checkpoint
 from livercad.segment.infer import Segmenter, segment_volume
 from livercad.segment.release import half_checkpoint, write_card
 from livercad.types import Volume
@@ -86,8 +86,8 @@ def test_init_weights_are_loaded_and_a_mismatch_is_one_line(tmp_path):
 
 
 def test_train_stage1_uses_an_init_model_as_it_is_without_training(tmp_path, monkeypatch):
-    import livercad.pipeline.train as ptrain
-    import livercad.segment.train as strain
+    import livercad.pipeline.training.orchestrate as ptrain
+    import livercad.segment.fit as strain
 
     pt = _random_pt(tmp_path / "segmenter.pt")
     monkeypatch.setattr(ptrain, "cohort_rows", lambda cfg, out: [])

@@ -8,12 +8,12 @@ import pytest
 import torch
 from torch import nn
 
-from livercad.checkpoint import save_checkpoint
 from livercad.config import PostprocessConfig
 from livercad.errors import CheckpointError, ConfigError
 from livercad.io.manifest import ManifestRow
 from livercad.io.nifti import load_volume, save_mask, save_volume
-from livercad.preprocess import context_stack
+from livercad.preprocess.prepare import context_stack
+from livercad.runtime.checkpoint import save_checkpoint
 from livercad.segment import infer
 from livercad.segment.infer import Segmenter, evaluate_segmenter, resolve_precision, segment_prepared, segment_volume
 from livercad.segment.postprocess import postprocess_mask

@@ -17,9 +17,9 @@ import numpy as np
 import pytest
 import yaml
 
-from livercad.checkpoint import load_checkpoint
 from livercad.io.manifest import ManifestRow, write_manifest
 from livercad.io.nifti import load_mask, load_volume, save_mask, save_volume
+from livercad.runtime.checkpoint import load_checkpoint
 from livercad.segment.data import model_space_mask
 from livercad.segment.infer import Segmenter, segment_prepared, segment_volume
 

@@ -19,13 +19,13 @@ import pytest
 import torch
 from typer.testing import CliRunner
 
-from livercad.checkpoint import load_checkpoint
-from livercad.classify import train as cls_train
+from livercad.classify import fit as cls_train
 from livercad.classify.data import CaseSlices
 from livercad.classify.infer import Classifier
 from livercad.cli import app
 from livercad.config import ClassifyConfig, TrainConfig
 from livercad.errors import CheckpointError
+from livercad.runtime.checkpoint import load_checkpoint
 from livercad.segment.infer import Segmenter
 from tests.conftest import TINY
 
@@ -40,8 +40,8 @@ _TRAIN = """
 import sys
 from pathlib import Path
 from livercad.config import load_config
-from livercad.pipeline.train import cohort_rows
-from livercad.segment.train import train_segmenter
+from livercad.pipeline.training.orchestrate import cohort_rows
+from livercad.segment.fit import train_segmenter
 out, cfg = Path(sys.argv[1]), load_config(None, sys.argv[2:])
 train_segmenter(cohort_rows(cfg, out), cfg, out, progress=False, checkpoint_every_s=0)  # last.ckpt every step
 """
@@ -170,7 +170,7 @@ def test_resume_refuses_a_code_executing_checkpoint(tmp_path: Path) -> None:
 
 
 def test_a_failed_checkpoint_write_leaves_the_previous_one(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    from livercad import resume
+    from livercad.runtime import resume
 
     path = tmp_path / "last.ckpt"
     io = resume.SafeCheckpointIO({"seed": 1})

@@ -1,1 +1,0 @@
-"""livercad.data."""

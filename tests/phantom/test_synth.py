@@ -1,0 +1,92 @@
+"""Domain-randomised phantom: varied contrast and geometry, exact ground truth, reproducible cohorts."""
+
+from __future__ import annotations
+
+import csv
+
+import numpy as np
+import pytest
+
+from livercad.errors import ConfigError
+from livercad.phantom import LIVER_LABELS, ORGANS
+from livercad.phantom.anatomy import sample_patient
+from livercad.phantom.synth import generate_randomised_cohort, random_case, random_geometry
+from livercad.phantom.tables import CT_PHASE_TABLES, random_ct_table, random_mr_table
+
+
+def test_cases_are_reproducible_and_the_mask_is_the_painted_liver():
+    a, b = random_case("a", seed=5, modality="ct"), random_case("a", seed=5, modality="ct")
+    assert np.array_equal(a.image, b.image) and np.array_equal(a.mask, b.mask)
+    assert np.array_equal(a.mask, np.isin(a.labels, LIVER_LABELS).astype(np.uint8)) and a.mask.any()
+
+
+def test_geometry_varies_shape_spacing_and_coverage_and_always_shows_liver():
+    shapes, dz, coverage = set(), [], []
+    for seed in range(12):
+        case = random_case(f"g{seed}", seed=seed, modality="ct" if seed % 2 else "mr")
+        shapes.add(case.image.shape)
+        dz.append(float(case.meta["spacing_z"]))
+        coverage.append(float(case.mask.any(axis=(0, 1)).mean()))
+        assert case.mask.any()
+    assert len(shapes) == 12 and any(s[0] != s[1] for s in shapes)
+    assert min(dz) < 3.0 < max(dz) and min(coverage) < 0.5 < max(coverage)
+
+
+def test_geometry_keeps_the_anatomy_inside_its_limits():
+    rng = np.random.default_rng(0)
+    for _ in range(20):
+        shape, affine = random_geometry(sample_patient(rng), rng)
+        z = affine[2, 3] + affine[2, 2] * np.array([0, shape[2] - 1])
+        assert 96 <= shape[0] <= 160 and shape[1] <= shape[0] and z[0] >= -251 and z[1] <= 201
+
+
+def test_ct_contrast_covers_phases_and_fatty_livers():
+    rng = np.random.default_rng(1)
+    draws = [random_ct_table(rng) for _ in range(200)]
+    assert {phase for phase, _ in draws} == set(CT_PHASE_TABLES)
+    livers = np.array([t["liver"][0] for _, t in draws])
+    assert livers.min() < 20 and livers.max() > 100  # fatty livers to enhanced parenchyma
+
+
+def test_mr_contrast_includes_t1_t2_random_and_inverted_with_dark_air():
+    rng = np.random.default_rng(2)
+    draws = [random_mr_table(rng) for _ in range(300)]
+    kinds = {k.replace("-inverted", "") for k, _ in draws}
+    assert kinds == {"t1", "t1-post", "t2", "random"} and any(k.endswith("-inverted") for k, _ in draws)
+    liver_vs_spleen = [t["liver"][0] > t["spleen"][0] for _, t in draws]
+    assert 0.2 < np.mean(liver_vs_spleen) < 0.8  # the liver is not always the brighter one
+    dark_air = np.mean([t["background"][0] == 0 for _, t in draws])
+    assert 0.8 < dark_air < 1.0  # air is dark except in a share of the fully random contrasts
+
+
+def test_ct_has_padding_values_and_mr_is_non_negative():
+    ct = [random_case(f"c{s}", seed=s, modality="ct") for s in range(12)]
+    assert any(c.image.min() <= -2047 for c in ct)  # -2048 / -3024 padding outside the reconstruction circle
+    liver_hu = [np.median(c.image[c.mask > 0]) for c in ct]
+    assert max(liver_hu) - min(liver_hu) > 20
+    mr = random_case("m", seed=3, modality="mr")
+    assert mr.image.min() >= 0 and (mr.labels == ORGANS["spleen"]).any() | (mr.labels == ORGANS["kidney_cortex"]).any()
+
+
+def test_randomised_cohort_alternates_modalities_and_marks_the_domain(tmp_path):
+    path = generate_randomised_cohort(tmp_path, n=3, seed=1)
+    rows = list(csv.DictReader(path.open()))
+    assert [r["modality"] for r in rows] == ["ct", "mr", "ct"] and {r["domain"] for r in rows} == {"phantom"}
+    assert all((tmp_path / r["image"]).is_file() and (tmp_path / r["mask"]).is_file() for r in rows)
+    with pytest.raises(ConfigError, match="ct and/or mr"):
+        generate_randomised_cohort(tmp_path, n=1, modalities=("us",))
+
+
+def test_the_randomised_pelvis_has_bladder_and_iliac_bone_and_the_classic_phantom_none():
+    from livercad.phantom import make_case
+    from livercad.phantom.paint import paint_labels
+    from livercad.phantom.shapes import GridSampler
+
+    rng = np.random.default_rng(4)
+    patient = sample_patient(rng, variants=np.random.default_rng(5))
+    affine = np.diag([4.0, 4.0, 5.0, 1.0])
+    affine[:3, 3] = [-190.0, -150.0, -290.0]
+    labels = paint_labels(GridSampler((96, 76, 14), affine), patient)
+    assert (labels == ORGANS["bladder"]).sum() > 100 and (labels == ORGANS["bone_marrow"]).sum() > 100
+    classic = make_case("c", seed=1, shape=(48, 48, 16))
+    assert not (classic.labels == ORGANS["bladder"]).any() and sample_patient(rng).pelvis is None

@@ -39,7 +39,7 @@ DEFAULT_LIVER_NAMES = ("liver", "tumor", "tumour", "lesion", "cancer")
 _LITS = re.compile(r"^(test-volume|volume|segmentation)-(\d+)\.nii(\.gz)?$", re.IGNORECASE)
 
 
-def _label_pairs(labels: Mapping[str, Any]) -> list[tuple[str, list[int]]]:
+def label_pairs(labels: Mapping[str, Any]) -> list[tuple[str, list[int]]]:
     """(name, values) pairs from MSD ``{"1": "liver"}`` or nnU-Net ``{"liver": 1 | [1, 2]}`` mappings."""
     pairs = []
     for key, value in labels.items():
@@ -64,7 +64,7 @@ def liver_label_values(labels: Mapping[str, Any], liver_names: Sequence[str] = D
         >>> liver_label_values({"background": 0, "spleen": 1})
         '1'
     """
-    pairs = [(name.lower(), [v for v in values if v > 0]) for name, values in _label_pairs(labels)]
+    pairs = [(name.lower(), [v for v in values if v > 0]) for name, values in label_pairs(labels)]
     chosen = {v for name, values in pairs if any(n.lower() in name for n in liver_names) for v in values}
     chosen = chosen or {v for _, values in pairs for v in values}
     return ",".join(str(v) for v in sorted(chosen))
@@ -268,4 +268,4 @@ def convert_dataset(src: str | Path, out_csv: str | Path, layout: str = "auto",
 
 
 __all__ = ["from_msd", "from_nnunet", "from_lits", "convert_dataset", "detect_layout", "liver_label_values",
-           "CONVERTERS", "DEFAULT_LIVER_NAMES"]
+           "label_pairs", "CONVERTERS", "DEFAULT_LIVER_NAMES"]

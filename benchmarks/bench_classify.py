@@ -19,10 +19,11 @@ from collections.abc import Callable
 
 import torch
 
-from livercad.classify.data import CaseSlices, case_inputs
+from livercad.classify.data import case_inputs
 from livercad.classify.infer import Classifier, backbone_features, predict_case
 from livercad.classify.model import build_classifier, param_groups
 from livercad.classify.regions import REGIONS
+from livercad.types import CaseSlices
 
 
 def _best(fn: Callable[[], object], repeat: int) -> float:

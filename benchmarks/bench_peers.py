@@ -407,7 +407,7 @@ class NaivePeer:
         from bench_pipeline import run_naive
 
         r = run_naive(self.model, path, self.out, int(self.pp["image_size"]), device=self.dev,
-                      context=self.context, ct_window=tuple(self.pp.get("ct_window", (-160.0, 240.0))))
+                      context=self.context, ct_window=tuple(self.pp["ct_window"]))
         if self.keep:
             prob = self.out / f"{path.name.split('.')[0]}_naive_prob.npy"
             np.save(prob, r["prob"].astype(np.float32))

@@ -66,14 +66,16 @@ from bench_peers import (
 )
 from torch.utils.flop_counter import FlopCounterMode
 
-from livercad.classify.data import case_slices_from_segment
 from livercad.classify.infer import Classifier, predict_case
 from livercad.classify.model import build_classifier
-from livercad.config import InferenceConfig
+from livercad.config import CT_WINDOW, InferenceConfig
+from livercad.io.manifest import ManifestRow
 from livercad.io.nifti import load_volume, save_mask, save_volume
 from livercad.phantom import make_case
+from livercad.pipeline.stage1 import case_slices
 from livercad.preprocess.prepare import context_stack
-from livercad.segment.infer import Segmenter, bf16_supported, segment_prepared, segment_volume
+from livercad.runtime.backend import bf16_supported
+from livercad.segment.infer import Segmenter, segment_prepared, segment_volume
 
 CLASSES = ["normal", "steatosis", "cirrhosis"]
 
@@ -136,7 +138,7 @@ def run_pipeline(seg: Segmenter, clf: Classifier, path: Path, out: Path, batch: 
     save_mask(seg_out.segmentation.mask, volume, out / f"{path.name.split('.')[0]}_mask.nii.gz")
     s["write"] = time.perf_counter() - t
     t = time.perf_counter()
-    cs = case_slices_from_segment(seg_out, path.name, path.name, None)
+    cs = case_slices(ManifestRow(path.name, path.name, path), seg_out)
     s["regions"] = time.perf_counter() - t
     t = time.perf_counter()
     proba = predict_case(clf, cs, batch_size=max(8, batch))
@@ -150,7 +152,7 @@ def run_pipeline(seg: Segmenter, clf: Classifier, path: Path, out: Path, batch: 
 
 
 def run_naive(model: torch.nn.Module, path: Path, out: Path, size: int, device: torch.device | str = "cpu",
-              context: int = 1, ct_window: tuple[float, float] = (-160.0, 240.0)) -> dict[str, Any]:
+              context: int = 1, ct_window: tuple[float, float] = CT_WINDOW) -> dict[str, Any]:
     """A textbook MONAI recipe: per-slice batch-1 fp32 eager loop, threshold, manual inverse, nibabel save.
 
     Intensity windowing comes before resampling, as in MONAI's tutorials and in ``livercad.preprocess.prepare``
@@ -406,7 +408,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         else:
             pp = seg.preprocessing
             naive = [run_naive(seg.model, p, Path(tmp), args.image_size, device=dev, context=int(seg.meta["context"]),
-                               ct_window=tuple(pp.get("ct_window", (-160.0, 240.0)))) for p in paths]
+                               ct_window=tuple(pp["ct_window"])) for p in paths]
             seg.model.to(memory_format=torch.channels_last)
             result["naive"] = {"seconds_per_volume": mean_stages(naive), "ran_in": "this process"}
         result["agreement"] = compare(pipe, naive)

@@ -36,8 +36,9 @@ from livercad.io.manifest import read_manifest
 from livercad.io.nifti import load_volume
 from livercad.phantom import generate_cohort
 from livercad.pipeline.training.splits import patient_split
+from livercad.runtime.backend import resolve_precision
 from livercad.segment.fit import train_segmenter
-from livercad.segment.infer import Segmenter, resolve_precision, segment_volume
+from livercad.segment.infer import Segmenter, segment_volume
 from livercad.segment.model import build_segmenter
 
 

@@ -9,6 +9,8 @@ from __future__ import annotations
 import json
 import logging
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -40,22 +42,34 @@ ModalityOpt = Annotated[str | None, typer.Option("--modality", help="ct | mr | m
                                                   "row names none (default: guessed from the intensities).")]
 
 
-def _scale_out(set_: list[str] | None, sections: tuple[str, ...], devices: str | None, num_nodes: int | None,
-               strategy: str | None) -> list[str]:
-    """``--set`` overrides plus the scale-out options written into each ``<section>.train``."""
+def _train_config(path: Path | None, set_: list[str] | None, section: str, devices: str | None,
+                  num_nodes: int | None, strategy: str | None):  # noqa: ANN202 - Config
+    """The config of a training command: ``--set`` overrides plus the scale-out options in ``<section>.train``."""
     options = {"devices": devices, "num_nodes": num_nodes, "strategy": strategy}
-    given = [(k, v) for k, v in options.items() if v is not None]
-    extra = [f"{sec}.train.{key}={val}" for sec in sections for key, val in given]
-    return [*(set_ or []), *extra]
+    extra = [f"{section}.train.{key}={val}" for key, val in options.items() if val is not None]
+    return _config(path, [*(set_ or []), *extra])
+
+
+def _report(exc: BaseException) -> int:
+    """Print the one-line message of an error on stderr; its exit code (2 for a LivercadError, else 1)."""
+    if isinstance(exc, LivercadError):
+        typer.echo(f"error: {' '.join(str(exc).split())}", err=True)
+        return EXIT_USAGE
+    typer.echo(f"internal error: {type(exc).__name__}: {' '.join(str(exc).split())}", err=True)
+    return EXIT_INTERNAL
 
 
 def _fail(exc: BaseException) -> None:
-    code = EXIT_USAGE if isinstance(exc, LivercadError) else EXIT_INTERNAL
-    if isinstance(exc, LivercadError):
-        typer.echo(f"error: {' '.join(str(exc).split())}", err=True)
-    else:
-        typer.echo(f"internal error: {type(exc).__name__}: {' '.join(str(exc).split())}", err=True)
-    raise typer.Exit(code)
+    raise typer.Exit(_report(exc))
+
+
+@contextmanager
+def _exits_on_error() -> Iterator[None]:
+    """A :class:`LivercadError` raised inside becomes its one-line message and exit code 2 (:func:`_fail`)."""
+    try:
+        yield
+    except LivercadError as exc:
+        _fail(exc)
 
 
 def _config(path: Path | None, overrides: list[str] | None):  # noqa: ANN202 - Config
@@ -100,13 +114,11 @@ def train_pipeline_cmd(
     devices: DevicesOpt = None, num_nodes: NodesOpt = None, strategy: StrategyOpt = None, resume: ResumeOpt = False,
 ) -> None:
     """Train stage 1 and stage 2 and write a model bundle."""
-    try:
+    with _exits_on_error():
         from livercad.pipeline.training.orchestrate import train_pipeline
 
-        set_ = _scale_out(set_, ("segment",), devices, num_nodes, strategy)  # stage 2 is single-process
-        res = train_pipeline(_config(config, set_), out, progress=not quiet, resume=resume)
-    except LivercadError as exc:
-        _fail(exc)
+        cfg = _train_config(config, set_, "segment", devices, num_nodes, strategy)  # stage 2 is single-process
+        res = train_pipeline(cfg, out, progress=not quiet, resume=resume)
     typer.echo(f"bundle: {res['bundle']}")
 
 
@@ -118,14 +130,12 @@ def train_segment_cmd(
     devices: DevicesOpt = None, num_nodes: NodesOpt = None, strategy: StrategyOpt = None, resume: ResumeOpt = False,
 ) -> None:
     """Train stage 1 (liver segmentation) on the configured manifest or phantom."""
-    try:
+    with _exits_on_error():
         from livercad.pipeline.training.orchestrate import cohort_rows
         from livercad.segment.fit import train_segmenter
 
-        cfg = _config(config, _scale_out(set_, ("segment",), devices, num_nodes, strategy))
+        cfg = _train_config(config, set_, "segment", devices, num_nodes, strategy)
         ckpt = train_segmenter(cohort_rows(cfg, out), cfg, out, progress=not quiet, resume=resume)
-    except LivercadError as exc:
-        _fail(exc)
     typer.echo(f"segmenter: {ckpt}")
 
 
@@ -138,17 +148,15 @@ def train_classify_cmd(
     devices: DevicesOpt = None, num_nodes: NodesOpt = None, strategy: StrategyOpt = None, resume: ResumeOpt = False,
 ) -> None:
     """Train stage 2 on stage-1 predictions (or ground truth for region oracle-mask)."""
-    try:
+    with _exits_on_error():
         from livercad.classify.fit import train_classifier
         from livercad.pipeline.training.orchestrate import cohort_rows, load_stage1, stage1_cache
 
-        cfg = _config(config, _scale_out(set_, ("classify",), devices, num_nodes, strategy))
+        cfg = _train_config(config, set_, "classify", devices, num_nodes, strategy)
         cache = stage1_cache(load_stage1(segmenter, cfg), cohort_rows(cfg, out), cfg)
         tr = [c.slices for c in cache if c.row.split == "train" and c.slices.label is not None]
         va = [c.slices for c in cache if c.row.split == "val" and c.slices.label is not None]
         train_classifier(tr, va, cfg.classify, out, seed=cfg.seed, progress=not quiet, resume=resume)
-    except LivercadError as exc:
-        _fail(exc)
     typer.echo(f"classifier: {out / 'classifier.pt'}")
 
 
@@ -169,14 +177,12 @@ def predict(
     config: ConfigOpt = None, quiet: QuietOpt = False, verbose: VerboseOpt = False,
 ) -> None:
     """Segment (and classify, when the bundle has a classifier) every case; masks keep each input's exact grid."""
-    try:
+    with _exits_on_error():
         from livercad.pipeline.predict.run import run_pipeline
 
         res = run_pipeline(input_, out, model=model, config=config, resume=resume, progress=not quiet,
                            split=split, engine=engine, address=address, modality=modality,
                            output_format=output_format, spacing=spacing)
-    except LivercadError as exc:
-        _fail(exc)
     _summary(res, out)
 
 
@@ -190,12 +196,10 @@ def evaluate(
     quiet: QuietOpt = False, verbose: VerboseOpt = False,
 ) -> None:
     """Predict a manifest split and print its metrics (Dice, HD95, AUC… with 95 % CIs)."""
-    try:
+    with _exits_on_error():
         from livercad.pipeline.predict.run import run_pipeline
 
         res = run_pipeline(manifest, out, model=model, split=split, progress=not quiet, modality=modality)
-    except LivercadError as exc:
-        _fail(exc)
     from livercad.pipeline.predict.summary import headline
 
     typer.echo(json.dumps(headline(res.metrics), indent=2))
@@ -221,12 +225,10 @@ def convert(
     quiet: QuietOpt = False, verbose: VerboseOpt = False,
 ) -> None:
     """Write a livercad manifest for a public dataset layout."""
-    try:
+    with _exits_on_error():
         from livercad.io.convert import convert_dataset
 
         rows = convert_dataset(src, out, layout)
-    except LivercadError as exc:
-        _fail(exc)
     typer.echo(f"wrote {len(rows)} cases; manifest: {out}")
 
 
@@ -238,12 +240,10 @@ def demo(
     config: ConfigOpt = None, set_: SetOpt = None, quiet: QuietOpt = False, verbose: VerboseOpt = False,
 ) -> None:
     """Phantom cohort -> train both stages -> predict the test split -> ablation -> report."""
-    try:
+    with _exits_on_error():
         from livercad.pipeline.training.demo import run_demo
 
         summary = run_demo(out, fast=fast, config=config, overrides=set_ or [], progress=not quiet)
-    except LivercadError as exc:
-        _fail(exc)
     typer.echo(summary["table"])
     typer.echo(f"report: {summary['report']}")
 
@@ -259,12 +259,10 @@ def ablate(
     quiet: QuietOpt = False, verbose: VerboseOpt = False,
 ) -> None:
     """Segmentation-impact ablation: region modes x strategies x backbones x seeds, paired tests."""
-    try:
+    with _exits_on_error():
         from livercad.pipeline.study.ablation import run_ablation_from_config
 
         res = run_ablation_from_config(_config(config, set_), out, progress=not quiet, segmenter=segmenter)
-    except LivercadError as exc:
-        _fail(exc)
     typer.echo(f"report: {res['report']}")
 
 
@@ -278,18 +276,17 @@ def main() -> None:
     except SystemExit:
         raise
     except LivercadError as exc:
-        typer.echo(f"error: {' '.join(str(exc).split())}", err=True)
-        sys.exit(EXIT_USAGE)
+        sys.exit(_report(exc))
     except Exception as exc:  # noqa: BLE001 - the CLI boundary
         if type(exc).__name__ == "Abort":
             sys.exit(130)
         if hasattr(exc, "show") and hasattr(exc, "exit_code"):  # click/typer usage errors
             exc.show()
             sys.exit(EXIT_USAGE)
-        typer.echo(f"internal error: {type(exc).__name__}: {' '.join(str(exc).split())}", err=True)
+        code = _report(exc)
         if logging.getLogger().isEnabledFor(logging.DEBUG):
             raise
-        sys.exit(EXIT_INTERNAL)
+        sys.exit(code)
 
 
 if __name__ == "__main__":

@@ -11,13 +11,22 @@ Example:
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 from typing import Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
+from livercad.config_keys import drop_retired, format_validation, set_dotted
 from livercad.errors import ConfigError
+
+log = logging.getLogger(__name__)
+
+#: The abdominal CT window in HU (liver level): CT preprocessing maps it to [-1, 1]; overlays show it.
+CT_WINDOW: tuple[float, float] = (-160.0, 240.0)
+#: Clip percentiles of MR/US intensity normalisation.
+PERCENTILES: tuple[float, float] = (0.5, 99.5)
 
 Modality = Literal["ct", "mr", "mr-t2", "us"]
 Precision = Literal["auto", "fp32", "bf16"]
@@ -60,8 +69,8 @@ class PreprocessConfig(_Section):
     """Per-modality intensity normalisation and the in-plane model size."""
 
     modality: Modality = "ct"
-    ct_window: tuple[float, float] = (-160.0, 240.0)
-    percentiles: tuple[float, float] = (0.5, 99.5)
+    ct_window: tuple[float, float] = CT_WINDOW
+    percentiles: tuple[float, float] = PERCENTILES
     image_size: int = Field(256, ge=32)
 
 
@@ -72,7 +81,6 @@ class SegmentModelConfig(_Section):
     encoder: str = "resnet34"
     encoder_weights: str = "none"
     context: int = Field(1, ge=0, le=4)  # neighbours each side: 1 -> 3 input channels (2.5-D)
-    extra_channels: int = Field(0, ge=0)  # e.g. further CT phases stacked as channels
     decoder_channels: list[int] | None = None  # U-Net decoder widths, deepest first; None = smp's (256..16)
 
     @field_validator("decoder_channels")
@@ -163,8 +171,6 @@ class InferenceConfig(_Section):
     channels_last: bool = True
     coarse_to_fine: bool = True  # stage 1: every ~15 mm slice, then only the slices around the liver
     engine: Literal["local", "ray"] = "local"
-    ray_address: str | None = None
-    write_prob: bool = False
     qc_images: bool = True
     report: bool = True
 
@@ -186,7 +192,6 @@ class AblationConfig(_Section):
     saliency: bool = True
     saliency_cases: int = Field(8, ge=0)
     saliency_method: Literal["gradient-input", "gradcam"] = "gradient-input"
-    shortcut: bool = False
     n_boot: int = Field(1000, ge=100)
     train: TrainConfig | None = None
     image_size: int | None = Field(None, ge=32)
@@ -204,50 +209,37 @@ class Config(_Section):
     seed: int = 0
 
 
-def _format_validation(err: ValidationError, source: str) -> str:
-    parts = []
-    for e in err.errors():
-        key = ".".join(str(p) for p in e["loc"])
-        if e["type"] == "extra_forbidden":
-            parts.append(f"unknown key '{key}'")
-        else:
-            parts.append(f"'{key}': {e['msg']} (got {e.get('input')!r})")
-    return f"{source}: invalid config: " + "; ".join(parts)
+def config_from_dict(tree: dict[str, Any], *, source: str = "<config>", drop_retired_keys: bool = False) -> Config:
+    """Validate a plain dict into a :class:`Config`, raising a one-line ConfigError.
 
-
-def _set_dotted(tree: dict[str, Any], dotted: str) -> None:
-    if "=" not in dotted:
-        raise ConfigError(f"override '{dotted}' must look like section.key=value")
-    key, raw = dotted.split("=", 1)
-    node = tree
-    parts = key.strip().split(".")
-    for p in parts[:-1]:
-        node = node.setdefault(p, {})
-        if not isinstance(node, dict):
-            raise ConfigError(f"override '{dotted}': '{p}' is not a section")
-    node[parts[-1]] = yaml.safe_load(raw)
-
-
-def config_from_dict(tree: dict[str, Any], *, source: str = "<config>") -> Config:
-    """Validate a plain dict into a :class:`Config`, raising a one-line ConfigError."""
+    ``drop_retired_keys``: accept (and drop) the :data:`livercad.config_keys.RETIRED_KEYS` an older
+    version wrote.
+    """
+    if drop_retired_keys:
+        tree, dropped = drop_retired(tree)
+        if dropped:
+            log.debug("%s: dropped retired keys %s", source, ", ".join(dropped))
     try:
         return Config.model_validate(tree)
     except ValidationError as err:
-        raise ConfigError(_format_validation(err, source)) from None
+        raise ConfigError(format_validation(err, source)) from None
 
 
-def load_config(path: str | Path | None, overrides: list[str] | None = None) -> Config:
+def load_config(path: str | Path | None, overrides: list[str] | None = None, *,
+                drop_retired_keys: bool = False) -> Config:
     """Load a YAML config (or the defaults when ``path`` is None) and apply dotted overrides.
 
     Args:
         path: YAML file; a bare name like ``demo`` is looked up among the packaged presets.
         overrides: ``["classify.region=crop", "segment.train.max_minutes=2"]``.
+        drop_retired_keys: accept and drop the :data:`livercad.config_keys.RETIRED_KEYS` (the config of a
+            bundle written by an older version).
 
     Returns:
         The validated config.
 
     Raises:
-        ConfigError: missing file, bad YAML, unknown key or wrong type (one line, naming the key).
+        ConfigError: missing file, bad YAML, unknown or retired key, wrong type (one line, naming the key).
     """
     tree: dict[str, Any] = {}
     source = "<defaults>"
@@ -262,8 +254,8 @@ def load_config(path: str | Path | None, overrides: list[str] | None = None) -> 
             raise ConfigError(f"{p}: expected a mapping of sections, got {type(loaded).__name__}")
         tree = loaded or {}
     for item in overrides or []:
-        _set_dotted(tree, item)
-    return config_from_dict(tree, source=source)
+        set_dotted(tree, item)
+    return config_from_dict(tree, source=source, drop_retired_keys=drop_retired_keys)
 
 
 def resolve_preset(path: str | Path) -> Path:

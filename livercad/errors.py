@@ -8,6 +8,8 @@ arrived, which file/row/key, and how to fix it.
 
 from __future__ import annotations
 
+import difflib
+import os
 from pathlib import Path
 
 
@@ -41,7 +43,40 @@ class CheckpointError(LivercadError):
     """A checkpoint or model bundle that is missing, corrupt, unsafe or does not match the config."""
 
 
+class WeightsUnavailableError(CheckpointError):
+    """ImageNet weights neither on disk nor downloadable (offline, no route, failed download)."""
+
+
+def _edits(a: str, b: str) -> int:
+    """Levenshtein distance."""
+    row = list(range(len(b) + 1))
+    for i, ca in enumerate(a, 1):
+        prev, row[0] = row[0], i
+        for j, cb in enumerate(b, 1):
+            prev, row[j] = row[j], min(row[j] + 1, row[j - 1] + 1, prev + (ca != cb))
+    return row[-1]
+
+
+def did_you_mean(name: str, options: list[str]) -> str:
+    """``"did you mean 'x'? "`` for the closest option, or ``""`` when none is close (for ConfigError messages).
+
+    Candidates are difflib's close matches (ratio >= 0.6); the one with the fewest edits wins, ties going
+    to the longer common prefix, then to difflib's order.
+
+    Example:
+        >>> did_you_mean("resnet35", ["resnet50", "resnet34"]), did_you_mean("qqqq", ["resnet50"])
+        ("did you mean 'resnet34'? ", '')
+    """
+    text = str(name)
+    near = difflib.get_close_matches(text, options, n=8, cutoff=0.6)
+    if not near:
+        return ""
+    best = min(near, key=lambda o: (_edits(text, o), -len(os.path.commonprefix([text, o]))))
+    return f"did you mean '{best}'? "
+
+
 # Alias named in the foundation issue.
 LivercadInputError = InputError
 
-__all__ = ["LivercadError", "InputError", "LivercadInputError", "ConfigError", "CheckpointError"]
+__all__ = ["LivercadError", "InputError", "LivercadInputError", "ConfigError", "CheckpointError", "did_you_mean",
+           "WeightsUnavailableError"]

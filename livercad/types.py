@@ -1,12 +1,21 @@
-"""Typed values passed between the stages (frozen dataclasses, no logic)."""
+"""Typed values passed between the stages (frozen dataclasses, no logic).
+
+The stage-1 -> stage-2 contract: stage 1 (:func:`livercad.pipeline.stage1.run_stage1`) turns one case into a
+:class:`Stage1Case`, whose :class:`CaseSlices` is all stage 2 (:mod:`livercad.classify`) reads.
+"""
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
+
+if TYPE_CHECKING:
+    import torch
+
+    from livercad.io.manifest import ManifestRow
 
 
 @dataclass(frozen=True)
@@ -55,6 +64,55 @@ class Segmentation:
 
     prob: np.ndarray | None
     mask: np.ndarray
+
+
+@dataclass(frozen=True)
+class CaseSlices:
+    """One case in model space, as stage 2 needs it (built by stage 1, read by :mod:`livercad.classify`).
+
+    Attributes:
+        case_id, patient_id: identifiers (bootstrap CIs resample by patient).
+        label: class index into the class list it was built with, or ``None`` (unlabelled / not a class).
+        image: ``(Z, S, S)`` float16/32 normalised canonical slices.
+        prob: ``(Z, S, S)`` float16 predicted liver probability.
+        mask: ``(Z, S, S)`` uint8 predicted (post-processed) mask.
+        gt: ``(Z, S, S)`` uint8 ground-truth mask or ``None`` (brought to model space the one way,
+            :func:`livercad.segment.data.model_space_mask`, as the predicted ``mask`` is).
+        spacing: canonical voxel size (mm).
+        label_name: the raw label string when known; training maps it onto ``cfg.classes`` (so one cache
+            serves several tasks), falling back to ``label`` when it is ``None``.
+    """
+
+    case_id: str
+    patient_id: str
+    label: int | None
+    image: torch.Tensor
+    prob: torch.Tensor
+    mask: torch.Tensor
+    gt: torch.Tensor | None = None
+    spacing: tuple[float, float, float] = (1.0, 1.0, 1.0)
+    label_name: str | None = None
+
+
+@dataclass(frozen=True)
+class Stage1Case:
+    """One case after stage 1: what stage 2 trains or predicts on, and how the segmentation scored.
+
+    Attributes:
+        row: the case's record (identity, label, split, extra manifest columns).
+        slices: the stage-2 input in model space.
+        seg_metrics: the predicted mask against the reference mask on the input's own grid (empty without
+            one); metrics in mm / mL are left out when the image gives no pixel spacing.
+        modality: the modality family the case was segmented as (``ct`` | ``mr`` | ``us``).
+        mask: the post-processed uint8 mask on the input's own grid; ``None`` where it was not kept (a stage-1
+            cache keeps model space only: ``Stage1Options(keep_mask=False)``).
+    """
+
+    row: ManifestRow
+    slices: CaseSlices
+    seg_metrics: dict[str, float]
+    modality: str
+    mask: np.ndarray | None = None
 
 
 @dataclass(frozen=True)

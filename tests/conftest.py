@@ -13,6 +13,9 @@ from livercad.config import Config, load_config
 # Caches the package writes at run time (exported ONNX graphs under $XDG_CACHE_HOME/livercad/onnx) go to a
 # private temporary folder, never to the user's home.
 os.environ["XDG_CACHE_HOME"] = tempfile.mkdtemp(prefix="livercad-test-cache-")
+# No test downloads weights by accident: `imagenet` fails at once unless a test serves them itself
+# (tests/runtime/test_weights_download.py clears this and serves files from 127.0.0.1).
+os.environ["LIVERCAD_OFFLINE"] = "1"
 
 TINY = [
     "data.phantom.n=8",

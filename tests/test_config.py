@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from livercad.config import Config, config_to_dict, load_config, save_config
@@ -95,3 +96,33 @@ def test_ablation_override_errors_name_the_key(override: str, key: str) -> None:
     with pytest.raises(ConfigError, match=rf"'{key}'") as info:
         load_config(None, [override])
     assert "\n" not in str(info.value)
+
+
+def test_retired_keys_are_refused_with_their_hint_in_a_user_config(tmp_path: Path) -> None:
+    p = tmp_path / "old.yaml"
+    p.write_text("ablation:\n  shortcut: true\ninference:\n  write_prob: false\n")
+    with pytest.raises(ConfigError, match=r"retired key 'ablation.shortcut' \(use data.phantom.shortcut\)") as info:
+        load_config(p)
+    assert "retired key 'inference.write_prob'" in str(info.value) and "\n" not in str(info.value)
+
+
+def test_retired_keys_of_an_older_bundle_config_are_dropped(tmp_path: Path) -> None:
+    from livercad.config_keys import RETIRED_KEYS
+
+    assert set(RETIRED_KEYS) == {"inference.write_prob", "inference.ray_address", "segment.model.extra_channels",
+                                 "ablation.shortcut"}
+    p = tmp_path / "config.yaml"
+    p.write_text("segment:\n  model: {extra_channels: 0, context: 2}\ninference: {ray_address: null, batch_size: 3}\n")
+    cfg = load_config(p, drop_retired_keys=True)
+    assert cfg.segment.model.context == 2 and cfg.inference.batch_size == 3
+
+
+def test_the_ct_window_is_one_constant() -> None:
+    from livercad.config import CT_WINDOW, PERCENTILES, PreprocessConfig
+    from livercad.preprocess.prepare import normalize, prepare
+    from livercad.report.overlay import display_window
+
+    pp = PreprocessConfig()
+    assert CT_WINDOW == (-160.0, 240.0) and (pp.ct_window, pp.percentiles) == (CT_WINDOW, PERCENTILES)
+    assert normalize.__kwdefaults__["ct_window"] is CT_WINDOW and prepare.__kwdefaults__["ct_window"] is CT_WINDOW
+    assert display_window(np.zeros((4, 4)), "ct") == CT_WINDOW

@@ -20,11 +20,13 @@ import numpy as np
 import pytest
 import torch
 
-from livercad.classify.data import case_slices_from_segment
 from livercad.classify.infer import Classifier, predict_case
+from livercad.io.manifest import ManifestRow
 from livercad.io.nifti import load_volume
 from livercad.models import default_bundle_path
-from livercad.segment.infer import Segmenter, bf16_supported, segment_volume
+from livercad.pipeline.stage1 import case_slices
+from livercad.runtime.backend import bf16_supported
+from livercad.segment.infer import Segmenter, segment_volume
 
 N_CASES = 2
 
@@ -60,7 +62,7 @@ def _run(bundle: Path, precision: str, images: list[Path]) -> list[tuple[np.ndar
     out = []
     for path in images:
         res = segment_volume(seg, load_volume(path), batch_size=4)
-        cs = case_slices_from_segment(res, path.name, path.name, None)
+        cs = case_slices(ManifestRow(path.name, path.name, path), res)
         out.append((res.segmentation.mask, res.segmentation.prob, predict_case(clf, cs, batch_size=8)))
     return out
 

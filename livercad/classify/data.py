@@ -1,7 +1,8 @@
-"""The stage-2 input cache (:class:`CaseSlices`) and the slice selection shared by training and inference.
+"""Stage 2's inputs from its cache (:class:`~livercad.types.CaseSlices`): the slice selection shared by training
+and inference, the region inputs, labels and sampling weights.
 
-Stage 1 runs once per case; :func:`case_slices_from_segment` keeps what stage 2 needs in model space
-(normalised canonical slices, predicted probability and mask, optional ground truth). Every region
+Stage 1 runs once per case and builds the ``CaseSlices`` (:func:`livercad.pipeline.stage1.case_slices`: normalised
+canonical slices, predicted probability and mask, optional ground truth, all in model space). Every region
 mode, strategy and seed of an ablation is then computed from the same ``CaseSlices`` (cheap: a few
 milliseconds per case for the region inputs).
 
@@ -30,47 +31,21 @@ import logging
 import math
 from collections import Counter
 from dataclasses import dataclass
-from typing import Any
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
 from livercad.classify.regions import apply_region, get_region
+from livercad.config import ClassifyConfig
 from livercad.errors import InputError
 from livercad.preprocess.prepare import context_stack
+from livercad.types import CaseSlices
 
 logger = logging.getLogger(__name__)
 
 CONTEXT = 1  # 2.5-D: slice ± 1 -> 3 channels, so ImageNet 3-channel stems fit
 EMPTY_MASK_SHARE = 0.2
-
-
-@dataclass
-class CaseSlices:
-    """One case in model space, as stage 2 needs it.
-
-    Attributes:
-        case_id, patient_id: identifiers (bootstrap CIs resample by patient).
-        label: class index into the class list it was built with, or ``None`` (unlabelled / not a class).
-        image: ``(Z, S, S)`` float16/32 normalised canonical slices.
-        prob: ``(Z, S, S)`` float16 predicted liver probability.
-        mask: ``(Z, S, S)`` uint8 predicted (post-processed) mask.
-        gt: ``(Z, S, S)`` uint8 ground-truth mask or ``None``.
-        spacing: canonical voxel size (mm).
-        label_name: the raw label string when known; training maps it onto ``cfg.classes`` (so one cache
-            serves several tasks), falling back to ``label`` when it is ``None``.
-    """
-
-    case_id: str
-    patient_id: str
-    label: int | None
-    image: torch.Tensor
-    prob: torch.Tensor
-    mask: torch.Tensor
-    gt: torch.Tensor | None = None
-    spacing: tuple[float, float, float] = (1.0, 1.0, 1.0)
-    label_name: str | None = None
 
 
 @dataclass(frozen=True)
@@ -80,55 +55,6 @@ class SliceSelection:
     index: torch.Tensor
     areas: torch.Tensor
     region_override: str | None = None
-
-
-def _model_space_gt(gt: Any, out: Any, s_shape: tuple[int, ...], case_id: str) -> torch.Tensor | None:
-    if gt is None:
-        return None
-    arr = torch.as_tensor(np.asarray(gt) if not isinstance(gt, torch.Tensor) else gt)
-    if tuple(arr.shape) != s_shape:
-        orig = tuple(out.segmentation.mask.shape)
-        if tuple(arr.shape) != orig:
-            raise InputError(None, f"case '{case_id}': ground-truth mask shape {tuple(arr.shape)} matches neither "
-                                   f"the model slices {s_shape} nor the input grid {orig}")
-        arr = out.prepared.from_original(np.asarray(gt).astype(np.uint8))
-    return (arr > 0.5).to(torch.uint8)
-
-
-def case_slices_from_segment(out: Any, row: Any, patient_id: str | list[str] | None = None,
-                             label: int | None = None, *, gt: Any = None, class_names: list[str] | None = None,
-                             ) -> CaseSlices:
-    """Build the stage-2 cache of one case from a stage-1 ``SegmentOutput``.
-
-    Two call forms:
-        ``case_slices_from_segment(out, row, class_names, gt=...)`` with a ManifestRow (its label is
-        mapped onto ``class_names``; unknown labels give ``label=None``), or
-        ``case_slices_from_segment(out, case_id, patient_id, label, gt=...)``.
-
-    Args:
-        out: ``SegmentOutput`` (``.prepared.image``, ``.prob_model``, ``.mask_model``, ``.segmentation``).
-        row: a ManifestRow (``case_id``, ``patient_id``, ``label``) or a case id.
-        patient_id: the patient id, or the class names in the row form.
-        label: class index (id form only).
-        gt: ground-truth mask in model space ``(Z, S, S)`` (e.g. ``out.prepared.from_original(gt)``) or on
-            the input's voxel grid (converted; model space wins when both shapes coincide).
-        class_names: the class list (row form, keyword alternative).
-    """
-    name: str | None = None
-    if hasattr(row, "case_id"):
-        names = class_names if class_names is not None else patient_id
-        case_id, pid, name = str(row.case_id), str(row.patient_id or row.case_id), row.label
-        label = list(names).index(name) if names is not None and name in list(names) else None
-    else:
-        case_id, pid = str(row), str(patient_id if patient_id is not None else row)
-    image = torch.as_tensor(out.prepared.image).to(torch.float16)
-    prob = torch.as_tensor(np.asarray(out.prob_model)).to(torch.float16)
-    mask = (torch.as_tensor(np.asarray(out.mask_model)) > 0).to(torch.uint8)
-    if prob.shape != image.shape or mask.shape != image.shape:
-        raise InputError(None, f"case '{case_id}': stage-1 maps {tuple(prob.shape)}/{tuple(mask.shape)} do not "
-                               f"match the slices {tuple(image.shape)}")
-    gt_t = _model_space_gt(gt, out, tuple(image.shape), case_id)
-    return CaseSlices(case_id, pid, label, image, prob, mask, gt_t, tuple(out.prepared.spacing), name)
 
 
 def select_slices(case: CaseSlices, min_fraction: float, *, use_gt: bool = False) -> SliceSelection:
@@ -174,7 +100,7 @@ def case_inputs(case: CaseSlices, *, region: str, size: int, margin: float = 0.1
     return out, sel.areas
 
 
-def stack_inputs(cases: list[CaseSlices], cfg: Any) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
+def stack_inputs(cases: list[CaseSlices], cfg: ClassifyConfig) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
     """:func:`case_inputs` of every case with a ``ClassifyConfig``'s region settings (inputs as float16)."""
     xs, areas = [], []
     for c in cases:
@@ -254,5 +180,5 @@ def sample_weights(case_of_slice: np.ndarray, labels: np.ndarray, balance_classe
     return torch.as_tensor(w / w.sum(), dtype=torch.float64)
 
 
-__all__ = ["CONTEXT", "CaseSlices", "SliceSelection", "augment_batch", "case_inputs", "case_slices_from_segment",
-           "resolve_labels", "sample_weights", "select_slices", "slice_labels", "stack_inputs"]
+__all__ = ["CONTEXT", "SliceSelection", "augment_batch", "case_inputs", "resolve_labels", "sample_weights",
+           "select_slices", "slice_labels", "stack_inputs"]

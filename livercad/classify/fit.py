@@ -29,7 +29,6 @@ from __future__ import annotations
 import hashlib
 import logging
 import math
-import platform
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -42,7 +41,6 @@ from torch import nn
 
 from livercad.classify.data import (
     CONTEXT,
-    CaseSlices,
     resolve_labels,
     sample_weights,
     slice_labels,
@@ -61,15 +59,18 @@ from livercad.classify.threshold import choose_decision, fold_threshold
 from livercad.config import ClassifyConfig
 from livercad.errors import ConfigError, InputError
 from livercad.runtime.budget import TimeBudget
+from livercad.runtime.checkpoint_meta import ClassifierMeta
+from livercad.runtime.provenance import versions
 from livercad.runtime.resume import (
     LAST_EVERY_S,
     LastCheckpoint,
     SafeCheckpointIO,
+    checkpoint_dir,
     fingerprint,
     fingerprint_hash,
-    finished,
-    resume_point,
+    plan_resume,
 )
+from livercad.types import CaseSlices
 
 logger = logging.getLogger(__name__)
 
@@ -135,13 +136,6 @@ def _digest(cases: list[CaseSlices]) -> str:
             if x is not None:
                 h.update(x.detach().cpu().contiguous().numpy().tobytes())
     return h.hexdigest()
-
-
-def _versions() -> dict[str, str]:
-    from importlib.metadata import version
-
-    libs = {n: version(n) for n in ("livercad", "torch", "torchvision", "timm", "lightning", "scikit-learn")}
-    return {**libs, "python": platform.python_version()}
 
 
 @dataclass
@@ -214,12 +208,11 @@ def _resume_plan(train: list[CaseSlices], val: list[CaseSlices], cfg: ClassifyCo
     knobs = c.pop("train")
     fp = fingerprint(classify=c, train=knobs, seed=seed, train_cases=_digest(train), val_cases=_digest(val))
     path = Path(out_dir) / "classifier.pt"
-    if resume and finished(path, fingerprint_hash(fp)):
-        logger.info("classifier: %s is this run's finished export; nothing to resume", path)
+    done, start = plan_resume(path, fp, resume)
+    if done:
         clf = Classifier.load(path, precision="fp32", device="cpu")
-        return None, TrainedClassifier(clf, clf.meta, path, list(clf.meta.get("history", [])))
-    folder = Path(out_dir) / "lightning" / "checkpoints"
-    return _Resume(folder, resume_point(folder, resume), fp, every_s), None
+        return None, TrainedClassifier(clf, clf.meta, path, list(clf.meta.get("history") or []))
+    return _Resume(checkpoint_dir(out_dir), start, fp, every_s), None
 
 
 def train_classifier(train: list[CaseSlices], val: list[CaseSlices], cfg: ClassifyConfig, out_dir: Path | None,
@@ -273,25 +266,27 @@ def train_classifier(train: list[CaseSlices], val: list[CaseSlices], cfg: Classi
                                len(cfg.classes))
     if decision["method"] == "youden":
         decision["logit_shift"] = fold_threshold(net.head, decision["threshold"])
-    meta = {
-        "kind": "livercad-classifier", "backbone": net.name, "family": net.family, "classes": list(cfg.classes),
-        "region": cfg.region, "strategy": cfg.strategy, "weights": net.weights, "image_size": cfg.image_size,
-        "in_channels": in_ch, "context": CONTEXT, "aggregation": cfg.aggregation, "top_k": cfg.top_k,
-        "min_liver_fraction": cfg.min_liver_fraction, "crop_margin": cfg.crop_margin, "seed": seed,
-        "config": cfg.model_dump(mode="json"), "history": lit.history, "best_epoch": keep.epoch,
-        "best_val_score": keep.best if keep.state is not None else None,
-        "n_train_cases": len(train_l), "n_val_cases": len(val_l), "n_train_slices": int(len(d.y)),
-        "skipped": {"train": skip_train, "val": skip_val}, "feature_cache": d.standardise is not None,
-        "train_seconds": round(time.perf_counter() - t0, 2), "versions": _versions(),
-        "resumed_from_step": lit.resumed_step, "steps_run": lit.budget.run_steps, "steps": int(lit.global_step),
-        "resume_key": fingerprint_hash(res.fp) if res is not None else None, "decision": decision,
-    }
+    record = {"n_train_cases": len(train_l), "n_val_cases": len(val_l), "skipped": {"train": skip_train,
+              "val": skip_val}, "train_seconds": round(time.perf_counter() - t0, 2)}
+    meta = _classifier_meta(cfg, net, seed, lit, keep, d, decision, res, record)
     path = None
     if out_dir is not None:
         from livercad.runtime.checkpoint import save_checkpoint
 
-        path = save_checkpoint(Path(out_dir) / "classifier.pt", net.state_dict(), meta)
-    return TrainedClassifier(Classifier(net, meta, precision="fp32", device="cpu"), meta, path, lit.history)
+        path = save_checkpoint(Path(out_dir) / "classifier.pt", net.state_dict(), meta.to_dict())
+    return TrainedClassifier(Classifier(net, meta, precision="fp32", device="cpu"), meta.to_dict(), path, lit.history)
+
+
+def _classifier_meta(cfg: ClassifyConfig, net: ClassifierNet, seed: int, lit: ClassifierModule, keep: KeepBest,
+                     d: _Data, decision: dict[str, Any], res: _Resume | None, record: dict[str, Any]) -> ClassifierMeta:
+    """The metadata of ``classifier.pt`` (:meth:`ClassifierMeta.build`): settings, decision, training record."""
+    return ClassifierMeta.build(
+        cfg, backbone=net.name, family=net.family, weights=net.weights, in_channels=region_channels(cfg.region,
+        2 * CONTEXT + 1), context=CONTEXT, seed=seed, decision=decision, history=lit.history, best_epoch=keep.epoch,
+        best_val_score=keep.best if keep.state is not None else None, n_train_slices=int(len(d.y)),
+        feature_cache=d.standardise is not None, versions=versions(), resumed_from_step=lit.resumed_step,
+        steps_run=lit.budget.run_steps, steps=int(lit.global_step),
+        resume_key=fingerprint_hash(res.fp) if res is not None else None, **record)
 
 
 __all__ = ["TrainedClassifier", "train_classifier"]

@@ -27,18 +27,22 @@ from __future__ import annotations
 import hashlib
 import logging
 import math
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
-from sklearn.metrics import balanced_accuracy_score, log_loss, roc_auc_score
+from sklearn.metrics import balanced_accuracy_score, log_loss
 
-from livercad.classify.data import CaseSlices, case_inputs
+from livercad.classify.data import CONTEXT, case_inputs
 from livercad.classify.model import ClassifierNet, build_classifier
-from livercad.classify.regions import did_you_mean
-from livercad.errors import CheckpointError, ConfigError
-from livercad.runtime.backend import select_backend
+from livercad.classify.regions import region_channels
+from livercad.errors import CheckpointError, ConfigError, did_you_mean
+from livercad.metrics.classification import auc_with_ci
+from livercad.runtime.backend import resolve_precision, select_backend
+from livercad.runtime.checkpoint_meta import ClassifierMeta, load_stage, read_meta
+from livercad.types import CaseSlices
 
 logger = logging.getLogger(__name__)
 
@@ -88,43 +92,35 @@ def aggregate_logits(logits: torch.Tensor, areas: torch.Tensor, mode: str = "are
     return lg.mean(0)
 
 
-def resolve_precision(precision: str, device: torch.device) -> str:
-    """Same rule as stage 1 (:func:`livercad.segment.infer.resolve_precision`): ``auto`` -> bf16 where native."""
-    from livercad.segment.infer import resolve_precision as _resolve
-
-    return _resolve(precision, device)
-
-
 class Classifier:
     """A trained stage-2 model with the settings it was trained with (region, size, classes, ...).
 
     Attributes:
-        model: the network (eval mode, channels-last); meta: the checkpoint metadata;
+        model: the network (eval mode, channels-last); meta: the checkpoint metadata (read by
+        :func:`livercad.runtime.checkpoint_meta.read_meta`, defaults filled);
         classes, region, image_size, aggregation, top_k, min_liver_fraction, crop_margin: from meta;
         precision: ``fp32`` | ``bf16`` (resolved); device: where it runs;
         backend: ``torch`` | ``onnx`` (resolved, see :func:`livercad.runtime.backend.select_backend`).
     """
 
-    def __init__(self, model: ClassifierNet, meta: dict[str, Any], *, precision: str = "auto",
+    def __init__(self, model: ClassifierNet, meta: Mapping[str, Any] | ClassifierMeta, *, precision: str = "auto",
                  device: str | torch.device | None = None, backend: str = "torch", channels_last: bool = True,
                  ) -> None:
+        info = meta if isinstance(meta, ClassifierMeta) else _read(model, meta)
         self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
         self.precision = resolve_precision("fp32" if backend == "onnx" and precision == "auto" else precision,
                                            self.device)
         self.memory_format = torch.channels_last if channels_last else torch.contiguous_format
         self.model = model.to(self.device).eval().to(memory_format=self.memory_format)
-        self.meta = meta
-        self.classes: list[str] = list(meta["classes"])
-        self.region: str = meta["region"]
-        self.image_size = int(meta["image_size"])
-        self.aggregation: str = check_aggregation(meta.get("aggregation", "area-weighted"))
-        self.top_k = int(meta.get("top_k", 3))
-        self.min_liver_fraction = float(meta.get("min_liver_fraction", 0.01))
-        self.crop_margin = float(meta.get("crop_margin", 0.1))
-        shape = (1, int(meta.get("in_channels", 3)), self.image_size, self.image_size)
+        self.meta = info.to_dict()
+        self.classes: list[str] = list(info.classes)
+        self.region, self.image_size, self.top_k = info.region, info.image_size, info.top_k
+        self.aggregation: str = check_aggregation(info.aggregation)
+        self.min_liver_fraction, self.crop_margin = info.min_liver_fraction, info.crop_margin
+        shape = (1, info.in_channels, self.image_size, self.image_size)
         self.backend, self.runner = select_backend(backend, self.model, shape, device=self.device,
                                                    precision=self.precision, what="classifier",
-                                                   sha256=meta.get("checkpoint", {}).get("sha256"))
+                                                   sha256=(info.checkpoint or {}).get("sha256"))
 
     @classmethod
     def load(cls, path: str | Path, precision: str = "auto", device: str | torch.device | None = None,
@@ -134,22 +130,16 @@ class Classifier:
         Raises:
             CheckpointError: missing/unsafe file, not a classifier checkpoint, or weights not fitting.
         """
-        from livercad.runtime.checkpoint import load_checkpoint
-
-        state, meta = load_checkpoint(path)
-        missing = [k for k in ("backbone", "classes", "region", "image_size", "in_channels") if k not in meta]
-        if meta.get("kind") != "livercad-classifier" or missing:
-            raise CheckpointError(f"{path}: not a livercad classifier checkpoint (kind={meta.get('kind')!r}, "
-                                  f"missing {missing})")
-        model = build_classifier(meta["backbone"], weights="none", num_classes=len(meta["classes"]),
-                                 in_channels=int(meta["in_channels"]), strategy="scratch")
+        state, info = load_stage(path, ClassifierMeta)
+        model = build_classifier(info.backbone, weights="none", num_classes=len(info.classes),
+                                 in_channels=info.in_channels, strategy="scratch")
         try:
             model.load_state_dict(state)
         except RuntimeError as exc:
-            raise CheckpointError(f"{path}: weights do not fit {meta['backbone']}: "
+            raise CheckpointError(f"{path}: weights do not fit {info.backbone}: "
                                   f"{' '.join(str(exc).split())[:300]}") from None
-        model.weights = meta.get("weights", model.weights)
-        return cls(model, meta, precision=precision, device=device, backend=backend, channels_last=channels_last)
+        model.weights = info.weights or model.weights
+        return cls(model, info, precision=precision, device=device, backend=backend, channels_last=channels_last)
 
     def logits(self, x: torch.Tensor, batch_size: int = 16) -> torch.Tensor:
         """Slice logits ``(N, K)`` (float32, CPU) for inputs ``(N, C, H, W)``."""
@@ -163,6 +153,13 @@ class Classifier:
                 xb = x[i:i + batch_size].to(self.device, torch.float32).contiguous(memory_format=self.memory_format)
                 outs.append(self.model(xb).float().cpu())
         return torch.cat(outs) if outs else torch.zeros(0, len(self.classes))
+
+
+def _read(model: ClassifierNet, meta: Mapping[str, Any]) -> ClassifierMeta:
+    """Typed metadata of a network built here; what ``meta`` leaves out is taken from the network."""
+    own = {"kind": ClassifierMeta.KIND, "backbone": model.name, "family": model.family, "weights": model.weights,
+           "in_channels": region_channels(str(meta.get("region")), 2 * CONTEXT + 1) if "region" in meta else 3}
+    return read_meta(ClassifierMeta, {**own, **meta}, "classifier metadata")
 
 
 def net_fingerprint(net: ClassifierNet) -> str:
@@ -194,13 +191,9 @@ def case_scores(y: np.ndarray, proba: np.ndarray) -> dict[str, float]:
     pred = proba.argmax(1)
     p = np.clip(proba, 1e-7, 1)
     nll = float(log_loss(y, p / p.sum(1, keepdims=True), labels=list(range(k))))
-    auc = float("nan")  # undefined when a class is missing from the validation cases
-    if len(np.unique(y)) == k:
-        auc = float(roc_auc_score(y, proba[:, 1]) if k == 2 else
-                    roc_auc_score(y, proba, multi_class="ovr", average="macro", labels=list(range(k))))
+    auc = auc_with_ci(y, proba, ci=False).auc  # nan when a class is missing from the validation cases
     primary = auc if not math.isnan(auc) else float(balanced_accuracy_score(y, pred))
     return {"auc": auc, "accuracy": float((pred == y).mean()), "nll": nll, "score": primary - 1e-3 * nll}
-
 
 
 def _unwrap(clf: Any) -> Classifier:
@@ -241,5 +234,4 @@ def predict_cases(clf: Classifier, cases: list[CaseSlices], *, aggregation: str 
 
 
 __all__ = ["AGGREGATIONS", "Classifier", "aggregate_logits", "backbone_features", "case_logits", "case_scores",
-           "check_aggregation", "net_fingerprint", "predict_case", "predict_cases", "resolve_precision",
-           "slices_used"]
+           "check_aggregation", "net_fingerprint", "predict_case", "predict_cases", "slices_used"]

@@ -30,8 +30,6 @@ Example:
 
 from __future__ import annotations
 
-import difflib
-import os
 from collections.abc import Callable
 from typing import Protocol
 
@@ -39,9 +37,9 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from livercad.errors import ConfigError, InputError
+from livercad.errors import ConfigError, InputError, did_you_mean
 
-__all__ = ["REGIONS", "RegionFn", "apply_region", "did_you_mean", "get_region", "liver_bbox", "region_channels"]
+__all__ = ["REGIONS", "RegionFn", "apply_region", "get_region", "liver_bbox", "region_channels"]
 
 
 class RegionFn(Protocol):
@@ -206,21 +204,6 @@ REGIONS: dict[str, Callable[..., torch.Tensor]] = {
     "oracle-mask": region_oracle_mask,
 }
 _EXTRA_CHANNELS = {"mask-channel": 1}
-
-
-def did_you_mean(name: str, options: list[str]) -> str:
-    """``"did you mean 'x'? "`` for the closest option (ties: the longer common prefix), or ``""``.
-
-    Example:
-        >>> did_you_mean("resnet35", ["resnet50", "resnet34"])
-        "did you mean 'resnet34'? "
-    """
-    near = difflib.get_close_matches(str(name), options, n=8, cutoff=0.6)
-    if not near:
-        return ""
-    best = max(near, key=lambda o: (difflib.SequenceMatcher(None, str(name), o).ratio(),
-                                    len(os.path.commonprefix([str(name), o]))))
-    return f"did you mean '{best}'? "
 
 
 def get_region(mode: str) -> Callable[..., torch.Tensor]:

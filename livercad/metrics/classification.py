@@ -16,13 +16,15 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 from sklearn import metrics as skm
 
 from livercad.errors import InputError
-from livercad.metrics.stats import bootstrap_replicates, bootstrap_weights, percentile_ci, weighted_auc
+from livercad.metrics.replicates import replicate_metrics
+from livercad.metrics.stats import bootstrap_replicates, bootstrap_weights, delong_ci, percentile_ci
 
 logger = logging.getLogger(__name__)
 
@@ -49,15 +51,55 @@ def _validate(
     return y.astype(np.int64), p / sums[:, None], positive
 
 
-def _auc_and_threshold(y: np.ndarray, p: np.ndarray, pos: int | None) -> tuple[float, float]:
+@dataclass(frozen=True)
+class AucCI:
+    """A ROC AUC with its DeLong confidence interval (``nan`` bounds where there is none, ``note`` says why)."""
+
+    auc: float
+    ci_low: float = float("nan")
+    ci_high: float = float("nan")
+    note: str | None = None
+
+
+def auc_with_ci(y_true: Sequence[int], proba: np.ndarray, *, positive: int | None = 1, ci: bool = True,
+                level: float = 0.95) -> AucCI:
+    """ROC AUC of class probabilities, with a DeLong CI for two classes: the one AUC of livercad.
+
+    Binary: ``roc_auc_score(y == positive, proba[:, positive])`` and, with ``ci``, the DeLong interval
+    (:func:`livercad.metrics.stats.delong_ci`; ``nan`` bounds and the reason in ``note`` when it is undefined,
+    e.g. fewer than two cases of a class). More classes: the macro one-vs-rest AUC, no CI. The AUC is ``nan``
+    when a class has no case.
+
+    Example:
+        >>> p1 = np.array([0.1, 0.4, 0.35, 0.8, 0.2, 0.9])
+        >>> r = auc_with_ci([0, 0, 1, 1, 0, 1], np.c_[1 - p1, p1])
+        >>> round(r.auc, 3), 0 <= r.ci_low <= r.auc <= r.ci_high <= 1
+        (0.889, True)
+    """
+    y, p = np.asarray(y_true), np.asarray(proba)
     k = p.shape[1]
+    pos = 1 if positive is None else positive
     if np.unique(y).size < k:
-        return float("nan"), float("nan")
-    if pos is None:
-        auc = skm.roc_auc_score(y, p, multi_class="ovr", average="macro", labels=list(range(k)))
-        return float(auc), float("nan")
+        auc = float("nan")
+    elif k > 2:
+        auc = float(skm.roc_auc_score(y, p, multi_class="ovr", average="macro", labels=list(range(k))))
+    else:
+        auc = float(skm.roc_auc_score(y == pos, p[:, pos]))
+    if not ci or k != 2:
+        return AucCI(auc)
+    try:
+        low, high = delong_ci((y == pos).astype(np.int64), p[:, pos], level)
+    except InputError as exc:
+        return AucCI(auc, note=str(exc))
+    return AucCI(auc, low, high)
+
+
+def _auc_and_threshold(y: np.ndarray, p: np.ndarray, pos: int | None) -> tuple[float, float]:
+    auc = auc_with_ci(y, p, positive=pos, ci=False).auc
+    if pos is None or np.isnan(auc):
+        return auc, float("nan")
     fpr, tpr, thr = skm.roc_curve(y == pos, p[:, pos])
-    return float(skm.roc_auc_score(y == pos, p[:, pos])), float(thr[np.argmax(tpr - fpr)])
+    return auc, float(thr[np.argmax(tpr - fpr)])
 
 
 def _specificities(cm: np.ndarray) -> np.ndarray:
@@ -67,14 +109,8 @@ def _specificities(cm: np.ndarray) -> np.ndarray:
         return (total - support - predicted + tp) / (total - support)
 
 
-def classification_metrics(
-    y_true: Sequence[int],
-    proba: np.ndarray,
-    *,
-    class_names: Sequence[str],
-    positive: int | None = None,
-    top_k: Sequence[int] = (1, 2),
-) -> dict[str, Any]:
+def classification_metrics(y_true: Sequence[int], proba: np.ndarray, *, class_names: Sequence[str],
+                           positive: int | None = None, top_k: Sequence[int] = (1, 2)) -> dict[str, Any]:
     """Point metrics of class-probability predictions, equal to scikit-learn's.
 
     Args:
@@ -137,55 +173,6 @@ def _ks(top_k: Sequence[int], k: int) -> list[int]:
     return [int(t) for t in top_k if t < k]
 
 
-def _nanmean_rows(a: np.ndarray) -> np.ndarray:
-    ok = ~np.isnan(a)
-    with np.errstate(divide="ignore", invalid="ignore"):
-        return np.where(ok, a, 0.0).sum(axis=1) / ok.sum(axis=1)
-
-
-def _replicate_metrics(
-    y: np.ndarray, p: np.ndarray, pos: int | None, ks: list[int], w: np.ndarray
-) -> dict[str, np.ndarray]:
-    """Every scalar metric for each row of case weights ``w`` (R, n), vectorised over rows."""
-    n, k = p.shape
-    pred = p.argmax(axis=1)
-    cells = np.zeros((n, k * k))
-    cells[np.arange(n), y * k + pred] = 1.0
-    cm = (w @ cells).reshape(-1, k, k)
-    tp, support, predicted = np.diagonal(cm, axis1=1, axis2=2), cm.sum(axis=2), cm.sum(axis=1)
-    total = support.sum(axis=1)
-    with np.errstate(divide="ignore", invalid="ignore"):
-        rec, prec, f1 = tp / support, tp / predicted, 2 * tp / (support + predicted)
-        spec = (total[:, None] - support - predicted + tp) / (total[:, None] - support)
-    if pos is not None:
-        sens, sp, pr, f = rec[:, pos], rec[:, 1 - pos], prec[:, pos], f1[:, pos]
-        auc, thr = weighted_auc(y == pos, p[:, pos], w)
-        brier_case = (p[:, pos] - (y == pos)) ** 2
-    else:
-        sens, sp, pr, f = (_nanmean_rows(a) for a in (rec, spec, prec, f1))
-        auc = np.mean([weighted_auc(y == c, p[:, c], w)[0] for c in range(k)], axis=0)
-        thr = np.full(w.shape[0], np.nan)
-        brier_case = ((p - np.eye(k)[y]) ** 2).sum(axis=1)
-    out = {
-        "accuracy": tp.sum(axis=1) / total,
-        "balanced_accuracy": _nanmean_rows(rec),
-        "sensitivity": sens,
-        "specificity": sp,
-        "precision": pr,
-        "f1": f,
-        "youden_j": sens + sp - 1,
-        "youden_threshold": thr,
-        "roc_auc": auc,
-    }
-    ranked = np.argsort(p, axis=1, kind="mergesort")[:, ::-1]  # scikit-learn's top-k tie order
-    for kk in ks:
-        hits = (p[:, 1] > 0.5) == (y == 1) if k == 2 else (ranked[:, :kk] == y[:, None]).any(axis=1)
-        out[f"top{kk}_accuracy"] = w @ hits.astype(float) / total
-    out["brier"] = w @ brier_case / total
-    out |= {f"recall/{c}": rec[:, c] for c in range(k)}
-    return out
-
-
 def bootstrap_ci(
     y_true: Sequence[int],
     proba: np.ndarray,
@@ -244,7 +231,7 @@ def classification_report(
     point = classification_metrics(y_true, proba, class_names=class_names, positive=positive, top_k=top_k)
     y, p, pos = _validate(y_true, proba, class_names, positive)
     w = bootstrap_weights(y.size, groups=groups, n_boot=n_boot, seed=seed).astype(float)
-    reps = _replicate_metrics(y, p, pos, _ks(top_k, p.shape[1]), w)
+    reps = replicate_metrics(y, p, pos, _ks(top_k, p.shape[1]), w)
 
     def entry(value: float, r: np.ndarray) -> dict[str, float]:
         low, high = percentile_ci(r, ci)

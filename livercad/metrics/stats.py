@@ -7,7 +7,8 @@
   Sun & Xu (2014), O(n log n).
 * :func:`holm`: Holm step-down adjusted p-values.
 * :func:`bootstrap_weights` / :func:`paired_bootstrap_diff`: percentile bootstrap, resampling whole
-  patients (groups) with replacement when ``groups`` is given.
+  patients (groups) with replacement when ``groups`` is given; :func:`bootstrap_diff_summary`: the CI and
+  p-value of a paired difference from its replicates (also the ablation's macro-AUC difference).
 """
 
 from __future__ import annotations
@@ -263,8 +264,7 @@ def paired_bootstrap_diff(
     """Bootstrap CI and two-sided p-value of ``metric_fn(y, proba_a) - metric_fn(y, proba_b)``.
 
     Both arms are evaluated on the same resampled cases (patients when ``groups`` is given);
-    replicates where the difference is NaN are skipped. The p-value is
-    ``min(1, 2·min(#(d* ≤ 0) + 1, #(d* ≥ 0) + 1) / (B + 1))`` over the B valid replicates.
+    replicates where the difference is NaN are skipped; CI and p-value by :func:`bootstrap_diff_summary`.
 
     Returns:
         ``diff``, ``ci_low``, ``ci_high`` (95 % percentile interval), ``pvalue``, ``n_valid``.
@@ -273,15 +273,27 @@ def paired_bootstrap_diff(
     if not len(y) == len(pa) == len(pb):
         raise InputError(None, f"expected equal lengths, got y_true {len(y)}, proba_a {len(pa)}, proba_b {len(pb)}")
     diff = float(metric_fn(y, pa) - metric_fn(y, pb))
-    reps = bootstrap_replicates(
-        len(y),
-        lambda i: metric_fn(y[i], pa[i]) - metric_fn(y[i], pb[i]),
-        groups=groups,
-        n_boot=n_boot,
-        seed=seed,
-    )
-    reps = reps[~np.isnan(reps)]
-    low, high = percentile_ci(reps)
-    k = reps.size
-    p = min(1.0, 2 * min(np.sum(reps <= 0) + 1, np.sum(reps >= 0) + 1) / (k + 1)) if k else float("nan")
-    return {"diff": diff, "ci_low": low, "ci_high": high, "pvalue": float(p), "n_valid": int(k)}
+    reps = bootstrap_replicates(len(y), lambda i: metric_fn(y[i], pa[i]) - metric_fn(y[i], pb[i]), groups=groups,
+                                n_boot=n_boot, seed=seed)
+    return bootstrap_diff_summary(diff, reps)
+
+
+def bootstrap_diff_summary(diff: float, reps: np.ndarray) -> dict[str, float]:
+    """A paired difference with its bootstrap replicates: 95 % percentile CI and two-sided p-value.
+
+    NaN replicates are skipped; over the B valid ones the p-value is
+    ``min(1, 2·min(#(d* ≤ 0) + 1, #(d* ≥ 0) + 1) / (B + 1))`` (``nan`` when B = 0).
+
+    Returns:
+        ``diff``, ``ci_low``, ``ci_high``, ``pvalue``, ``n_valid``.
+
+    Example:
+        >>> bootstrap_diff_summary(0.2, np.array([0.1, 0.3, np.nan, 0.2]))["pvalue"]
+        0.5
+    """
+    valid = np.asarray(reps, dtype=float)
+    valid = valid[~np.isnan(valid)]
+    low, high = percentile_ci(valid)
+    k = valid.size
+    p = min(1.0, 2 * min(np.sum(valid <= 0) + 1, np.sum(valid >= 0) + 1) / (k + 1)) if k else float("nan")
+    return {"diff": float(diff), "ci_low": low, "ci_high": high, "pvalue": float(p), "n_valid": int(k)}

@@ -6,13 +6,19 @@ Layout::
       segmenter.pt     stage-1 checkpoint (tensors + JSON metadata, loaded with weights_only=True)
       classifier.pt    stage-2 checkpoint (absent in a segmentation-only bundle)
       config.yaml      the resolved config both stages were trained with
-      bundle.json      stages, classes, preprocessing, modalities, training domain of each stage,
-                       versions, weights provenance, sha256 of every file
+      bundle.json      stages, classes, modalities, training domain of each stage, versions,
+                       weights provenance, sha256 of every file
 
 ``bundle.json`` ``stages`` is ``["segment", "classify"]``, or ``["segment"]`` for a segmentation-only
 bundle (no ``classifier.pt``, no classes; the default model that ships with the package is one).
 ``domain`` says what each stage was trained on: ``phantom`` (the embedded synthetic cohort), ``real`` or
 ``unknown`` (:func:`training_domain`).
+
+The settings a stage's network needs at inference (preprocessing, post-processing, architecture,
+region, aggregation) are recorded once, in its checkpoint's metadata
+(:mod:`livercad.runtime.checkpoint_meta`); ``bundle.json`` does not copy them. The copies older bundles
+hold (:data:`RETIRED_BUNDLE_KEYS`) are dropped on loading, and so are the retired keys of their
+``config.yaml`` (:data:`livercad.config_keys.RETIRED_KEYS`).
 
 Loading verifies every checksum and that the checkpoints agree with ``bundle.json``; any mismatch is
 a :class:`CheckpointError` naming the file.
@@ -22,7 +28,6 @@ from __future__ import annotations
 
 import json
 import logging
-import platform
 import shutil
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -30,11 +35,12 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from livercad.config import Config, config_to_dict, load_config, save_config
+from livercad.config import Config, load_config, save_config
 from livercad.domain import config_domain
 from livercad.errors import CheckpointError, ConfigError
 from livercad.io.atomic import atomic_write_text
 from livercad.models import default_bundle_path
+from livercad.runtime.provenance import versions
 from livercad.runtime.weights import sha256_file
 
 log = logging.getLogger(__name__)
@@ -42,6 +48,10 @@ log = logging.getLogger(__name__)
 #: Checkpoint file of each stage, in pipeline order.
 STAGE_FILES = {"segment": "segmenter.pt", "classify": "classifier.pt"}
 DOMAINS = ("phantom", "real", "unknown")
+#: ``bundle.json`` keys of older bundles that copied settings their checkpoints and config already hold.
+RETIRED_BUNDLE_KEYS = ("preprocess", "segment_model", "classifier")
+
+
 def resolve_bundle_path(model: str | Path | None) -> Path:
     """The bundle folder to use: ``model``, or the default one when ``model`` is ``None``.
 
@@ -80,28 +90,6 @@ def training_domain(meta: Mapping[str, Any], config: Config | None = None) -> st
     if not isinstance(data, Mapping) or "manifest" not in data:
         return "unknown"
     return config_domain(data["manifest"])
-
-
-def versions() -> dict[str, str]:
-    """Versions of the package and the libraries that shape its numbers."""
-    import monai
-    import numpy
-    import segmentation_models_pytorch as smp
-    import torch
-    import torchvision
-
-    import livercad
-
-    return {
-        "livercad": livercad.__version__,
-        "python": platform.python_version(),
-        "torch": torch.__version__,
-        "torchvision": torchvision.__version__,
-        "segmentation_models_pytorch": smp.__version__,
-        "monai": monai.__version__,
-        "numpy": numpy.__version__,
-        "platform": platform.platform(),
-    }
 
 
 @dataclass(frozen=True)
@@ -160,15 +148,16 @@ def _stage_meta(checkpoints: Mapping[str, Path], config: Config) -> dict[str, An
     """``domain`` of each stage and the segmenter's ``modalities``, read from the checkpoints' metadata."""
     from livercad.modality import family
     from livercad.runtime.checkpoint import load_checkpoint
+    from livercad.runtime.checkpoint_meta import SegmenterMeta, read_meta
 
     domain: dict[str, str | None] = {s: None for s in STAGE_FILES}
     modalities: list[str] = [family(config.preprocess.modality)]
     for stage, path in checkpoints.items():
         meta = load_checkpoint(path)[1]
         domain[stage] = training_domain(meta, config)
-        pp = meta.get("preprocessing")
-        if stage == "segment" and isinstance(pp, Mapping) and pp.get("modality"):
-            modalities = list(dict.fromkeys(family(m) for m in pp.get("modalities", [pp["modality"]])))
+        if stage == "segment":
+            pp = read_meta(SegmenterMeta, meta, path).preprocessing
+            modalities = list(dict.fromkeys(family(m) for m in pp.modalities))
     return {"domain": domain, "modalities": modalities}
 
 
@@ -199,17 +188,11 @@ def write_bundle(out_dir: str | Path, *, segmenter: Path, classifier: Path | Non
     checkpoints = {"segment": Path(segmenter), **({"classify": Path(classifier)} if classifier is not None else {})}
     _copy_stages(out, checkpoints)
     save_config(config, out / "config.yaml")
-    cfg = config_to_dict(config)
-    with_clf = classifier is not None
     meta: dict[str, Any] = {
         "format": "livercad-bundle/1",
         "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "stages": list(checkpoints),
-        "classes": list(config.classify.classes) if with_clf else [],
-        "preprocess": cfg["preprocess"],
-        "segment_model": cfg["segment"]["model"],
-        "classifier": {k: cfg["classify"][k] for k in ("backbone", "weights", "strategy", "region", "image_size",
-                                                       "aggregation")} if with_clf else None,
+        "classes": list(config.classify.classes) if classifier is not None else [],
         **_stage_meta({s: out / STAGE_FILES[s] for s in checkpoints}, config),
         "versions": versions(),
         "sha256": {name: sha256_file(out / name) for name in _files(list(checkpoints))},
@@ -226,7 +209,7 @@ def _files(stages: list[str]) -> list[str]:
 
 
 def _read_meta(p: Path) -> dict[str, Any]:
-    """``bundle.json`` of the folder ``p``, with its ``stages`` checked."""
+    """``bundle.json`` of the folder ``p``, with its ``stages`` checked and the :data:`RETIRED_BUNDLE_KEYS` dropped."""
     meta_path = p / "bundle.json"
     if not meta_path.is_file():
         raise CheckpointError(f"{p}: not a livercad model bundle (no bundle.json); "
@@ -238,7 +221,7 @@ def _read_meta(p: Path) -> dict[str, Any]:
     stages = meta.get("stages", list(STAGE_FILES)) if isinstance(meta, dict) else None
     if not isinstance(stages, list) or "segment" not in stages or not set(stages) <= set(STAGE_FILES):
         raise CheckpointError(f"{meta_path}: 'stages' must be ['segment'] or ['segment', 'classify'], got {stages!r}")
-    return meta
+    return {k: v for k, v in meta.items() if k not in RETIRED_BUNDLE_KEYS}
 
 
 def load_bundle(path: str | Path, *, verify: bool = True) -> Bundle:
@@ -257,7 +240,7 @@ def load_bundle(path: str | Path, *, verify: bool = True) -> Bundle:
         if verify and sha256_file(f) != meta.get("sha256", {}).get(name):
             raise CheckpointError(f"{f}: sha256 does not match bundle.json (file changed or corrupt)")
     try:
-        cfg = load_config(p / "config.yaml")
+        cfg = load_config(p / "config.yaml", drop_retired_keys=True)
     except ConfigError as exc:
         raise CheckpointError(f"{p / 'config.yaml'}: {exc}") from None
     if "classify" in stages and list(cfg.classify.classes) != list(meta.get("classes", [])):

@@ -34,6 +34,7 @@ import numpy as np
 import torch
 from monai.transforms import NormalizeIntensity, Resize, ScaleIntensityRangePercentiles
 
+from livercad.config import CT_WINDOW, PERCENTILES
 from livercad.modality import family
 from livercad.preprocess.geometry import (
     block_window,
@@ -181,8 +182,8 @@ def reorient(volume: Volume) -> tuple[np.ndarray, np.ndarray, tuple[float, float
     return out.as_tensor()[0].numpy(), ornt, spacing  # type: ignore[return-value]
 
 
-def normalize(arr: torch.Tensor, modality: str, *, ct_window: tuple[float, float] = (-160.0, 240.0),
-              percentiles: tuple[float, float] = (0.5, 99.5)) -> torch.Tensor:
+def normalize(arr: torch.Tensor, modality: str, *, ct_window: tuple[float, float] = CT_WINDOW,
+              percentiles: tuple[float, float] = PERCENTILES) -> torch.Tensor:
     """Normalise intensities per modality family (:func:`livercad.modality.family`) with MONAI transforms.
 
     CT: the HU window maps to [0, 1] then to roughly zero mean (``x * 2 - 1``), clipped: MONAI
@@ -204,16 +205,15 @@ def normalize(arr: torch.Tensor, modality: str, *, ct_window: tuple[float, float
 
 
 def prepare(volume: Volume, *, modality: str = "ct", image_size: int = 256,
-            ct_window: tuple[float, float] = (-160.0, 240.0),
-            percentiles: tuple[float, float] = (0.5, 99.5)) -> Prepared:
+            ct_window: tuple[float, float] = CT_WINDOW, percentiles: tuple[float, float] = PERCENTILES) -> Prepared:
     """Reorient, normalise, pad square and resize a volume to ``(Z, S, S)`` model slices.
 
     Args:
         volume: the loaded image.
         modality: a name :func:`livercad.modality.family` knows (``ct`` | ``mr`` | ``mr-t2`` | ``us`` ...).
         image_size: the in-plane model size S.
-        ct_window: HU window for CT.
-        percentiles: clip percentiles for MR/US.
+        ct_window: HU window for CT (:data:`livercad.config.CT_WINDOW`).
+        percentiles: clip percentiles for MR/US (:data:`livercad.config.PERCENTILES`).
     """
     fam = family(modality)
     canon, ornt, spacing = reorient(volume)

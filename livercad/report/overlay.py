@@ -11,7 +11,7 @@ i.e. ``np.fliplr(np.rot90(arr[:, :, k]))``.
 through :func:`radiological` first when they come from a canonical volume.
 
 Display window (:func:`display_window`, ``qc_png(modality=...)``): CT is shown in the fixed abdominal HU
-window of preprocessing (``PreprocessConfig().ct_window``), so scanner padding (-3024 HU) and air do not
+window of preprocessing (:data:`livercad.config.CT_WINDOW`), so scanner padding (-3024 HU) and air do not
 wash the picture out; MR and ultrasound use the 1st-99th percentiles of the body's voxels only; without a
 modality, the 1st-99th percentiles of the whole slice.
 """
@@ -26,7 +26,7 @@ from matplotlib.axes import Axes
 from matplotlib.lines import Line2D
 from skimage.filters import threshold_otsu
 
-from livercad.config import PreprocessConfig
+from livercad.config import CT_WINDOW
 from livercad.errors import InputError
 from livercad.modality import family
 from livercad.report.plots import figure_to_png, new_figure
@@ -83,7 +83,7 @@ def display_window(image2d: np.ndarray, modality: str | None = None) -> tuple[fl
     """Grey-scale window ``(low, high)`` for showing a slice of the given modality.
 
     * family ``ct`` (:func:`livercad.modality.family`): the fixed abdominal HU window of preprocessing,
-      ``PreprocessConfig().ct_window`` (-160..240 HU), whatever the slice holds (padding, air, metal).
+      :data:`livercad.config.CT_WINDOW` (-160..240 HU), whatever the slice holds (padding, air, metal).
     * ``mr`` / ``us``: from the 1st percentile of the whole slice (the dark background: black) to the 99th
       percentile of the voxels inside the body, so a large dark background does not pull the top of the
       scale down, and a dark organ (the liver on T1) stays grey instead of being the body's black. Body =
@@ -106,7 +106,7 @@ def display_window(image2d: np.ndarray, modality: str | None = None) -> tuple[fl
     """
     image = np.asarray(image2d, dtype=float)
     if modality is not None and family(modality) == "ct":
-        low, high = PreprocessConfig().ct_window
+        low, high = CT_WINDOW
     else:
         finite = image[np.isfinite(image)]
         values = finite if modality is None else _body_values(image)

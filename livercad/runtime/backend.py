@@ -30,7 +30,6 @@ import hashlib
 import io
 import logging
 import os
-import tempfile
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -39,6 +38,7 @@ import torch
 from torch import nn
 
 from livercad.errors import ConfigError
+from livercad.io.atomic import atomic_write_bytes
 
 logger = logging.getLogger(__name__)
 
@@ -200,21 +200,10 @@ def _cache_key(sha256: str | None, shape: tuple[int, ...]) -> str | None:
     return hashlib.sha256(text.encode()).hexdigest()[:32]
 
 
-def _write_atomic(path: Path, data: bytes) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".part")
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-
-
 def _prune(folder: Path, keep: int = CACHE_ENTRIES) -> None:
     """Remove all but the ``keep`` most recently used graphs of the cache."""
-    entries = sorted(folder.glob("*.onnx"), key=lambda p: p.stat().st_mtime, reverse=True)
+    graphs = [p for p in folder.glob("*.onnx") if not p.name.startswith(".")]  # not a writer's temporary file
+    entries = sorted(graphs, key=lambda p: p.stat().st_mtime, reverse=True)
     for old in entries[keep:]:
         old.unlink(missing_ok=True)
 
@@ -249,7 +238,7 @@ def onnx_session(model: nn.Module, shape: tuple[int, ...], sha256: str | None = 
         graph = export_onnx(model.eval(), torch.zeros(shape))
         if path is not None:
             try:
-                _write_atomic(path, graph)
+                atomic_write_bytes(path, graph)
                 _prune(path.parent)
             except OSError as exc:
                 logger.info("ONNX cache %s not writable (%s); exported in memory only", path.parent, exc)

@@ -87,6 +87,23 @@ def _check_payload(obj: Any, p: Path) -> tuple[dict[str, torch.Tensor], dict[str
     return state, meta
 
 
+def torch_load_safe(path: str | Path, *, map_location: Any = "cpu", what: str = "checkpoint") -> Any:
+    """``torch.load(path, weights_only=True)``: tensors and plain containers only, never arbitrary objects.
+
+    Raises:
+        CheckpointError: missing file, or an unsafe (code execution refused) or corrupt one; ``what`` names it.
+    """
+    p = Path(path)
+    if not p.is_file():
+        raise CheckpointError(f"{p}: checkpoint file not found")
+    try:
+        return torch.load(p, map_location=map_location, weights_only=True)
+    except Exception as exc:  # noqa: BLE001 - any failure means an unsafe or corrupt file
+        reason = " ".join(str(exc).split())[:200]
+        raise CheckpointError(f"{p}: refused to load {what} (not a safe livercad checkpoint: "
+                              f"{type(exc).__name__}: {reason})") from None
+
+
 def load_checkpoint(path: str | Path) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
     """Load a checkpoint written by :func:`save_checkpoint` without unpickling arbitrary objects.
 
@@ -100,17 +117,9 @@ def load_checkpoint(path: str | Path) -> tuple[dict[str, torch.Tensor], dict[str
         CheckpointError: missing file, unsafe pickle (code execution refused), corrupt or foreign content.
     """
     p = Path(path)
-    if not p.is_file():
-        raise CheckpointError(f"{p}: checkpoint file not found")
-    try:
-        obj = torch.load(p, map_location="cpu", weights_only=True)
-    except Exception as exc:  # noqa: BLE001 - any failure means an unsafe or corrupt file
-        reason = " ".join(str(exc).split())[:200]
-        raise CheckpointError(f"{p}: refused to load checkpoint (not a safe livercad checkpoint: "
-                              f"{type(exc).__name__}: {reason})") from None
-    state, meta = _check_payload(obj, p)
+    state, meta = _check_payload(torch_load_safe(p), p)
     meta["checkpoint"] = {"path": str(p.resolve()), "sha256": sha256_file(p)}
     return state, meta
 
 
-__all__ = ["FORMAT", "save_checkpoint", "load_checkpoint"]
+__all__ = ["FORMAT", "load_checkpoint", "save_checkpoint", "torch_load_safe"]

@@ -35,6 +35,7 @@ from lightning.pytorch.plugins.io import TorchCheckpointIO
 
 from livercad.errors import CheckpointError
 from livercad.io.atomic import atomic_write
+from livercad.runtime.checkpoint import load_checkpoint, torch_load_safe
 
 logger = logging.getLogger(__name__)
 
@@ -110,14 +111,7 @@ class SafeCheckpointIO(TorchCheckpointIO):
             CheckpointError: missing, unsafe or corrupt file, or written by a different run.
         """
         p = Path(path)
-        if not p.is_file():
-            raise CheckpointError(f"{p}: checkpoint file not found")
-        try:
-            ckpt = torch.load(p, map_location=map_location, weights_only=True)
-        except Exception as exc:  # noqa: BLE001 - any failure means an unsafe or corrupt file
-            reason = " ".join(str(exc).split())[:200]
-            raise CheckpointError(f"{p}: refused to load training checkpoint (not a safe checkpoint: "
-                                  f"{type(exc).__name__}: {reason})") from None
+        ckpt = torch_load_safe(p, map_location=map_location, what="training checkpoint")
         if not isinstance(ckpt, dict):
             raise CheckpointError(f"{p}: not a training checkpoint (got {type(ckpt).__name__})")
         if self.fingerprint is not None:
@@ -179,10 +173,27 @@ def resume_point(folder: str | Path, resume: bool) -> Path | None:
     return None
 
 
+def checkpoint_dir(out_dir: str | Path) -> Path:
+    """Where a stage training in ``out_dir`` keeps its Lightning checkpoints: ``<out_dir>/lightning/checkpoints``."""
+    return Path(out_dir) / "lightning" / "checkpoints"
+
+
+def plan_resume(export: str | Path, fp: Mapping[str, Any], resume: bool) -> tuple[bool, Path | None]:
+    """How a stage exporting ``export`` (its run fingerprint ``fp``) starts: ``(done, last_ckpt)``.
+
+    ``done`` is true when ``resume`` is asked and ``export`` is already this run's finished export (nothing is
+    trained again); otherwise ``last_ckpt`` is the checkpoint to continue from in :func:`checkpoint_dir` of
+    the export's folder (:func:`resume_point`, ``None``: from the start).
+    """
+    export = Path(export)
+    if resume and finished(export, fingerprint_hash(fp)):
+        logger.info("%s is this run's finished export; nothing to resume", export)
+        return True, None
+    return False, resume_point(checkpoint_dir(export.parent), resume)
+
+
 def finished(path: str | Path, key: str) -> bool:
     """Whether ``path`` is an exported checkpoint of the run whose fingerprint hash is ``key``."""
-    from livercad.runtime.checkpoint import load_checkpoint
-
     if not Path(path).is_file():
         return False
     try:
@@ -191,5 +202,5 @@ def finished(path: str | Path, key: str) -> bool:
         return False
 
 
-__all__ = ["LAST", "LAST_EVERY_S", "RUNTIME_KEYS", "LastCheckpoint", "SafeCheckpointIO", "differing_keys",
-           "finished", "fingerprint", "fingerprint_hash", "resume_point"]
+__all__ = ["LAST", "LAST_EVERY_S", "RUNTIME_KEYS", "LastCheckpoint", "SafeCheckpointIO", "checkpoint_dir",
+           "differing_keys", "finished", "fingerprint", "fingerprint_hash", "plan_resume", "resume_point"]

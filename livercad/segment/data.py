@@ -1,7 +1,8 @@
 """Slice datasets for stage 1: each case loaded once, 2.5-D slices served from compact tensors.
 
-A :class:`CaseSlices` holds one case in model space (``prepare`` -> ``(Z, S, S)`` normalised slices
-stored as float16, the ground-truth mask brought over with ``Prepared.from_original`` as uint8).
+A :class:`TrainingSlices` holds one case in model space (``prepare`` -> ``(Z, S, S)`` normalised slices
+stored as float16, the ground-truth mask brought over with :func:`model_space_mask` as uint8); stage 2's
+input, :class:`livercad.types.CaseSlices`, is built by stage 1 instead (:mod:`livercad.pipeline.stage1`).
 :class:`SliceDataset` serves ``(stack (C, S, S), mask (1, S, S), case index)`` items, with optional
 augmentation from :func:`anatomy_augment` (MONAI dictionary transforms, so image and mask get the very
 same geometric transform; no flips: a flip would move the liver to the wrong side of the body).
@@ -9,7 +10,8 @@ same geometric transform; no flips: a flip would move the liver to the wrong sid
 
 Example:
     >>> import torch
-    >>> case = CaseSlices("c1", torch.zeros(4, 32, 32, dtype=torch.float16), torch.zeros(4, 32, 32, dtype=torch.uint8))
+    >>> z = torch.zeros(4, 32, 32)
+    >>> case = TrainingSlices("c1", z.half(), z.to(torch.uint8))
     >>> x, y, c = SliceDataset([case], context=1)[2]
     >>> tuple(x.shape), tuple(y.shape), c
     ((3, 32, 32), (1, 32, 32), 0)
@@ -37,7 +39,8 @@ from torch.utils.data import Dataset, WeightedRandomSampler
 
 from livercad.config import Config
 from livercad.errors import InputError
-from livercad.preprocess.prepare import context_stack, prepare
+from livercad.io.manifest import ManifestRow
+from livercad.preprocess.prepare import Prepared, context_stack, prepare
 
 logger = logging.getLogger(__name__)
 
@@ -45,8 +48,8 @@ Augment = Callable[[dict[str, torch.Tensor]], dict[str, Any]]
 
 
 @dataclass(frozen=True)
-class CaseSlices:
-    """One case in model space.
+class TrainingSlices:
+    """One case in model space with its ground-truth mask, for stage-1 training.
 
     Attributes:
         case_id: the manifest's case id.
@@ -64,37 +67,52 @@ class CaseSlices:
         return self.mask.flatten(1).any(dim=1)
 
 
-def row_liver_labels(row: Any, default: Sequence[int] | None = None) -> Sequence[int] | None:
-    """Liver label values for a row: ``default`` (config) if set, else the row's ``extra['liver_labels']``."""
+def row_liver_labels(row: ManifestRow, default: Sequence[int] | None = None) -> Sequence[int] | None:
+    """The label values that count as liver in a row's mask, the one rule wherever a reference mask is read.
+
+    ``default`` (the config's ``data.liver_labels``) when set, else the row's ``liver_labels`` column, else
+    ``None`` (every value > 0).
+
+    Example:
+        >>> from pathlib import Path
+        >>> row = ManifestRow("a", "a", Path("a.nii.gz"), extra={"liver_labels": "1,2"})
+        >>> row_liver_labels(row), row_liver_labels(row, [1])
+        ((1, 2), [1])
+    """
     if default is not None:
         return default
     from livercad.io.manifest import parse_liver_labels
 
-    return parse_liver_labels(getattr(row, "extra", {}).get("liver_labels"))
+    return parse_liver_labels(row.extra.get("liver_labels"))
 
 
-def row_modality(row: Any, default: str) -> str:
-    """A row's modality: its manifest ``modality`` column when filled, else ``default`` (the config's)."""
-    value = str(getattr(row, "extra", {}).get("modality", "") or "").strip()
-    return value or default
+def row_modality(row: ManifestRow, default: str) -> str:
+    """A row's modality: its manifest ``modality`` column (name matched case-insensitively) when filled, else
+    ``default`` (the config's)."""
+    from livercad.domain import extra_value
+
+    return extra_value(row.extra, "modality") or default
 
 
-def model_space_mask(prepared: Any, ref: Any) -> torch.Tensor:
-    """A ground-truth mask on the original grid as uint8 ``(Z, S, S)`` in model space.
+def model_space_mask(prepared: Prepared, ref: np.ndarray | torch.Tensor) -> torch.Tensor:
+    """A mask on the original grid as uint8 ``(Z, S, S)`` in model space: the one way every mask gets there.
 
+    Stage-1 training targets, the predicted mask of :func:`~livercad.segment.infer.segment_volume` and the
+    ground truth of the stage-2 cache (:func:`livercad.pipeline.stage1.case_slices`) all come through here.
     Resized bilinearly and thresholded at 0.5, i.e. consistent with how predictions are resized back
-    (nearest-neighbour downsampling would shift boundaries by up to half an input voxel).
+    (nearest-neighbour downsampling would shift boundaries by up to half an input voxel), so a predicted and a
+    reference mask compared in model space differ only where the masks do.
     """
     soft = _plain(prepared.from_original(np.asarray(ref), mode="bilinear"))
     return (soft > 0.5).to(torch.uint8).contiguous()
 
 
-def load_case(row: Any, cfg: Config) -> CaseSlices:
+def load_case(row: ManifestRow, cfg: Config) -> TrainingSlices:
     """Load one manifest row (image + mask) into model space as compact tensors.
 
     Args:
-        row: a :class:`livercad.io.manifest.ManifestRow` with a mask.
-        cfg: the run config (``preprocess`` section, ``data.liver_labels``).
+        row: a manifest row with a mask (its ``liver_labels`` and ``modality`` columns are honoured).
+        cfg: the run config (``preprocess`` section, ``data.liver_labels``: :func:`row_liver_labels`).
 
     Raises:
         InputError: the row has no mask, or a file cannot be read.
@@ -109,10 +127,10 @@ def load_case(row: Any, cfg: Config) -> CaseSlices:
     pp = cfg.preprocess
     prepared = prepare(volume, modality=row_modality(row, pp.modality), image_size=pp.image_size,
                        ct_window=pp.ct_window, percentiles=pp.percentiles)
-    return CaseSlices(str(row.case_id), _plain(prepared.image).to(torch.float16), model_space_mask(prepared, ref))
+    return TrainingSlices(str(row.case_id), _plain(prepared.image).to(torch.float16), model_space_mask(prepared, ref))
 
 
-def load_cases(rows: Sequence[Any], cfg: Config) -> list[CaseSlices]:
+def load_cases(rows: Sequence[ManifestRow], cfg: Config) -> list[TrainingSlices]:
     """Load every row once (see :func:`load_case`)."""
     cases = [load_case(r, cfg) for r in rows]
     logger.info("loaded %d cases (%d slices)", len(cases), sum(c.image.shape[0] for c in cases))
@@ -162,7 +180,7 @@ class SliceDataset(Dataset):
         augment: optional joint transform (e.g. :func:`anatomy_augment`).
     """
 
-    def __init__(self, cases: Sequence[CaseSlices], *, context: int, augment: Augment | None = None) -> None:
+    def __init__(self, cases: Sequence[TrainingSlices], *, context: int, augment: Augment | None = None) -> None:
         self.cases = list(cases)
         self.context = context
         self.augment = augment
@@ -209,5 +227,5 @@ def balanced_sampler(flags: torch.Tensor, liver_fraction: float, num_samples: in
     return WeightedRandomSampler(weights, num_samples=num_samples, replacement=True, generator=generator)
 
 
-__all__ = ["model_space_mask", "row_liver_labels", "row_modality", "CaseSlices", "SliceDataset", "load_case",
+__all__ = ["model_space_mask", "row_liver_labels", "row_modality", "TrainingSlices", "SliceDataset", "load_case",
            "load_cases", "anatomy_augment", "balanced_sampler"]

@@ -6,7 +6,7 @@ the resolved device/precision. :func:`segment_prepared` runs batches of 2.5-D sl
 :func:`segment_volume` goes volume -> probability -> post-processed mask on the canonical
 full-resolution grid -> the original voxel grid through the exact inverse of the orientation.
 ``backend="onnx"`` (or ``auto``) runs the network with ONNX Runtime instead (:mod:`livercad.runtime.backend`).
-:func:`evaluate_segmenter` scores a cohort on the original grid.
+Cohorts are scored by :func:`livercad.pipeline.stage1.evaluate_segmenter`.
 
 Example:
     >>> import numpy as np
@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from contextlib import nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -36,8 +36,8 @@ from torch import nn
 from livercad.config import PostprocessConfig, SegmentModelConfig
 from livercad.errors import CheckpointError, ConfigError
 from livercad.preprocess.prepare import Prepared, context_stack, prepare
-from livercad.runtime.backend import bf16_supported, resolve_precision, select_backend
-from livercad.runtime.checkpoint import load_checkpoint
+from livercad.runtime.backend import resolve_precision, select_backend
+from livercad.runtime.checkpoint_meta import Preprocessing, SegmenterMeta, load_stage, read_meta
 from livercad.segment.coarse import coarse_to_fine as coarse_pass
 from livercad.segment.data import model_space_mask
 from livercad.segment.model import build_segmenter
@@ -46,8 +46,6 @@ from livercad.types import Segmentation, Volume
 
 logger = logging.getLogger(__name__)
 
-_REQUIRED = ("arch", "encoder", "context", "extra_channels", "preprocessing")
-_METRICS = ("dice", "iou", "hd95_mm", "msd_mm", "volume_ml", "ref_volume_ml", "volume_error_ml", "volume_error_rel")
 
 
 def _default_device(device: torch.device | str | None) -> torch.device:
@@ -81,25 +79,27 @@ class Segmenter:
     runner: Callable[[torch.Tensor], torch.Tensor] | None = field(default=None, repr=False)
 
     @classmethod
-    def from_model(cls, model: nn.Module, meta: dict[str, Any], *, precision: str = "auto",
+    def from_model(cls, model: nn.Module, meta: dict[str, Any] | SegmenterMeta, *, precision: str = "auto",
                    device: torch.device | str | None = None, channels_last: bool = True,
                    backend: str = "torch") -> Segmenter:
         """Wrap an already-built network (moved to ``device``, eval mode, channels-last) on ``backend``.
 
         ``backend``: ``torch``, ``onnx`` (fp32, CPU; ``precision="auto"`` then means fp32) or ``auto``
-        (onnx where it can run, see :func:`livercad.runtime.backend.select_backend`).
+        (onnx where it can run, see :func:`livercad.runtime.backend.select_backend`). ``meta`` is read by
+        :func:`livercad.runtime.checkpoint_meta.read_meta` (checked, defaults of older checkpoints filled).
         """
+        info = meta if isinstance(meta, SegmenterMeta) else read_meta(SegmenterMeta, meta, "segmenter metadata")
         dev = _default_device(device)
         model = model.to(dev).eval()
         if channels_last:
             model = model.to(memory_format=torch.channels_last)
         resolved = resolve_precision("fp32" if backend == "onnx" and precision == "auto" else precision, dev)
-        chans = 2 * int(meta["context"]) + 1 + int(meta.get("extra_channels", 0))
-        size = int(meta["preprocessing"]["image_size"])
-        used, runner = select_backend(backend, model, (1, chans, size, size), device=dev, precision=resolved,
-                                      sha256=meta.get("checkpoint", {}).get("sha256"), what="segmenter")
+        size = info.preprocessing.image_size
+        sha = (info.checkpoint or {}).get("sha256")
+        used, runner = select_backend(backend, model, (1, info.in_channels, size, size), device=dev,
+                                      precision=resolved, sha256=sha, what="segmenter")
         logger.info("segmenter on %s, precision %s (requested %s), backend %s", dev, resolved, precision, used)
-        return cls(model, meta, dev, resolved, channels_last, precision, used, backend, runner)
+        return cls(model, info.to_dict(), dev, resolved, channels_last, precision, used, backend, runner)
 
     @classmethod
     def load(cls, path: str | Path, *, precision: str = "auto", device: torch.device | str | None = None,
@@ -109,23 +109,17 @@ class Segmenter:
         Raises:
             CheckpointError: missing/unsafe/corrupt file, missing metadata, weights that do not fit.
         """
-        state, meta = load_checkpoint(path)
-        missing = [k for k in _REQUIRED if k not in meta]
-        if meta.get("kind", "segmenter") != "segmenter" or missing:
-            raise CheckpointError(f"{path}: not a segmenter checkpoint (kind {meta.get('kind')!r}, missing {missing})")
+        state, info = load_stage(path, SegmenterMeta)
         try:
-            cfg = SegmentModelConfig(arch=meta["arch"], encoder=meta["encoder"], encoder_weights="none",
-                                     context=meta["context"], extra_channels=meta["extra_channels"],
-                                     decoder_channels=meta.get("decoder_channels"))
-            model = build_segmenter(cfg)
+            model = build_segmenter(info.network())
         except (ValidationError, ConfigError) as exc:
             raise CheckpointError(f"{path}: cannot rebuild the network from its metadata ({exc})") from None
         try:
             model.load_state_dict(state, strict=True)
         except RuntimeError as exc:
-            raise CheckpointError(f"{path}: weights do not fit {meta['arch']}/{meta['encoder']} "
+            raise CheckpointError(f"{path}: weights do not fit {info.arch}/{info.encoder} "
                                   f"({' '.join(str(exc).split())[:300]})") from None
-        return cls.from_model(model, meta, precision=precision, device=device, channels_last=channels_last,
+        return cls.from_model(model, info, precision=precision, device=device, channels_last=channels_last,
                               backend=backend)
 
     @classmethod
@@ -134,10 +128,9 @@ class Segmenter:
         """An untrained segmenter with random weights (tests, benchmarks, geometry checks)."""
         torch.manual_seed(seed)
         model = build_segmenter(SegmentModelConfig(encoder=encoder, context=context))
-        pp = {"modality": modality, "image_size": image_size, "ct_window": [-160.0, 240.0],
-              "percentiles": [0.5, 99.5], "context": context, "orientation": "RAS"}
-        meta = {"kind": "segmenter", "arch": "Unet", "encoder": encoder, "context": context, "extra_channels": 0,
-                "in_channels": 2 * context + 1, "preprocessing": pp, "weights": {"source": "random"}}
+        pp = Preprocessing(modality=modality, image_size=image_size, context=context)
+        meta = SegmenterMeta(arch="Unet", encoder=encoder, context=context, preprocessing=pp,
+                             weights={"source": "random"})
         return cls.from_model(model, meta, **kwargs)
 
     @property
@@ -184,9 +177,8 @@ class Segmenter:
         if modality is None:
             modality = pp["modality"]
         check_trained_for(family(modality), self.modalities, "the segmenter")
-        return prepare(volume, modality=modality, image_size=int(pp["image_size"]),
-                       ct_window=tuple(pp.get("ct_window", (-160.0, 240.0))),
-                       percentiles=tuple(pp.get("percentiles", (0.5, 99.5))))
+        return prepare(volume, modality=modality, image_size=int(pp["image_size"]), ct_window=tuple(pp["ct_window"]),
+                       percentiles=tuple(pp["percentiles"]))
 
 
 def _plain(t: torch.Tensor) -> torch.Tensor:
@@ -195,11 +187,12 @@ def _plain(t: torch.Tensor) -> torch.Tensor:
 
 
 def segment_prepared(seg: Segmenter, prepared: Prepared, *, batch_size: int = 4,
-                     coarse_to_fine: bool = False) -> torch.Tensor:
+                     coarse_to_fine: bool = False, threshold: float | None = None) -> torch.Tensor:
     """Liver probability ``(Z, S, S)`` (float32, CPU) in model space, slices in batches.
 
     ``coarse_to_fine``: run every ~15 mm slice first, then only the slices around the liver
-    (:mod:`livercad.segment.coarse`); skipped slices get probability 0.
+    (:mod:`livercad.segment.coarse`); skipped slices get probability 0. A coarse slice has liver where it
+    reaches ``threshold``: the threshold of the mask (``None``: the segmenter's post-processing one).
 
     Example:
         >>> import numpy as np
@@ -209,9 +202,6 @@ def segment_prepared(seg: Segmenter, prepared: Prepared, *, batch_size: int = 4,
         >>> tuple(segment_prepared(seg, p, batch_size=2).shape)
         (3, 32, 32)
     """
-    if int(seg.meta.get("extra_channels", 0)):
-        raise ConfigError("segment_prepared builds the 2.5-D slice stack only; this segmenter expects "
-                          f"{seg.meta['extra_channels']} extra input channels")
     image, ctx = _plain(prepared.image), int(seg.meta["context"])
     out = torch.zeros(image.shape, dtype=torch.float32)
     amp = torch.autocast(seg.device.type, dtype=torch.bfloat16) if seg.precision == "bf16" else nullcontext()
@@ -226,15 +216,11 @@ def segment_prepared(seg: Segmenter, prepared: Prepared, *, batch_size: int = 4,
 
     with torch.inference_mode(), amp:
         if coarse_to_fine:
-            coarse_pass(run, out, spacing_z=float(prepared.spacing[2]), threshold=seg.postprocess.threshold)
+            level = seg.postprocess.threshold if threshold is None else threshold
+            coarse_pass(run, out, spacing_z=float(prepared.spacing[2]), threshold=level)
         else:
             run(list(range(image.shape[0])))
     return out
-
-
-def canonical_to_original(prepared: Prepared, arr: np.ndarray) -> np.ndarray:
-    """Undo the reorientation of a canonical ``(X, Y, Z)`` array (:meth:`Prepared.canonical_to_original`)."""
-    return prepared.canonical_to_original(arr)
 
 
 @dataclass(frozen=True)
@@ -276,52 +262,21 @@ def segment_volume(seg: Segmenter, volume: Volume, *, batch_size: int = 4,
     t0 = time.perf_counter()
     prepared = seg.prepare(volume, modality)
     t1 = time.perf_counter()
-    prob_model = segment_prepared(seg, prepared, batch_size=batch_size, coarse_to_fine=coarse_to_fine)
+    cfg, prob = postprocess or seg.postprocess, None  # one threshold for the coarse pass and the mask
+    prob_model = segment_prepared(seg, prepared, batch_size=batch_size, coarse_to_fine=coarse_to_fine,
+                                  threshold=cfg.threshold)
     t2 = time.perf_counter()
-    cfg, prob = postprocess or seg.postprocess, None
     if keep_prob:
         prob_canon = prepared.to_canonical(prob_model)
         mask_canon = postprocess_mask(prob_canon, cfg)
-        prob = canonical_to_original(prepared, prob_canon).astype(np.float32, copy=False)
+        prob = prepared.canonical_to_original(prob_canon).astype(np.float32, copy=False)
     else:  # the same mask from a chunk-wise threshold, no full-resolution float32 map (peak memory)
         mask_canon = postprocess_binary(threshold_canonical(prepared, prob_model, cfg.threshold), cfg)
-    mask = canonical_to_original(prepared, mask_canon).astype(np.uint8, copy=False)
+    mask = prepared.canonical_to_original(mask_canon).astype(np.uint8, copy=False)
     mask_model = model_space_mask(prepared, mask)
     t3 = time.perf_counter()
     seconds = {"preprocess": t1 - t0, "model": t2 - t1, "postprocess": t3 - t2}
     return SegmentOutput(prepared, prob_model, mask_model, Segmentation(prob=prob, mask=mask), seconds)
 
 
-def evaluate_segmenter(seg: Segmenter, rows: Sequence[Any], *, batch_size: int = 4,
-                       liver_labels: Sequence[int] | None = None,
-                       postprocess: PostprocessConfig | None = None) -> tuple[list[dict[str, Any]], dict[str, Any]]:
-    """Per-case metrics on the ORIGINAL grid against each row's ground-truth mask, and a cohort summary.
-
-    Returns:
-        ``(per_case, summary)``: per case ``case_id``, ``dice``, ``iou``, ``hd95_mm``, ``msd_mm``,
-        ``volume_ml``, ``ref_volume_ml``, ``volume_error_ml``, ``volume_error_rel``, ``seconds``; the summary maps
-        each metric to :func:`livercad.metrics.segmentation.summarize` (mean, median, SD, bootstrap 95 % CI).
-    """
-    from livercad.io.image import load_image
-    from livercad.io.nifti import load_mask
-    from livercad.metrics.segmentation import segmentation_metrics, summarize
-    from livercad.segment.data import row_liver_labels, row_modality
-
-    per_case: list[dict[str, Any]] = []
-    for row in rows:
-        if row.mask is None:
-            logger.info("case %s has no mask; skipped in evaluation", row.case_id)
-            continue
-        t0 = time.perf_counter()
-        volume = load_image(row.image)
-        ref = load_mask(row.mask, volume, liver_labels=row_liver_labels(row, liver_labels))
-        out = segment_volume(seg, volume, batch_size=batch_size, postprocess=postprocess,
-                             modality=row_modality(row, seg.preprocessing["modality"]))
-        metrics = segmentation_metrics(out.segmentation.mask, ref, volume.spacing)
-        per_case.append({"case_id": str(row.case_id), **metrics, "seconds": time.perf_counter() - t0})
-    summary = {k: summarize([c[k] for c in per_case]) for k in _METRICS}
-    return per_case, summary
-
-
-__all__ = ["Segmenter", "SegmentOutput", "segment_prepared", "segment_volume", "evaluate_segmenter",
-           "resolve_precision", "bf16_supported", "canonical_to_original"]
+__all__ = ["Segmenter", "SegmentOutput", "segment_prepared", "segment_volume"]

@@ -15,7 +15,6 @@ Example:
 
 from __future__ import annotations
 
-import difflib
 import logging
 
 import segmentation_models_pytorch as smp
@@ -23,32 +22,15 @@ import torch
 from torch import nn
 
 from livercad.config import SegmentModelConfig
-from livercad.errors import CheckpointError, ConfigError
+from livercad.errors import CheckpointError, ConfigError, did_you_mean
 from livercad.runtime.weights import WeightsInfo, resolve_weights
 
 logger = logging.getLogger(__name__)
 
 
 def in_channels_of(cfg: SegmentModelConfig) -> int:
-    """Number of input channels: ``2*context + 1`` slices plus ``extra_channels``."""
-    return 2 * cfg.context + 1 + cfg.extra_channels
-
-
-def _edits(a: str, b: str) -> int:
-    """Levenshtein distance (ties between difflib's candidates go to the fewest edits)."""
-    row = list(range(len(b) + 1))
-    for i, ca in enumerate(a, 1):
-        prev, row[0] = row[0], i
-        for j, cb in enumerate(b, 1):
-            prev, row[j] = row[j], min(row[j] + 1, row[j - 1] + 1, prev + (ca != cb))
-    return row[-1]
-
-
-def _closest(name: str, options: list[str]) -> str:
-    near = difflib.get_close_matches(name, options, n=5, cutoff=0.5)
-    if not near:
-        return ""
-    return f"did you mean '{min(near, key=lambda o: _edits(name, o))}'? "
+    """Number of input channels: the 2.5-D stack of ``2*context + 1`` slices."""
+    return 2 * cfg.context + 1
 
 
 def check_encoder(name: str) -> None:
@@ -62,15 +44,15 @@ def check_encoder(name: str) -> None:
         if timm.is_model(name[3:]):
             return
         options = timm.list_models()
-        raise ConfigError(f"unknown timm encoder '{name}'; {_closest(name[3:], options)}see timm.list_models()")
-    raise ConfigError(f"unknown encoder '{name}'; {_closest(name, names)}available: {', '.join(names)}")
+        raise ConfigError(f"unknown timm encoder '{name}'; {did_you_mean(name[3:], options)}see timm.list_models()")
+    raise ConfigError(f"unknown encoder '{name}'; {did_you_mean(name, names)}available: {', '.join(names)}")
 
 
 def check_arch(arch: str) -> None:
     """Raise ConfigError for an architecture smp does not know."""
     archs = sorted(smp.MODEL_ARCHITECTURES_MAPPING)
     if arch.lower() not in archs:
-        hint = _closest(arch.lower(), archs)
+        hint = did_you_mean(arch.lower(), archs)
         raise ConfigError(f"unknown architecture '{arch}'; {hint}available: {', '.join(archs)}")
 
 
@@ -142,7 +124,7 @@ def build_segmenter(cfg: SegmentModelConfig) -> nn.Module:
     """Create the segmentation network from the config (one output channel: liver logit).
 
     Args:
-        cfg: architecture, encoder name, weights spec, context and extra channels.
+        cfg: architecture, encoder name, weights spec, 2.5-D context, decoder widths.
 
     Returns:
         The torch module mapping ``(N, C, S, S)`` to logits ``(N, 1, S, S)``.
@@ -154,9 +136,6 @@ def build_segmenter(cfg: SegmentModelConfig) -> nn.Module:
     return build_segmenter_with_info(cfg)[0]
 
 
-__all__ = ["build_segmenter", "build_segmenter_with_info", "in_channels_of", "check_encoder", "adapt_first_conv"]
-
-
 def load_init_weights(model: nn.Module, spec: str) -> dict[str, str]:
     """Load a trained segmenter (``segment.init``: ``default``, a bundle or a ``segmenter.pt``) into ``model``.
 
@@ -166,7 +145,6 @@ def load_init_weights(model: nn.Module, spec: str) -> dict[str, str]:
     Raises:
         CheckpointError: no checkpoint there, or its weights do not fit the configured network.
     """
-    from livercad.errors import CheckpointError
     from livercad.models import segmenter_checkpoint
     from livercad.runtime.checkpoint import load_checkpoint
     from livercad.runtime.weights import sha256_file
@@ -179,3 +157,7 @@ def load_init_weights(model: nn.Module, spec: str) -> dict[str, str]:
         raise CheckpointError(f"{path}: segment.init weights do not fit segment.model "
                               f"({' '.join(str(exc).split())[:200]})") from None
     return {"source": "segmenter", "path": str(path), "sha256": sha256_file(path)}
+
+
+__all__ = ["build_segmenter", "build_segmenter_with_info", "in_channels_of", "check_encoder", "adapt_first_conv",
+           "load_init_weights"]

@@ -21,7 +21,8 @@ from typing import Any
 import torch
 
 from livercad.config import Config, load_config
-from livercad.runtime.checkpoint import load_checkpoint, save_checkpoint
+from livercad.runtime.checkpoint import save_checkpoint
+from livercad.runtime.checkpoint_meta import SegmenterMeta, load_stage
 
 CARD = "MODEL_CARD.md"
 
@@ -46,14 +47,13 @@ def half_checkpoint(src: Path, dst: Path, extra: dict[str, Any], infer_size: int
     ``infer_size``: the in-plane model size the shipped model runs at, when it differs from the training
     size (chosen by ``benchmarks/bench_resolution.py``); the training size stays in ``trained_image_size``.
     """
-    state, meta = load_checkpoint(src)
+    state, info = load_stage(src, SegmenterMeta)
     half = {k: v.half() if v.is_floating_point() else v for k, v in state.items()}
-    meta = {k: v for k, v in meta.items() if k not in ("checkpoint", "resume_key")}
-    pp = dict(meta["preprocessing"])
-    meta["trained_image_size"] = int(pp["image_size"])
-    if infer_size is not None:
-        pp["image_size"] = int(infer_size)
-    return save_checkpoint(dst, half, {**meta, "preprocessing": pp, **extra, "stored_dtype": "float16"})
+    pp = info.preprocessing
+    size = pp.image_size if infer_size is None else int(infer_size)
+    meta = info.model_copy(update={"preprocessing": pp.model_copy(update={"image_size": size}), "checkpoint": None,
+                                   "resume_key": None, "trained_image_size": pp.image_size, "stored_dtype": "float16"})
+    return save_checkpoint(dst, half, {**meta.to_dict(), **extra})
 
 
 def build(cfg: Config, work: Path, out: Path, root: Path, infer_size: int | None = None) -> Path:
@@ -96,22 +96,22 @@ def _real_rows(results: dict[str, Any]) -> list[str]:
 def write_card(bundle: Path, results: dict[str, Any] | None = None) -> Path:
     """Write ``MODEL_CARD.md`` of a bundle from its metadata (and the real-scan figures when given)."""
     meta = json.loads((bundle / "bundle.json").read_text(encoding="utf-8"))
-    _, seg = load_checkpoint(bundle / "segmenter.pt")
-    rel, hist, ph = seg.get("release", {}), seg.get("history", {}), seg.get("phantom") or {}
+    _, seg = load_stage(bundle / "segmenter.pt", SegmenterMeta)
+    rel, hist, ph, pp = seg.release or {}, seg.history or {}, seg.phantom or {}, seg.preprocessing
     lines = [
         "# livercad default liver model (stage 1)", "",
         "**Trained on the phantom only**: livercad's synthetic abdominal phantom with domain randomisation "
         "(`livercad.phantom.synth`). No real scan was used to train or fine-tune it.", "",
-        f"- architecture: {seg['arch']} / {seg['encoder']}, decoder {seg.get('decoder_channels')}, "
-        f"2.5-D context {seg['context']}, trained at {seg.get('trained_image_size')} px, runs at "
-        f"{seg['preprocessing']['image_size']} px (`benchmarks/bench_resolution.py`), stored as float16",
-        f"- modalities: {', '.join(seg['preprocessing'].get('modalities', []))} "
-        f"(CT window {seg['preprocessing']['ct_window']} HU; MR percentiles {seg['preprocessing']['percentiles']})",
+        f"- architecture: {seg.arch} / {seg.encoder}, decoder {seg.decoder_channels}, "
+        f"2.5-D context {seg.context}, trained at {seg.trained_image_size} px, runs at "
+        f"{pp.image_size} px (`benchmarks/bench_resolution.py`), stored as float16",
+        f"- modalities: {', '.join(pp.modalities)} "
+        f"(CT window {list(pp.ct_window)} HU; MR percentiles {list(pp.percentiles)})",
         f"- training data: {rel.get('n_cases')} randomised phantom cases ({rel.get('n_train_cases')} train), "
         f"generator settings {json.dumps(ph)}",
         f"- training: {hist.get('steps')} steps (best at step {hist.get('best_step')}, validation Dice on "
-        f"randomised phantom {hist.get('best_val_dice', float('nan')):.3f}), seed {seg.get('seed')}, weights "
-        f"init {seg.get('weights', {}).get('source')}",
+        f"randomised phantom {hist.get('best_val_dice', float('nan')):.3f}), seed {seg.seed}, weights "
+        f"init {seg.weights.get('source')}",
         f"- wall time of `make model`: {rel.get('wall_seconds')} s on this machine; commit {rel.get('commit')}",
         f"- domain: {meta.get('domain')}", "",
     ]

@@ -10,13 +10,14 @@ import pytest
 import torch
 from sklearn.metrics import roc_auc_score
 
-from livercad.classify.data import CaseSlices, augment_batch, sample_weights, stack_inputs
+from livercad.classify.data import augment_batch, sample_weights, stack_inputs
 from livercad.classify.fit import train_classifier
 from livercad.classify.infer import Classifier, case_scores, predict_cases
 from livercad.classify.model import build_classifier
 from livercad.classify.regions import REGIONS
 from livercad.config import ClassifyConfig, TrainConfig
 from livercad.errors import InputError
+from livercad.types import CaseSlices
 
 
 def _case(i: int, label: int, name: str | None = None, z: int = 4, s: int = 32, jitter: bool = True) -> CaseSlices:

@@ -3,12 +3,11 @@
 from __future__ import annotations
 
 from pathlib import Path
-from types import SimpleNamespace
 
 import pytest
 import torch
 
-from livercad.classify.data import CaseSlices, case_inputs, select_slices
+from livercad.classify.data import case_inputs, select_slices
 from livercad.classify.infer import (
     Classifier,
     aggregate_logits,
@@ -18,6 +17,7 @@ from livercad.classify.infer import (
 )
 from livercad.classify.model import build_classifier
 from livercad.errors import ConfigError, InputError
+from livercad.types import CaseSlices
 
 LOGITS = torch.tensor([[0.0, 4.0], [2.0, 0.0], [1.0, 1.0], [3.0, -1.0]])
 AREAS = torch.tensor([1.0, 5.0, 2.0, 0.0])
@@ -127,30 +127,3 @@ def test_load_refuses_a_foreign_checkpoint(tmp_path: Path) -> None:
     path = save_checkpoint(tmp_path / "seg.pt", {"w": torch.zeros(1)}, {"arch": "Unet"})
     with pytest.raises(CheckpointError, match="not a livercad classifier"):
         Classifier.load(path)
-
-
-def _segment_output(z: int = 3, s: int = 8) -> SimpleNamespace:
-    """A stand-in SegmentOutput: original grid (X=s, Y=s, Z=z) equals model space up to the axis order."""
-    mask = torch.zeros(z, s, s, dtype=torch.uint8)
-    mask[1, 2:5, 2:5] = 1
-    prepared = SimpleNamespace(image=torch.rand(z, s, s), spacing=(1.0, 1.0, 2.0),
-                               from_original=lambda a: torch.as_tensor(a).permute(2, 0, 1).float())
-    seg = SimpleNamespace(mask=mask.permute(1, 2, 0).numpy())
-    return SimpleNamespace(prepared=prepared, prob_model=mask.float() * 0.9, mask_model=mask, segmentation=seg)
-
-
-def test_case_slices_from_segment_both_call_forms() -> None:
-    from livercad.classify.data import case_slices_from_segment, resolve_labels
-
-    out = _segment_output()
-    row = SimpleNamespace(case_id="c7", patient_id="p7", label="cirrhosis")
-    cs = case_slices_from_segment(out, row, ["normal", "cirrhosis"], gt=out.segmentation.mask)  # original grid
-    assert (cs.case_id, cs.patient_id, cs.label, cs.label_name) == ("c7", "p7", 1, "cirrhosis")
-    assert cs.image.dtype == torch.float16 and cs.prob.dtype == torch.float16 and cs.mask.dtype == torch.uint8
-    assert torch.equal(cs.gt, out.mask_model) and cs.spacing == (1.0, 1.0, 2.0)
-    other = case_slices_from_segment(out, "c8", "p8", 0, gt=out.mask_model)  # id form, model-space gt
-    assert (other.case_id, other.label, other.label_name) == ("c8", 0, None) and torch.equal(other.gt, cs.gt)
-    relabelled, skipped = resolve_labels([cs, other], ["cirrhosis", "normal"])
-    assert [c.label for c in relabelled] == [0, 0] and skipped == {}
-    with pytest.raises(InputError, match="matches neither"):
-        case_slices_from_segment(out, "c9", "p9", 0, gt=torch.zeros(2, 2))

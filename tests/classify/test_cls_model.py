@@ -9,7 +9,8 @@ import torch
 import torchvision
 from torch import nn
 
-from livercad.classify.model import TORCHVISION, build_classifier, param_groups, parse_strategy
+from livercad.classify.backbones import TORCHVISION
+from livercad.classify.model import build_classifier, param_groups, parse_strategy
 from livercad.errors import CheckpointError, ConfigError
 
 
@@ -98,6 +99,7 @@ def test_weights_from_file_are_loaded_with_provenance(tmp_path: Path) -> None:
 def test_imagenet_offline_fails_fast(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("LIVERCAD_WEIGHTS_DIR", raising=False)
     monkeypatch.setattr(torch.hub, "get_dir", lambda: str(tmp_path))
+    monkeypatch.setenv("LIVERCAD_OFFLINE", "1")  # never download in tests (see tests/runtime/test_weights_download.py)
     with pytest.raises(CheckpointError, match="not available offline"):
         build_classifier("resnet18", weights="imagenet", num_classes=2)
 

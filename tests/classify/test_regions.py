@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from livercad.classify.regions import REGIONS, apply_region, did_you_mean, get_region, liver_bbox, region_channels
+from livercad.classify.regions import REGIONS, apply_region, get_region, liver_bbox, region_channels
 from livercad.errors import ConfigError, InputError
 
 
@@ -115,8 +115,6 @@ def test_unknown_mode_suggests() -> None:
     with pytest.raises(ConfigError, match="available: full"):
         region_channels("zzz", 3)
     assert region_channels("mask-channel", 3) == 4 and region_channels("crop", 1) == 1
-    assert did_you_mean("resnet35", ["resnet50", "resnet34"]) == "did you mean 'resnet34'? "
-    assert did_you_mean("qqqq", ["resnet50"]) == ""
 
 
 def test_bad_image_shape_is_input_error() -> None:

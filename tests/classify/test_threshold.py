@@ -48,7 +48,7 @@ def test_choose_decision_falls_back_to_argmax_with_a_reason() -> None:
 
 
 def _cases(n: int, start: int) -> list:
-    from livercad.classify.data import CaseSlices
+    from livercad.types import CaseSlices
 
     out = []
     for i in range(start, start + n):

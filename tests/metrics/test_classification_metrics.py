@@ -10,13 +10,13 @@ from sklearn import metrics as skm
 
 from livercad.errors import InputError
 from livercad.metrics.classification import (
-    _replicate_metrics,
     _validate,
     bootstrap_ci,
     classification_metrics,
     classification_report,
     stratify_by_dice,
 )
+from livercad.metrics.replicates import replicate_metrics
 
 BIN = ["normal", "cirrhosis"]
 TRI = ["normal", "steatosis", "cirrhosis"]
@@ -96,7 +96,7 @@ def test_vectorised_replicates_equal_metrics_on_resampled_cases(k, names, decima
     yv, pv, pos = _validate(y, p, names, None)
     rng = np.random.default_rng(0)
     w = np.vstack([np.ones(50), rng.integers(0, 3, size=(4, 50))]).astype(float)
-    reps = _replicate_metrics(yv, pv, pos, [kk for kk in (1, 2) if kk < k], w)
+    reps = replicate_metrics(yv, pv, pos, [kk for kk in (1, 2) if kk < k], w)
     for r, row in enumerate(w):
         idx = np.repeat(np.arange(50), row.astype(int))
         point = classification_metrics(y[idx], p[idx], class_names=names)
@@ -206,3 +206,19 @@ def test_invalid_inputs():
         classification_metrics(y, p, class_names=TRI, positive=2)
     with pytest.raises(InputError, match="top_k"):
         classification_metrics(y, p, class_names=TRI, top_k=(0,))
+
+
+def test_auc_with_ci_is_sklearn_auc_with_the_delong_interval():
+    from livercad.metrics.classification import auc_with_ci
+    from livercad.metrics.stats import delong_ci
+
+    y, p = predictions(40, 2, 3)
+    r = auc_with_ci(y, p)
+    assert r.auc == skm.roc_auc_score(y, p[:, 1]) and (r.ci_low, r.ci_high) == delong_ci(y, p[:, 1])
+    assert auc_with_ci(y, p, positive=0).auc == skm.roc_auc_score(y == 0, p[:, 0])
+    assert math.isnan(auc_with_ci(y, p, ci=False).ci_low) and auc_with_ci(y, p, ci=False).note is None
+    one = auc_with_ci(np.zeros(6, int), np.tile([[0.6, 0.4]], (6, 1)))
+    assert math.isnan(one.auc) and math.isnan(one.ci_high) and "2 cases of each" in one.note
+    y3, p3 = predictions(60, 3, 4)
+    r3 = auc_with_ci(y3, p3)
+    assert r3.auc == skm.roc_auc_score(y3, p3, multi_class="ovr", average="macro") and math.isnan(r3.ci_low)

@@ -185,3 +185,13 @@ def test_paired_bootstrap_diff():
                                 groups=groups, n_boot=400)  # fmt: skip
     single = paired_bootstrap_diff(y, good, noisy, _acc, groups=np.arange(120), n_boot=400)
     assert (dup["ci_low"], dup["ci_high"]) == pytest.approx((single["ci_low"], single["ci_high"]))
+
+
+def test_bootstrap_diff_summary_skips_nan_and_counts_both_tails():
+    from livercad.metrics.stats import bootstrap_diff_summary
+
+    r = bootstrap_diff_summary(0.1, np.array([0.2, -0.1, np.nan, 0.3, 0.0]))
+    assert r["n_valid"] == 4 and r["pvalue"] == pytest.approx(min(1.0, 2 * min(2 + 1, 3 + 1) / 5))
+    assert r["diff"] == 0.1 and r["ci_low"] < 0 < r["ci_high"]
+    empty = bootstrap_diff_summary(0.0, np.array([np.nan]))
+    assert empty["n_valid"] == 0 and np.isnan(empty["pvalue"]) and np.isnan(empty["ci_low"])

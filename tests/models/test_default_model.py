@@ -45,3 +45,15 @@ def test_it_finds_the_liver_of_a_phantom_case_it_never_saw(modality, family):
     seg = Segmenter.load(BUNDLE / "segmenter.pt", precision="fp32", backend="torch")
     out = segment_volume(seg, Volume(case.image, case.affine, None, spacing), modality=family)
     assert dice(out.segmentation.mask.astype(bool), case.mask.astype(bool)) > 0.85
+
+
+def test_its_settings_are_recorded_once_in_the_checkpoint():
+    from livercad.config_keys import RETIRED_KEYS
+    from livercad.pipeline.bundle import RETIRED_BUNDLE_KEYS
+    from livercad.runtime.checkpoint_meta import SegmenterMeta, load_stage
+
+    _, info = load_stage(BUNDLE / "segmenter.pt", SegmenterMeta)  # written before extra_channels was retired
+    assert info.preprocessing.image_size == 192 and info.trained_image_size == 128
+    assert not set(RETIRED_BUNDLE_KEYS) & set(json.loads((BUNDLE / "bundle.json").read_text()))
+    config = (BUNDLE / "config.yaml").read_text()
+    assert not any(f"{key.rsplit('.', 1)[1]}:" in config for key in RETIRED_KEYS if key != "ablation.shortcut")

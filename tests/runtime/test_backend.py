@@ -17,11 +17,12 @@ import torch
 from torch import nn
 
 import livercad.runtime.backend as backend
-from livercad.classify.data import case_slices_from_segment
 from livercad.classify.infer import Classifier, predict_case
 from livercad.config import InferenceConfig, load_config
 from livercad.errors import ConfigError
+from livercad.io.manifest import ManifestRow
 from livercad.io.nifti import load_volume
+from livercad.pipeline.stage1 import case_slices
 from livercad.segment.infer import Segmenter, segment_volume
 
 pytest.importorskip("onnxruntime")
@@ -59,7 +60,7 @@ def _run(bundle: Path, name: str, images: list[Path]) -> tuple[list[tuple[np.nda
     out = []
     for path in images:
         res = segment_volume(seg, load_volume(path), batch_size=3)  # 3 does not divide the slice count
-        cs = case_slices_from_segment(res, path.name, path.name, None)
+        cs = case_slices(ManifestRow(path.name, path.name, path), res)
         logits = clf.logits(torch.linspace(-1, 1, 5 * 3 * 64 * 64).reshape(5, 3, 64, 64), batch_size=2)
         out.append((res.segmentation.mask, res.segmentation.prob, predict_case(clf, cs, batch_size=8),
                     logits.numpy()))
@@ -91,13 +92,14 @@ def test_predictor_records_the_backend_used(tiny_bundle: Path, bundle_cache: Pat
 
     bundle = load_bundle(tiny_bundle)
     auto = Predictor(bundle, InferenceConfig(precision="fp32", backend="auto"))
-    assert auto.backends == {"requested": "auto", "segmenter": "onnx", "classifier": "onnx"}
-    assert auto.backend == "onnx" and auto.precision == "fp32"
+    assert auto.used.backends == {"requested": "auto", "segmenter": "onnx", "classifier": "onnx"}
+    assert auto.used.precision == "fp32"
     for stage in (auto.segmenter, auto.classifier):  # ONNX Runtime holds the weights; the torch copies are freed
         assert {p.device.type for p in stage.model.parameters()} == {"meta"}
     assert len(list(bundle_cache.glob("*.onnx"))) == 2  # the sessions of the first test were reused
     plain = Predictor(bundle, InferenceConfig(precision="fp32", backend="torch", channels_last=False))
-    assert plain.backend == "torch" and plain.segmenter.channels_last is False
+    assert plain.used.segmenter_backend == plain.used.classifier_backend == "torch"
+    assert plain.segmenter.channels_last is False
     assert {p.device.type for p in plain.classifier.model.parameters()} == {"cpu"}  # torch stages keep theirs
 
 
@@ -175,3 +177,22 @@ def test_cache_dynamic_batch_lru_and_corrupt_entry(cache: Path) -> None:
     with torch.inference_mode():
         assert again is not None and torch.allclose(again(x), model(x), atol=1e-5)
     assert entry.stat().st_size > 100  # rebuilt in place
+
+
+def test_resolve_precision_auto_follows_hardware(monkeypatch: pytest.MonkeyPatch) -> None:
+    assert backend.resolve_precision("fp32") == "fp32" and backend.resolve_precision("bf16") == "bf16"
+    monkeypatch.setattr(torch.cpu, "_is_avx512_bf16_supported", lambda: True)
+    assert backend.resolve_precision("auto", "cpu") == "bf16"
+    monkeypatch.setattr(torch.cpu, "_is_avx512_bf16_supported", lambda: False)
+    monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: False, raising=False)
+    assert backend.resolve_precision("auto", "cpu") == "fp32"
+    with pytest.raises(ConfigError, match="fp16"):
+        backend.resolve_precision("fp16")
+
+
+def test_prune_leaves_a_writer_s_temporary_file_alone(tmp_path: Path) -> None:
+    for i, name in enumerate(["a.onnx", "b.onnx", "c.onnx", ".d.tmp1234abcd.onnx"]):
+        (tmp_path / name).write_bytes(b"x")
+        os.utime(tmp_path / name, (i, i))
+    backend._prune(tmp_path, keep=1)
+    assert sorted(p.name for p in tmp_path.iterdir()) == [".d.tmp1234abcd.onnx", "c.onnx"]

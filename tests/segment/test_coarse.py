@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
+import pytest
 import torch
 from torch import nn
 
@@ -91,3 +92,20 @@ def test_random_segmenter_coarse_output_has_the_full_shape() -> None:
     seg = Segmenter.random(image_size=32)
     p = seg.prepare(_volume_with_blob(7))
     assert tuple(segment_prepared(seg, p, coarse_to_fine=True).shape) == (7, 32, 32)
+
+
+def test_the_coarse_pass_and_the_mask_use_one_threshold(monkeypatch: pytest.MonkeyPatch) -> None:
+    import livercad.segment.infer as infer
+    from livercad.config import PostprocessConfig
+
+    used: list[float] = []
+
+    def spy(run, out, *, spacing_z: float, threshold: float) -> int:
+        used.append(threshold)
+        return coarse_to_fine(run, out, spacing_z=spacing_z, threshold=threshold)
+
+    monkeypatch.setattr(infer, "coarse_pass", spy)
+    seg, vol = _bright_segmenter(), _volume_with_blob()
+    segment_volume(seg, vol, coarse_to_fine=True)
+    segment_volume(seg, vol, coarse_to_fine=True, postprocess=PostprocessConfig(threshold=0.3))
+    assert used == [seg.postprocess.threshold, 0.3]

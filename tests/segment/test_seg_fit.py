@@ -13,8 +13,8 @@ from livercad.io.nifti import load_mask, load_volume, save_mask, save_volume
 from livercad.preprocess.prepare import context_stack
 from livercad.runtime.checkpoint import load_checkpoint
 from livercad.segment.data import (
-    CaseSlices,
     SliceDataset,
+    TrainingSlices,
     anatomy_augment,
     balanced_sampler,
     load_cases,
@@ -159,5 +159,5 @@ def test_training_validates_on_at_most_max_val_cases(tiny_rows, tmp_path):
 def test_case_slices_liver_flags():
     mask = torch.zeros(3, 4, 4, dtype=torch.uint8)
     mask[1, 2, 2] = 1
-    case = CaseSlices("c", torch.zeros(3, 4, 4, dtype=torch.float16), mask)
+    case = TrainingSlices("c", torch.zeros(3, 4, 4, dtype=torch.float16), mask)
     assert case.liver_slices.tolist() == [False, True, False]

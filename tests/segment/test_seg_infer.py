@@ -1,4 +1,4 @@
-"""Volume inference: geometry in every orientation, batching, precision, loading, post-processing, evaluation."""
+"""Volume inference: geometry in every orientation, batching, precision, loading, post-processing."""
 
 from __future__ import annotations
 
@@ -9,13 +9,11 @@ import torch
 from torch import nn
 
 from livercad.config import PostprocessConfig
-from livercad.errors import CheckpointError, ConfigError
-from livercad.io.manifest import ManifestRow
+from livercad.errors import CheckpointError
 from livercad.io.nifti import load_volume, save_mask, save_volume
 from livercad.preprocess.prepare import context_stack
 from livercad.runtime.checkpoint import save_checkpoint
-from livercad.segment import infer
-from livercad.segment.infer import Segmenter, evaluate_segmenter, resolve_precision, segment_prepared, segment_volume
+from livercad.segment.infer import Segmenter, segment_prepared, segment_volume
 from livercad.segment.postprocess import postprocess_mask
 from livercad.types import Volume
 
@@ -127,17 +125,6 @@ def test_bf16_autocast_stays_close_to_fp32():
     assert p16.dtype == torch.float32 and float((p32 - p16).abs().max()) < 0.05
 
 
-def test_resolve_precision_auto_follows_hardware(monkeypatch):
-    assert resolve_precision("fp32") == "fp32" and resolve_precision("bf16") == "bf16"
-    monkeypatch.setattr(torch.cpu, "_is_avx512_bf16_supported", lambda: True)
-    assert resolve_precision("auto", "cpu") == "bf16"
-    monkeypatch.setattr(torch.cpu, "_is_avx512_bf16_supported", lambda: False)
-    monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: False, raising=False)
-    assert resolve_precision("auto", "cpu") == "fp32"
-    with pytest.raises(ConfigError, match="fp16"):
-        resolve_precision("fp16")
-
-
 def test_load_round_trip_and_mismatch(tmp_path):
     seg = Segmenter.random(image_size=32, encoder="resnet18", seed=4, precision="fp32")
     path = save_checkpoint(tmp_path / "segmenter.pt", seg.model.state_dict(), seg.meta)
@@ -180,24 +167,3 @@ def test_postprocess_threshold_largest_component_and_holes():
     assert int(keep.sum()) == 125 - 1 + 1 and keep[3, 3, 3] == 0
     strict = postprocess_mask(prob, PostprocessConfig(threshold=0.95))
     assert int(strict.sum()) == 0
-
-
-def test_evaluate_segmenter_scores_on_the_original_grid(tmp_path):
-    image, liver, affine = _canonical_case(5.0)
-    rows = []
-    for i, codes in enumerate(["RAS", "PIR"]):
-        data, ref, aff, _ = _reoriented(image, liver, affine, codes, False)
-        vol = load_volume(save_volume(data, aff, tmp_path / f"c{i}.nii.gz"))
-        save_mask(ref.astype(np.uint8), vol, tmp_path / f"c{i}_mask.nii.gz")
-        rows.append(ManifestRow(f"c{i}", f"p{i}", tmp_path / f"c{i}.nii.gz", tmp_path / f"c{i}_mask.nii.gz"))
-    per_case, summary = evaluate_segmenter(_bright_segmenter(), rows)
-    assert [c["case_id"] for c in per_case] == ["c0", "c1"]
-    seg = _bright_segmenter()
-    for c, row in zip(per_case, rows, strict=True):
-        vol = load_volume(row.image)
-        mask = segment_volume(seg, vol).segmentation.mask
-        ref = load_volume(row.mask).data > 0
-        assert c["dice"] == pytest.approx(_dice(mask, ref), abs=1e-6)
-        assert c["ref_volume_ml"] == pytest.approx(ref.sum() * np.prod(vol.spacing) / 1000, rel=1e-6)
-    assert summary["dice"]["mean"] == pytest.approx(np.mean([c["dice"] for c in per_case]))
-    assert set(infer._METRICS) <= set(summary)

@@ -19,9 +19,9 @@ def _first_conv(model: torch.nn.Module) -> torch.nn.Conv2d:
     return next(m for m in model.encoder.modules() if isinstance(m, torch.nn.Conv2d))
 
 
-@pytest.mark.parametrize(("context", "extra", "channels"), [(1, 0, 3), (0, 0, 1), (2, 1, 6)])
-def test_build_at_64_gives_one_logit_map_per_slice(context, extra, channels):
-    cfg = SegmentModelConfig(encoder="resnet18", context=context, extra_channels=extra)
+@pytest.mark.parametrize(("context", "channels"), [(1, 3), (0, 1), (2, 5)])
+def test_build_at_64_gives_one_logit_map_per_slice(context, channels):
+    cfg = SegmentModelConfig(encoder="resnet18", context=context)
     model = build_segmenter(cfg).eval()
     assert in_channels_of(cfg) == channels
     assert _first_conv(model).weight.shape[1] == channels
@@ -88,6 +88,7 @@ def test_imagenet_without_cache_fails_fast_and_offline(tmp_path, monkeypatch):
     for var in ("TORCH_HOME", "HF_HOME", "HF_HUB_CACHE", "XDG_CACHE_HOME"):
         monkeypatch.setenv(var, str(tmp_path / var.lower()))
     monkeypatch.delenv("LIVERCAD_WEIGHTS_DIR", raising=False)
+    monkeypatch.setenv("LIVERCAD_OFFLINE", "1")  # no download try (network: tests/runtime/test_weights_download.py)
     import huggingface_hub.constants as hf_constants  # cache paths were fixed when huggingface_hub was imported
 
     monkeypatch.setattr(hf_constants, "HF_HUB_CACHE", str(tmp_path / "hf_hub"))

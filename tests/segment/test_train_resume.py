@@ -20,13 +20,13 @@ import torch
 from typer.testing import CliRunner
 
 from livercad.classify import fit as cls_train
-from livercad.classify.data import CaseSlices
 from livercad.classify.infer import Classifier
 from livercad.cli import app
 from livercad.config import ClassifyConfig, TrainConfig
 from livercad.errors import CheckpointError
 from livercad.runtime.checkpoint import load_checkpoint
 from livercad.segment.infer import Segmenter
+from livercad.types import CaseSlices
 from tests.conftest import TINY
 
 pytestmark = pytest.mark.slow

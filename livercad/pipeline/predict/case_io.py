@@ -10,13 +10,15 @@
   would take its 8-bit grey values for MR.
 * :func:`case_fields`: input format, series description, contrast phase (the manifest's column, else the
   DICOM series'), ``spacing_known`` and a compact record of the source file (UIDs, series number ...).
-* :func:`load_reference`: a NIfTI label image, or a DICOM-SEG (read onto the DICOM image's grid).
+* :func:`load_reference`: a NIfTI label image, or a DICOM-SEG (read onto the DICOM image's grid), with the
+  liver label values the caller resolved (:func:`livercad.segment.data.row_liver_labels`).
 * :func:`write_masks`: ``masks/<id>.nii.gz`` unless the run asks for DICOM-SEG only on DICOM input;
   ``seg/<id>.dcm`` for DICOM input with ``dicom-seg``/``both``; other input with those formats gets a note.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -39,11 +41,12 @@ def input_format(case: CaseInput) -> str:
     """``nifti`` | ``dicom`` | ``png`` | ``jpeg``, from the case's reader and file name.
 
     Example:
-        >>> input_format(CaseInput("a", Path("a.JPG"), kind="image2d"))
+        >>> from livercad.pipeline.predict.inputs import file_case
+        >>> input_format(file_case("a", Path("a.JPG"), "image2d"))
         'jpeg'
     """
     if case.kind == "image2d":
-        return "png" if case.image.name.lower().endswith(".png") else "jpeg"
+        return "png" if Path(case.row.image).name.lower().endswith(".png") else "jpeg"
     return case.kind
 
 
@@ -52,14 +55,14 @@ def load_case_volume(case: CaseInput) -> Volume:
     if case.kind == "image2d":
         from livercad.io.image2d import load_image2d
 
-        return load_image2d(case.image, spacing=case.spacing)
+        return load_image2d(case.row.image, spacing=case.spacing)
     if case.kind == "dicom":
         from livercad.io.dicom import load_dicom_series
 
-        return with_spacing(load_dicom_series(list(case.files) if case.files else case.image), case.spacing)
+        return with_spacing(load_dicom_series(list(case.files) if case.files else case.row.image), case.spacing)
     from livercad.io.nifti import load_volume
 
-    return load_volume(case.image)
+    return load_volume(case.row.image)
 
 
 def with_spacing(volume: Volume, spacing: tuple[float, float] | None) -> Volume:
@@ -90,22 +93,22 @@ def record_modality(case: CaseInput, volume: Volume) -> tuple[str | None, str]:
     from livercad.modality import family
 
     tag = volume.header.modality if isinstance(volume.header, DicomRecord) else None
-    tag_family = modality_family(tag)
+    tag_family, own, image = modality_family(tag), case.modality, case.row.image
     try:
-        column = family(case.modality) if case.modality else None
+        column = family(own) if own else None
     except InputError as exc:
-        raise InputError(case.image, exc.reason) from None
+        raise InputError(image, exc.reason) from None
     if tag_family and column and column != tag_family:
-        raise InputError(case.image, f"the manifest's modality '{case.modality}' contradicts the DICOM Modality "
-                                     f"tag {tag}: correct the manifest or leave its cell empty")
+        raise InputError(image, f"the manifest's modality '{own}' contradicts the DICOM Modality "
+                                f"tag {tag}: correct the manifest or leave its cell empty")
     if tag_family:
         return tag, "the DICOM Modality tag"
-    if case.modality:
-        return case.modality, "the case's record"
+    if own:
+        return own, "the case's record"
     if case.run_modality is None and case.kind != "nifti" and volume.shape[2] == 1:
         what = "a PNG/JPEG image names no modality" if tag is None else (
             f"the DICOM Modality tag '{tag}' of this 2-D image is not CT, MR or US")
-        raise InputError(case.image, f"{what} and {_MODALITY_HINT}")
+        raise InputError(image, f"{what} and {_MODALITY_HINT}")
     return None, ""
 
 
@@ -121,54 +124,56 @@ def dicom_summary(record: DicomRecord) -> dict[str, Any]:
 
 def case_fields(case: CaseInput, volume: Volume) -> dict[str, Any]:
     """What the case record keeps of its image file (see the module docstring)."""
-    header = volume.header
+    header, phase = volume.header, case.contrast_phase
     fields: dict[str, Any] = {"input_format": input_format(case), "series_description": None,
-                              "contrast_phase": case.contrast_phase,
+                              "contrast_phase": phase,
                               "spacing_known": bool(getattr(header, "spacing_known", True)), "image_record": {}}
     if isinstance(header, DicomRecord):
         fields.update(series_description=header.series_description,
-                      contrast_phase=case.contrast_phase or header.contrast_phase, image_record=dicom_summary(header))
+                      contrast_phase=phase or header.contrast_phase, image_record=dicom_summary(header))
     elif isinstance(header, Image2DRecord):
         fields["image_record"] = header.as_dict()
     return fields
 
 
-def load_reference(case: CaseInput, volume: Volume) -> np.ndarray | None:
+def load_reference(case: CaseInput, volume: Volume, liver_labels: Sequence[int] | None) -> np.ndarray | None:
     """The reference liver mask on ``volume``'s grid: a NIfTI label image or a DICOM-SEG; ``None`` without one.
 
-    A DICOM-SEG's segment is the only one or the one typed Liver; a single ``liver_labels`` value names it.
+    ``liver_labels``: the label values that count as liver (``None``: every value > 0); a DICOM-SEG's segment
+    is the only one or the one typed Liver, and a single ``liver_labels`` value names it.
     """
-    if case.mask is None:
+    mask = case.row.mask
+    if mask is None:
         return None
     from livercad.io.dicom import is_dicom_file
 
-    if not is_dicom_file(case.mask):
+    if not is_dicom_file(mask):
         from livercad.io.nifti import load_mask
 
-        return load_mask(case.mask, volume, liver_labels=case.liver_labels)
+        return load_mask(mask, volume, liver_labels=liver_labels)
     if not isinstance(volume.header, DicomRecord):
-        raise InputError(case.mask, f"a DICOM-SEG reference mask needs a DICOM image; {case.image} is "
-                                    f"{input_format(case)}: give the mask as NIfTI")
+        raise InputError(mask, f"a DICOM-SEG reference mask needs a DICOM image; {case.row.image} is "
+                               f"{input_format(case)}: give the mask as NIfTI")
     from livercad.io.dicom_seg import read_dicom_seg
 
-    labels = case.liver_labels
-    return read_dicom_seg(case.mask, volume, segment_number=labels[0] if labels and len(labels) == 1 else None)
+    labels = liver_labels
+    return read_dicom_seg(mask, volume, segment_number=labels[0] if labels and len(labels) == 1 else None)
 
 
 def write_masks(mask: np.ndarray, volume: Volume, case: CaseInput, folder: RunFolder) -> dict[str, str | None]:
     """Write the case's mask in the run's output format; ``mask_path``, ``seg_path`` and ``note`` for its record."""
     from livercad.io.nifti import save_mask
 
-    is_dicom = isinstance(volume.header, DicomRecord)
+    is_dicom, case_id = isinstance(volume.header, DicomRecord), case.row.case_id
     out: dict[str, str | None] = {"mask_path": None, "seg_path": None, "note": None}
     if case.output_format != "dicom-seg" or not is_dicom:
-        out["mask_path"] = str(Path(save_mask(mask, volume, folder.mask_path(case.case_id))))
+        out["mask_path"] = str(Path(save_mask(mask, volume, folder.mask_path(case_id))))
     if case.output_format == "nifti":
         return out
     if is_dicom:
         from livercad.io.dicom_seg import write_dicom_seg
 
-        out["seg_path"] = str(Path(write_dicom_seg(mask, volume, None, folder.seg_path(case.case_id))))
+        out["seg_path"] = str(Path(write_dicom_seg(mask, volume, None, folder.seg_path(case_id))))
     else:
         out["note"] = NO_DICOM_NOTE
     return out

@@ -15,7 +15,7 @@ Example:
     >>> _ = write_series(np.zeros((2, 8, 8), np.int16), root / "ct", series_description="PV", series_number=3)
     >>> (root / "b.nii.gz").write_bytes(b"x") and None
     >>> cases, problems = cases_from_folder(root)
-    >>> [(c.case_id, c.kind, len(c.files)) for c in cases], problems
+    >>> [(c.row.case_id, c.kind, len(c.files)) for c in cases], problems
     ([('PV_s3', 'dicom', 2), ('b', 'nifti', 0)], [])
 """
 
@@ -27,7 +27,7 @@ from pathlib import Path
 
 from livercad.errors import InputError
 from livercad.io.dicom_scan import UNREADABLE, FolderScan, Series, has_dicom_preamble, scan_files
-from livercad.pipeline.predict.inputs import CaseInput, InputProblem, input_kind, kind_by_name
+from livercad.pipeline.predict.inputs import CaseInput, InputProblem, file_case, input_kind, kind_by_name
 
 log = logging.getLogger(__name__)
 
@@ -61,7 +61,7 @@ def _series_case(series: Series) -> CaseInput:
 
     files = tuple(f.absolute() for f in series.files)
     image = files[0] if len(files) == 1 else series_folder(series).absolute()
-    return CaseInput(series.case_id, image, kind="dicom", files=files)
+    return file_case(series.case_id, image, "dicom", files)
 
 
 def _series_cases(scan: FolderScan, *, explicit: bool) -> tuple[list[CaseInput], list[InputProblem]]:
@@ -97,11 +97,11 @@ def cases_from_folder(folder: Path) -> tuple[list[CaseInput], list[InputProblem]
         InputError: the folder holds no NIfTI, PNG/JPEG file and no DICOM image series (and no broken one).
     """
     files = list(_walk(folder))
-    plain = [CaseInput(_case_id(p), p, kind=kind) for p in files
+    plain = [file_case(_case_id(p), p, kind) for p in files
              if p.parent == folder and (kind := kind_by_name(p)) is not None]
     scan = scan_files(p for p in files if kind_by_name(p) is None)
     dicom, problems = _series_cases(scan, explicit=False)
-    cases = sorted([*plain, *dicom], key=lambda c: (c.case_id, str(c.image)))
+    cases = sorted([*plain, *dicom], key=lambda c: (c.row.case_id, str(c.row.image)))
     if not cases and not problems:
         kinds = sorted({s.reason for s in scan.skipped})
         raise InputError(folder, f"folder contains no .nii/.nii.gz, .png, .jpg or .jpeg file and no DICOM image "
@@ -124,7 +124,7 @@ def cases_from_paths(paths: Sequence[Path]) -> tuple[list[CaseInput], list[Input
         if kind == "dicom" and p.is_file():
             dicom.append(p)
         else:
-            cases.append(CaseInput(_case_id(p), p, kind=kind))
+            cases.append(file_case(_case_id(p), p, kind))
     if dicom:
         more, found = _series_cases(scan_files(dicom), explicit=True)
         cases, problems = [*cases, *more], [*problems, *found]

@@ -14,16 +14,21 @@ from __future__ import annotations
 import logging
 from collections import deque
 from collections.abc import Callable, Sequence
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from livercad.config import InferenceConfig
 from livercad.errors import CheckpointError, ConfigError, LivercadError
+from livercad.io.manifest import ManifestRow
 from livercad.pipeline.predict.inputs import CaseInput
 from livercad.pipeline.predict.outputs import RunFolder
 from livercad.runtime.progress import Progress
 from livercad.types import CaseResult
+
+if TYPE_CHECKING:
+    from livercad.pipeline.bundle import Bundle
+    from livercad.pipeline.predict.predictor import Predictor, StagesUsed
 
 log = logging.getLogger(__name__)
 
@@ -49,24 +54,22 @@ class _Worker:
         torch.set_num_threads(max(1, threads))
         self.host = socket.gethostname()
         self.error: tuple[str, str] | None = None
-        self.predictor: Any = None
+        self.predictor: Predictor | None = None
         try:
             self.predictor = Predictor(load_bundle(bundle_path), InferenceConfig(**inference))
         except LivercadError as exc:
             self.error = (type(exc).__name__, " ".join(str(exc).split()))
         self.folder = RunFolder(out_root)  # paths only; the driver holds the lock
 
-    def ready(self) -> tuple[dict[str, Any] | None, tuple[str, str] | None, str]:
-        """(precision and backends used, error, host): the model is loaded when error is None."""
-        return (None if self.error else self.predictor.used), self.error, self.host
+    def ready(self) -> tuple[StagesUsed | None, tuple[str, str] | None, str]:
+        """(what the stages run with, error, host): the model is loaded when error is None."""
+        return (None if self.predictor is None else self.predictor.used), self.error, self.host
 
     def process(self, case: dict[str, Any]) -> dict[str, Any]:
-        """Run one case (a :class:`CaseInput` as a dict of plain values)."""
+        """Run one case (a :class:`CaseInput` as a dict of plain values, :func:`_case_dict`)."""
         if self.predictor is None:
             raise RuntimeError(f"worker on {self.host} has no model: {self.error}")
-        c = CaseInput(**{**case, "image": Path(case["image"]),
-                         "mask": Path(case["mask"]) if case.get("mask") else None})
-        return asdict(self.predictor.process(c, self.folder))
+        return asdict(self.predictor.process(_case_input(case), self.folder))
 
 
 def _import_ray() -> Any:
@@ -79,12 +82,17 @@ def _import_ray() -> Any:
 
 def _case_dict(c: CaseInput) -> dict[str, Any]:
     """Plain values for the worker; paths made absolute (a worker's working directory is not the driver's)."""
-    d = asdict(c)
-    d["image"], d["mask"] = str(c.image.absolute()), (str(c.mask.absolute()) if c.mask else None)
-    return d
+    row = c.row
+    return asdict(replace(c, row=replace(row, image=Path(row.image).absolute(),
+                                         mask=Path(row.mask).absolute() if row.mask else None)))
 
 
-def _actor_factory(ray: Any, bundle: Any, inference: InferenceConfig, folder: RunFolder,
+def _case_input(d: dict[str, Any]) -> CaseInput:
+    """The :class:`CaseInput` of :func:`_case_dict`'s values."""
+    return CaseInput(**{**d, "row": ManifestRow(**d["row"])})
+
+
+def _actor_factory(ray: Any, bundle: Bundle, inference: InferenceConfig, folder: RunFolder,
                    workers: int | None, n_cases: int) -> tuple[Callable[[], Any], int]:
     """A function that starts one worker actor, and how many to start (one GPU each when the cluster has GPUs)."""
     res = ray.cluster_resources()
@@ -98,7 +106,7 @@ def _actor_factory(ray: Any, bundle: Any, inference: InferenceConfig, folder: Ru
     return (lambda: actor_cls.remote(*args, threads=threads)), n
 
 
-def _ready(ray: Any, actors: list[Any], bundle_path: str) -> dict[str, Any]:
+def _ready(ray: Any, actors: list[Any], bundle_path: str) -> StagesUsed:
     """Wait until every worker has loaded the model; raise the first worker's load error."""
     try:
         states = ray.get([a.ready.remote() for a in actors])
@@ -111,13 +119,14 @@ def _ready(ray: Any, actors: list[Any], bundle_path: str) -> dict[str, Any]:
             kind = {"ConfigError": ConfigError, "CheckpointError": CheckpointError}.get(error[0], LivercadError)
             raise kind(f"Ray worker on {host} cannot load the bundle {bundle_path} (it must be on storage every "
                        f"node sees): {error[1]}")
-    return dict(states[0][0])
+    return states[0][0]
 
 
-def run_ray(todo: Sequence[CaseInput], predictor_args: tuple[Any, InferenceConfig], folder: RunFolder,
+def run_ray(todo: Sequence[CaseInput], predictor_args: tuple[Bundle, InferenceConfig], folder: RunFolder,
             bar: Progress, *, address: str | None = None, workers: int | None = None
-            ) -> tuple[list[CaseResult], dict[str, Any]]:
-    """Process ``todo`` on Ray actors; returns the results (input order) and the precision/backends used.
+            ) -> tuple[list[CaseResult], StagesUsed | None]:
+    """Process ``todo`` on Ray actors; returns the results (input order) and what the stages ran with
+    (``None`` when there was nothing to run, so no stage was loaded).
 
     Connects to ``address`` (or ``RAY_ADDRESS``, or starts a local Ray instance for this call) unless Ray is
     already initialised in this process; only an instance started here is shut down at the end.
@@ -130,7 +139,7 @@ def run_ray(todo: Sequence[CaseInput], predictor_args: tuple[Any, InferenceConfi
     ray = _import_ray()
     bundle, inference = predictor_args
     if not todo:
-        return [], {"precision": inference.precision, "backend": {"requested": inference.backend}}
+        return [], None
     started_here = not ray.is_initialized()
     if started_here:
         ray.init(address=address, include_dashboard=False, log_to_driver=False, configure_logging=False)
@@ -147,15 +156,17 @@ def run_ray(todo: Sequence[CaseInput], predictor_args: tuple[Any, InferenceConfi
 
 
 def _failed(case: CaseInput, reason: str) -> CaseResult:
-    return CaseResult(case.case_id, str(case.image), true_label=case.label, error=" ".join(reason.split())[:400])
+    row = case.row
+    return CaseResult(row.case_id, str(row.image), true_label=row.label, error=" ".join(reason.split())[:400])
 
 
 def _collect(ray: Any, ref: Any, case: CaseInput, actor: Any) -> tuple[CaseResult, bool]:
     """A finished task's record, and whether its actor is still usable."""
     try:
-        return CaseResult(**{**ray.get(ref), "input_path": str(case.image)}), True
+        return CaseResult(**{**ray.get(ref), "input_path": str(case.row.image)}), True
     except ray.exceptions.RayActorError as exc:
-        log.warning("case %s: its Ray worker died %d times, recording it as failed", case.case_id, TASK_RETRIES + 1)
+        log.warning("case %s: its Ray worker died %d times, recording it as failed", case.row.case_id,
+                    TASK_RETRIES + 1)
         reason = f"worker lost {TASK_RETRIES + 1} times while processing this case ({type(exc).__name__})"
         return _failed(case, reason), _alive(ray, actor)
     except ray.exceptions.RayTaskError as exc:  # an unexpected error inside the worker fails only its case

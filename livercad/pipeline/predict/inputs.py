@@ -25,6 +25,7 @@ from pathlib import Path
 from livercad.domain import case_domain, extra_value
 from livercad.errors import ConfigError, InputError
 from livercad.io.image2d import check_spacing, is_image2d_name
+from livercad.io.manifest import ManifestRow
 
 NIFTI_SUFFIXES = (".nii.gz", ".nii")
 KINDS = ("nifti", "dicom", "image2d")
@@ -32,35 +33,66 @@ KINDS = ("nifti", "dicom", "image2d")
 
 @dataclass(frozen=True)
 class CaseInput:
-    """One case to process.
+    """One case to process: its record (a :class:`~livercad.io.manifest.ManifestRow`), how to read its image,
+    and the run's settings.
+
+    The record holds what the case is (``case_id``, ``patient_id``, ``image``, ``mask``, ``label``, ``split``,
+    the manifest's extra columns); a case found in a folder or a file list gets a record of its id and image
+    only (``patient_id`` empty). What the extra columns say is read through the properties below, never
+    copied.
 
     Attributes:
-        image: the file (or, for DICOM, the series folder) named in messages and records.
-        modality: the case's own modality (manifest ``modality`` column), or ``None``; a DICOM image's
-            Modality tag is read when it is loaded.
+        row: the case's record; ``row.image`` is the file (or, for DICOM, the series folder) named in messages
+            and records.
+        kind: ``nifti`` | ``dicom`` | ``image2d`` (PNG/JPEG): which reader loads ``row.image``.
+        files: the DICOM files of the series (found in a folder or a list); empty: load ``row.image`` itself.
         run_modality: the run's ``--modality`` (used when the case names none), or ``None``.
-        image_domain: ``phantom`` when the case comes from a phantom cohort manifest, else ``real``.
-        kind: ``nifti`` | ``dicom`` | ``image2d`` (PNG/JPEG): which reader loads ``image``.
-        files: the DICOM files of the series (found in a folder or a list); empty: load ``image`` itself.
-        contrast_phase: the manifest's ``contrast_phase``/``phase`` value (wins over the DICOM series').
         spacing: the run's pixel spacing ``(sx, sy)`` mm for 2-D images that give none.
         output_format: the run's ``nifti`` | ``dicom-seg`` | ``both``.
     """
 
-    case_id: str
-    image: Path
-    mask: Path | None = None
-    label: str | None = None
-    patient_id: str | None = None
-    liver_labels: tuple[int, ...] | None = None
-    modality: str | None = None
-    run_modality: str | None = None
-    image_domain: str = "real"
+    row: ManifestRow
     kind: str = "nifti"
     files: tuple[Path, ...] = ()
-    contrast_phase: str | None = None
+    run_modality: str | None = None
     spacing: tuple[float, float] | None = None
     output_format: str = "nifti"
+
+    @property
+    def modality(self) -> str | None:
+        """The case's own modality (the manifest's ``modality`` column), or ``None``; a DICOM image's Modality
+        tag is read when it is loaded."""
+        return extra_value(self.row.extra, "modality")
+
+    @property
+    def image_domain(self) -> str:
+        """``phantom`` when the case comes from a phantom cohort manifest, else ``real``."""
+        return case_domain(self.row.extra)
+
+    @property
+    def contrast_phase(self) -> str | None:
+        """The manifest's contrast phase (``contrast_phase`` or ``phase`` column; wins over the DICOM series'),
+        normalised when recognised."""
+        from livercad.io.dicom_meta import phase_from_text
+
+        value = extra_value(self.row.extra, "contrast_phase") or extra_value(self.row.extra, "phase")
+        return (phase_from_text(value) or value.lower()) if value else None
+
+
+def file_case(case_id: str, image: Path, kind: str, files: tuple[Path, ...] = ()) -> CaseInput:
+    """A case found in a folder or a file list: a record of its id and image only.
+
+    Example:
+        >>> c = file_case("a", Path("a.nii.gz"), "nifti")
+        >>> c.row.case_id, c.row.patient_id, c.kind, c.modality
+        ('a', '', 'nifti', None)
+    """
+    return CaseInput(ManifestRow(case_id, "", image), kind=kind, files=files)
+
+
+def case_from_row(row: ManifestRow, *, run_modality: str | None = None) -> CaseInput:
+    """The case of a manifest row, its reader chosen from the image path (``run_modality``: see :class:`CaseInput`)."""
+    return CaseInput(row, kind=input_kind(Path(row.image)), run_modality=run_modality)
 
 
 @dataclass(frozen=True)
@@ -108,16 +140,17 @@ def checked_cases(cases: Sequence[CaseInput], problems: Sequence[InputProblem]
     found = list(problems)
     seen: dict[str, Path] = {}
     for c in cases:
+        case_id, image = c.row.case_id, c.row.image
         try:
-            safe_case_id(c.case_id)
+            safe_case_id(case_id)
         except InputError as exc:
-            found.append(InputProblem(c.case_id, str(c.image), exc.reason))
+            found.append(InputProblem(case_id, str(image), exc.reason))
             continue
-        if c.case_id in seen:
-            found.append(InputProblem(_problem_id(c, seen, found), str(c.image),
-                                      f"duplicate case id '{c.case_id}' (also {seen[c.case_id].name})"))
+        if case_id in seen:
+            found.append(InputProblem(_problem_id(c, seen, found), str(image),
+                                      f"duplicate case id '{case_id}' (also {seen[case_id].name})"))
             continue
-        seen[c.case_id] = c.image
+        seen[case_id] = image
         out.append(c)
     return out, found
 
@@ -125,32 +158,11 @@ def checked_cases(cases: Sequence[CaseInput], problems: Sequence[InputProblem]
 def _problem_id(case: CaseInput, seen: dict[str, Path], problems: Sequence[InputProblem]) -> str:
     """An id for a duplicate's failure record that no case or problem uses (its file name when free)."""
     taken = set(seen) | {p.case_id for p in problems}
-    for candidate in (case.image.name, *(f"{case.case_id}.duplicate{n}" for n in range(2, 1000))):
+    row = case.row
+    for candidate in (Path(row.image).name, *(f"{row.case_id}.duplicate{n}" for n in range(2, 1000))):
         if candidate not in taken and ".." not in candidate and not candidate.startswith("."):
             return candidate
-    return case.case_id
-
-
-def _manifest_phase(extra: dict[str, str] | None) -> str | None:
-    """The manifest's contrast phase (``contrast_phase`` or ``phase`` column), normalised when recognised."""
-    from livercad.io.dicom_meta import phase_from_text
-
-    value = extra_value(extra, "contrast_phase") or extra_value(extra, "phase")
-    return (phase_from_text(value) or value.lower()) if value else None
-
-
-def _cases_from_manifest(path: Path) -> list[CaseInput]:
-    """One case per manifest row, with its reader chosen from the image path."""
-    from livercad.io.manifest import parse_liver_labels, read_manifest
-
-    rows = read_manifest(path, classes=None, check_files=False)
-    cases = []
-    for r in rows:
-        labels = parse_liver_labels(r.extra.get("liver_labels")) if r.extra else None
-        cases.append(CaseInput(r.case_id, Path(r.image), r.mask, r.label or None, r.patient_id, labels,
-                               modality=extra_value(r.extra, "modality"), image_domain=case_domain(r.extra),
-                               kind=input_kind(Path(r.image)), contrast_phase=_manifest_phase(r.extra)))
-    return cases
+    return row.case_id
 
 
 def _check_settings(spacing: Sequence[float] | None, output_format: str) -> tuple[tuple[float, float] | None, str]:
@@ -203,11 +215,8 @@ def _discover(inputs: str | Path | Sequence[str | Path], split: str | None
     if p.is_dir():
         return checked_cases(*cases_from_folder(p))
     if p.suffix.lower() == ".csv":
-        cases = _cases_from_manifest(p)
-        if split:
-            from livercad.io.manifest import read_manifest
+        from livercad.io.manifest import read_manifest
 
-            keep = {r.case_id for r in read_manifest(p, check_files=False) if r.split == split}
-            cases = [c for c in cases if c.case_id in keep]
-        return cases, []
+        rows = read_manifest(p, classes=None, check_files=False)
+        return [case_from_row(r) for r in rows if not split or r.split == split], []
     return checked_cases(*cases_from_paths([p]))

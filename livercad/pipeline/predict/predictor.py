@@ -1,12 +1,15 @@
 """Per-case work of a prediction run: the models load once, then each case flows one way.
 
-load the image (NIfTI, DICOM series, PNG/JPEG: :mod:`livercad.pipeline.predict.case_io`) -> modality -> preprocess ->
-segment -> save masks (NIfTI and/or DICOM-SEG) -> liver statistics (:mod:`livercad.pipeline.predict.case_stats`) ->
-regions/classify (when the bundle has a classifier) -> metrics -> QC -> record.
+stage 1 (:mod:`livercad.pipeline.stage1`: load the image (NIfTI, DICOM series, PNG/JPEG) -> modality -> reference
+mask -> preprocess -> segment -> metrics -> stage-2 input) -> save masks (NIfTI and/or DICOM-SEG) -> liver
+statistics (:mod:`livercad.pipeline.predict.case_stats`) -> regions/classify (when the bundle has a classifier)
+-> QC -> record.
 
 A case's modality comes from its record (the DICOM Modality tag, else the manifest column), else the run's
 ``--modality``, else the intensity rule (:func:`livercad.modality.resolve`; refused for 2-D image files, whose
-grey values it would misread); a modality family the segmenter was not trained on fails the case.
+grey values it would misread); a modality family the segmenter was not trained on fails the case. The
+reference mask is read with the bundle config's ``data.liver_labels`` when set, else the manifest's
+``liver_labels`` column.
 The verdict is flagged ``out-of-domain`` when the classifier was trained on the phantom only and the
 image is not from the phantom (:func:`verdict_status`).
 Any :class:`~livercad.errors.LivercadError` (or a decoding error of a broken file) fails only its case;
@@ -17,31 +20,24 @@ from __future__ import annotations
 
 import logging
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from livercad.config import InferenceConfig
-from livercad.errors import InputError, LivercadError
+from livercad.errors import LivercadError
 from livercad.pipeline.bundle import Bundle
-from livercad.pipeline.predict.case_io import (
-    case_fields,
-    input_format,
-    load_case_volume,
-    load_reference,
-    record_modality,
-    write_masks,
-)
-from livercad.pipeline.predict.case_stats import liver_intensity, liver_size, segmentation_scores, size_text
+from livercad.pipeline.predict.case_io import input_format, write_masks
+from livercad.pipeline.predict.case_stats import liver_intensity, liver_size, size_text
 from livercad.pipeline.predict.inputs import CaseInput
 from livercad.pipeline.predict.outputs import RunFolder
+from livercad.pipeline.stage1 import Stage1Input, Stage1Options, open_case, run_stage1
 from livercad.runtime.backend import release_torch_weights
-from livercad.types import CaseResult
+from livercad.types import CaseResult, CaseSlices
 
 log = logging.getLogger(__name__)
-
-SOURCE_TEXT = {"case": "the case's record", "run": "the run's --modality", "intensity-rule": "the intensity rule"}
 
 
 def one_line(exc: BaseException) -> str:
@@ -67,6 +63,31 @@ def verdict_status(classifier_domain: str | None, image_domain: str) -> str:
     return "ok"
 
 
+@dataclass(frozen=True)
+class StagesUsed:
+    """What the loaded stages actually run with (``auto`` resolved): what run records keep.
+
+    Attributes:
+        precision: the segmenter's precision, ``fp32`` or ``bf16``.
+        backend_requested: the backend the run asked for (``torch`` | ``onnx`` | ``auto``).
+        segmenter_backend, classifier_backend: the backend each stage runs on (``classifier_backend`` ``None``
+            without a classifier).
+        modalities: the modality families the segmenter was trained on.
+    """
+
+    precision: str
+    backend_requested: str
+    segmenter_backend: str
+    classifier_backend: str | None
+    modalities: tuple[str, ...]
+
+    @property
+    def backends(self) -> dict[str, str | None]:
+        """run.json's ``backend``: ``{"requested": ..., "segmenter": ..., "classifier": ...}``."""
+        return {"requested": self.backend_requested, "segmenter": self.segmenter_backend,
+                "classifier": self.classifier_backend}
+
+
 class Predictor:
     """The stages of a bundle, loaded once, applied case by case.
 
@@ -77,6 +98,9 @@ class Predictor:
     Args:
         bundle: a verified model bundle.
         inference: precision, backend, channels-last, slice batch size, QC images on/off.
+
+    Attributes:
+        used: what the stages actually run with (:class:`StagesUsed`).
     """
 
     def __init__(self, bundle: Bundle, inference: InferenceConfig) -> None:
@@ -92,29 +116,13 @@ class Predictor:
         self.classifier = Classifier.load(clf_path, **opts) if clf_path is not None else None
         self.classes = bundle.classes
         self.domain = bundle.domain
+        self.stage1_options = Stage1Options(batch_size=inference.batch_size,
+                                            postprocess=bundle.config.segment.postprocess,
+                                            coarse_to_fine=inference.coarse_to_fine, classes=tuple(self.classes))
+        self.used = StagesUsed(self.segmenter.precision, inference.backend, self.segmenter.backend,
+                               self.classifier.backend if self.classifier is not None else None,
+                               tuple(self.segmenter.modalities))
         release_torch_weights(self.segmenter, self.classifier)  # stages on ONNX Runtime never call torch
-
-    @property
-    def precision(self) -> str:
-        """The precision actually used (``auto`` resolved)."""
-        return str(getattr(self.segmenter, "precision", self.inference.precision))
-
-    @property
-    def backends(self) -> dict[str, str | None]:
-        """The backend each stage actually runs on (``auto`` resolved), e.g. ``{"segmenter": "onnx", ...}``."""
-        return {"requested": self.inference.backend, "segmenter": self.segmenter.backend,
-                "classifier": self.classifier.backend if self.classifier is not None else None}
-
-    @property
-    def used(self) -> dict[str, Any]:
-        """What run records keep: precision, ``backend`` {requested, segmenter, classifier}, ``modalities``."""
-        return {"precision": self.precision, "backend": self.backends, "modalities": self.segmenter.modalities}
-
-    @property
-    def backend(self) -> str:
-        """One word for run records: the common backend of the stages, or ``mixed``."""
-        used = {b for k, b in self.backends.items() if k != "requested" and b is not None}
-        return used.pop() if len(used) == 1 else "mixed"
 
     def process(self, case: CaseInput, folder: RunFolder) -> CaseResult:
         """Run one case; never raises for a bad case, returns a failed CaseResult instead."""
@@ -123,83 +131,59 @@ class Predictor:
         try:
             result = self._process(case, folder, known)
         except (LivercadError, OSError, ValueError, EOFError, MemoryError) as exc:
-            log.warning("case %s failed: %s", case.case_id, one_line(exc))
-            result = CaseResult(case.case_id, str(case.image), true_label=case.label, patient_id=case.patient_id,
+            row = case.row
+            log.warning("case %s failed: %s", row.case_id, one_line(exc))
+            result = CaseResult(row.case_id, str(row.image), true_label=row.label, patient_id=row.patient_id or None,
                                 error=one_line(exc), **known)
         return CaseResult(**{**result.__dict__, "seconds": round(time.perf_counter() - t0, 3)})
 
     def _process(self, case: CaseInput, folder: RunFolder, known: dict[str, Any]) -> CaseResult:
         """One case's flow (module docstring); ``known`` collects what a failed record keeps."""
-        from livercad.segment.infer import segment_volume
-
-        volume = load_case_volume(case)
-        known.update(case_fields(case, volume))
-        modality = self._modality(case, volume, known)
-        gt = load_reference(case, volume)
-        out = segment_volume(self.segmenter, volume, batch_size=self.inference.batch_size,
-                             postprocess=self.bundle.config.segment.postprocess,
-                             coarse_to_fine=self.inference.coarse_to_fine, keep_prob=False, modality=modality)
-        mask = out.segmentation.mask
+        opened = open_case(case, trained=self.segmenter.modalities,
+                           liver_labels=self.bundle.config.data.liver_labels, known=known)
+        s1 = run_stage1(self.segmenter, opened, self.stage1_options)
+        volume, mask, row = opened.volume, s1.mask, case.row
+        assert mask is not None  # kept: Stage1Options.keep_mask
         files = write_masks(mask, volume, case, folder)
-        spacing_known = bool(known["spacing_known"])
-        seg_metrics = segmentation_scores(mask, gt, volume.spacing, spacing_known=spacing_known)
-        sizes = liver_size(mask, volume, spacing_known=spacing_known, has_thickness=case.kind != "image2d")
-        probs, label, status = self._classify(case, out, gt)
+        sizes = liver_size(mask, volume, spacing_known=bool(known["spacing_known"]),
+                           has_thickness=case.kind != "image2d")
+        probs, label, status = self._classify(case, s1.slices)
         if self.inference.qc_images:
-            title = _qc_title(case.case_id, label, probs, status, size_text(sizes))
-            self._write_qc(volume, out, mask, gt, title, modality, folder.qc_path(case.case_id))
+            title = _qc_title(row.case_id, label, probs, status, size_text(sizes))
+            self._write_qc(opened, mask, title, folder.qc_path(row.case_id))
         return CaseResult(
-            case_id=case.case_id, input_path=str(case.image), probabilities=probs, predicted_label=label,
-            true_label=case.label, patient_id=case.patient_id, dice=seg_metrics.get("dice"),
-            segmentation_metrics=seg_metrics, verdict_status=status, **files, **sizes, **known,
-            **liver_intensity(volume.data, mask, modality),
+            case_id=row.case_id, input_path=str(row.image), probabilities=probs, predicted_label=label,
+            true_label=row.label, patient_id=row.patient_id or None, dice=s1.seg_metrics.get("dice"),
+            segmentation_metrics=s1.seg_metrics, verdict_status=status, **files, **sizes, **known,
+            **liver_intensity(volume.data, mask, s1.modality),
         )
 
-    def _modality(self, case: CaseInput, volume: Any, known: dict[str, Any]) -> str:
-        """The case's modality family (recorded in ``known``); refused when the segmenter was not trained on it."""
-        from livercad.modality import check_trained_for, resolve
-
-        own, where = record_modality(case, volume)
-        try:
-            modality, source = resolve(own, case.run_modality, volume.data)
-        except InputError as exc:
-            raise InputError(case.image, exc.reason) from None
-        known.update(modality=modality, modality_source=source)
-        try:
-            check_trained_for(modality, self.segmenter.modalities, "the segmenter")
-        except InputError as exc:
-            raise InputError(case.image, f"{exc.reason} (modality from {where or SOURCE_TEXT[source]})") from None
-        return modality
-
-    def _classify(self, case: CaseInput, out: Any, gt: np.ndarray | None
-                  ) -> tuple[dict[str, float], str | None, str]:
+    def _classify(self, case: CaseInput, slices: CaseSlices) -> tuple[dict[str, float], str | None, str]:
         """(probabilities, label, verdict status); empty and ``None`` without a classifier."""
         status = verdict_status(self.domain.get("classify") if self.classifier is not None else None,
                                 case.image_domain)
         if self.classifier is None:
             return {}, None, status
-        from livercad.classify.data import case_slices_from_segment
         from livercad.classify.infer import predict_case
 
-        gt_model = out.prepared.from_original(gt.astype(np.uint8)) if gt is not None else None
-        cs = case_slices_from_segment(out, case.case_id, case.patient_id or case.case_id, None, gt=gt_model)
-        proba = np.asarray(predict_case(self.classifier, cs, batch_size=max(8, self.inference.batch_size)))
+        proba = np.asarray(predict_case(self.classifier, slices, batch_size=max(8, self.inference.batch_size)))
         probs = {c: float(p) for c, p in zip(self.classes, proba, strict=True)}
         return probs, self.classes[int(np.argmax(proba))], status
 
     @staticmethod
-    def _write_qc(volume: Any, out: Any, mask: np.ndarray, gt: np.ndarray | None, title: str, modality: str,
-                  path: Path) -> None:
+    def _write_qc(opened: Stage1Input, mask: np.ndarray, title: str, path: Path) -> None:
         import nibabel as nib
 
         from livercad.io.atomic import atomic_write_bytes
+        from livercad.preprocess.prepare import orientation_of
         from livercad.report.overlay import qc_png
 
-        ornt = out.prepared.ornt
+        volume, gt = opened.volume, opened.reference
+        ornt = orientation_of(volume.affine)  # the canonical frame stage 1 segmented in
         canon = nib.orientations.apply_orientation(volume.data, ornt)
         cmask = nib.orientations.apply_orientation(mask, ornt)
         cref = nib.orientations.apply_orientation(gt, ornt) if gt is not None else None
-        png = qc_png(canon, cmask, title=title, ref_canonical=cref, modality=modality)
+        png = qc_png(canon, cmask, title=title, ref_canonical=cref, modality=opened.modality)
         atomic_write_bytes(path, png)
 
 
@@ -211,4 +195,4 @@ def _qc_title(case_id: str, label: str | None, probs: dict[str, float], status: 
     return f"{text} [out-of-domain]" if status == "out-of-domain" else text
 
 
-__all__ = ["Predictor", "one_line", "verdict_status"]
+__all__ = ["Predictor", "StagesUsed", "one_line", "verdict_status"]

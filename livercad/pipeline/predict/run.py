@@ -21,16 +21,20 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from livercad.config import Config, InferenceConfig, config_to_dict, load_config
 from livercad.errors import ConfigError, InputError
 from livercad.io.atomic import atomic_write_text
-from livercad.pipeline.bundle import Bundle, bundle_checksums, load_bundle, resolve_bundle_path, versions
-from livercad.pipeline.predict.inputs import CaseInput, discover_inputs
+from livercad.pipeline.bundle import Bundle, bundle_checksums, load_bundle, resolve_bundle_path
+from livercad.pipeline.predict.inputs import CaseInput, InputProblem, discover_inputs
 from livercad.pipeline.predict.outputs import RunFolder, failure_rows, prediction_columns, prediction_rows, write_csv
 from livercad.runtime.progress import Progress
+from livercad.runtime.provenance import versions
 from livercad.types import CaseResult
+
+if TYPE_CHECKING:
+    from livercad.pipeline.predict.predictor import StagesUsed
 
 log = logging.getLogger(__name__)
 
@@ -61,8 +65,8 @@ def _inference_config(bundle_cfg: Config, config: Config | str | Path | None) ->
     return cfg.inference
 
 
-def _run_local(todo: Sequence[CaseInput], predictor_args: tuple[Any, InferenceConfig], folder: RunFolder,
-               bar: Progress) -> tuple[list[CaseResult], dict[str, Any]]:
+def _run_local(todo: Sequence[CaseInput], predictor_args: tuple[Bundle, InferenceConfig], folder: RunFolder,
+               bar: Progress) -> tuple[list[CaseResult], StagesUsed]:
     from livercad.pipeline.predict.predictor import Predictor
 
     predictor = Predictor(*predictor_args)  # models load once for the whole batch
@@ -71,7 +75,7 @@ def _run_local(todo: Sequence[CaseInput], predictor_args: tuple[Any, InferenceCo
         result = predictor.process(case, folder)
         folder.write_record(result)
         out.append(result)
-        bar.advance(case.case_id, "done" if result.ok else f"FAILED: {result.error}")
+        bar.advance(case.row.case_id, "done" if result.ok else f"FAILED: {result.error}")
     return out, predictor.used
 
 
@@ -124,16 +128,9 @@ def run_pipeline(inputs: str | Path | Sequence[str | Path], output_dir: str | Pa
         log.info("%d cases: %d to run, %d already done, %d input problems", len(cases) + len(problems),
                  len(todo), len(cases) - len(todo), len(problems))
         with Progress(len(todo), enabled=progress) as bar:
-            if engine == "ray":
-                from livercad.pipeline.predict.engine_ray import run_ray
-
-                new, used = run_ray(todo, (bundle, inference), folder, bar, address=address)
-            else:
-                new, used = _run_local(todo, (bundle, inference), folder, bar)
+            new, used = _run_cases(engine, todo, (bundle, inference), folder, bar, address)
         done.update({r.case_id: r for r in new})
-        order = [c.case_id for c in cases] + [p.case_id for p in problems if p.case_id not in
-                                               {c.case_id for c in cases}]
-        results = [done[cid] for cid in dict.fromkeys(order) if cid in done]
+        results = _in_input_order(cases, problems, done)
         metrics = _write_outputs(folder, results, bundle, inference, used=used, modality=modality,
                                  timing={"started": started, "seconds": round(time.perf_counter() - t0, 3),
                                          "cases_run": len(new), "cases_resumed": len(cases) - len(todo),
@@ -141,7 +138,25 @@ def run_pipeline(inputs: str | Path | Sequence[str | Path], output_dir: str | Pa
     return PipelineResult(Path(output_dir), results, metrics)
 
 
-def _plan(folder: RunFolder, cases: list[CaseInput], problems: Sequence[Any], resume: bool
+def _run_cases(engine: str, todo: Sequence[CaseInput], predictor_args: tuple[Bundle, InferenceConfig],
+               folder: RunFolder, bar: Progress, address: str | None) -> tuple[list[CaseResult], StagesUsed | None]:
+    """The new records of ``todo`` (``engine`` ``ray`` or local) and what the stages ran with."""
+    if engine == "ray":
+        from livercad.pipeline.predict.engine_ray import run_ray
+
+        return run_ray(todo, predictor_args, folder, bar, address=address)
+    return _run_local(todo, predictor_args, folder, bar)
+
+
+def _in_input_order(cases: list[CaseInput], problems: Sequence[InputProblem], done: dict[str, CaseResult]
+                    ) -> list[CaseResult]:
+    """The records of the cases, then of the input problems whose id no case has, in input order."""
+    ids = {c.row.case_id for c in cases}
+    order = [c.row.case_id for c in cases] + [p.case_id for p in problems if p.case_id not in ids]
+    return [done[cid] for cid in dict.fromkeys(order) if cid in done]
+
+
+def _plan(folder: RunFolder, cases: list[CaseInput], problems: Sequence[InputProblem], resume: bool
           ) -> tuple[dict[str, CaseResult], list[CaseInput]]:
     """(records already final: input problems and, with ``resume``, finished cases; the cases to run)."""
     done: dict[str, CaseResult] = {}
@@ -151,9 +166,9 @@ def _plan(folder: RunFolder, cases: list[CaseInput], problems: Sequence[Any], re
         done[p.case_id] = r
     todo = []
     for c in cases:
-        prev = folder.read_record(c.case_id) if resume else None
-        if prev is not None and prev.ok and prev.input_path == str(c.image):
-            done[c.case_id] = prev
+        prev = folder.read_record(c.row.case_id) if resume else None
+        if prev is not None and prev.ok and prev.input_path == str(c.row.image):
+            done[c.row.case_id] = prev
         else:
             todo.append(c)
     return done, todo
@@ -171,7 +186,7 @@ def _check_modality(modality: str | None) -> None:
 
 
 def _write_outputs(folder: RunFolder, results: list[CaseResult], bundle: Bundle, inference: InferenceConfig,
-                   *, used: dict[str, Any], modality: str | None, timing: dict[str, Any]) -> dict[str, Any]:
+                   *, used: StagesUsed | None, modality: str | None, timing: dict[str, Any]) -> dict[str, Any]:
     from livercad.pipeline.predict.summary import cohort_metrics
 
     classes = bundle.classes
@@ -188,9 +203,13 @@ def _write_outputs(folder: RunFolder, results: list[CaseResult], bundle: Bundle,
     return metrics
 
 
-def _run_info(results: list[CaseResult], bundle: Bundle, inference: InferenceConfig, *, used: dict[str, Any],
+def _run_info(results: list[CaseResult], bundle: Bundle, inference: InferenceConfig, *, used: StagesUsed | None,
               modality: str | None, timing: dict[str, Any]) -> dict[str, Any]:
-    """Everything run.json records: provenance, stages and their training domains, modalities, cases."""
+    """Everything run.json records: provenance, stages and their training domains, modalities, cases.
+
+    ``used``: what the loaded stages ran with; ``None`` when no stage was loaded (nothing to run), then the
+    requested settings and the bundle's modalities are recorded.
+    """
     return {
         "livercad_run": "predict",
         "versions": versions(),
@@ -198,12 +217,13 @@ def _run_info(results: list[CaseResult], bundle: Bundle, inference: InferenceCon
         "bundle_sha256": bundle_checksums(bundle),
         "stages": bundle.stages,
         "domain": {**bundle.domain, "images": sorted({r.image_domain for r in results if r.image_domain})},
-        "modality": {"run": modality, "segmenter_trained_on": used.get("modalities", bundle.modalities)},
+        "modality": {"run": modality,
+                     "segmenter_trained_on": list(used.modalities) if used else bundle.modalities},
         "verdict_status": dict(Counter(r.verdict_status for r in results if r.ok)),
         "weights": bundle.meta.get("weights", {}),
         "seed": bundle.config.seed,
-        "precision": used.get("precision", inference.precision),
-        "backend": used.get("backend", {"requested": inference.backend}),
+        "precision": used.precision if used else inference.precision,
+        "backend": used.backends if used else {"requested": inference.backend},
         "inference": inference.model_dump(mode="json"),
         "config": config_to_dict(bundle.config),
         "n_cases": len(results),

@@ -24,9 +24,11 @@ from typing import Any
 import numpy as np
 
 from livercad.config import ClassifyConfig, Config
-from livercad.errors import ConfigError, InputError
+from livercad.errors import ConfigError
+from livercad.pipeline.study.ablation_data import AblationSplit, saliency_cases, split_cohort
 from livercad.pipeline.study.ablation_stats import SCALARS, arm_statistics, compare, compare_to_reference
 from livercad.runtime.progress import Progress
+from livercad.types import Stage1Case
 
 log = logging.getLogger(__name__)
 
@@ -41,14 +43,6 @@ class Arm:
     strategy: str
     backbone: str
     name: str
-
-
-@dataclass
-class _Split:
-    train: list[Any]
-    val: list[Any]
-    test: list[Any]
-    dice: np.ndarray  # stage-1 Dice (original grid) of the test cases
 
 
 def arm_grid(cfg: Config) -> list[Arm]:
@@ -75,23 +69,6 @@ def arm_grid(cfg: Config) -> list[Arm]:
     multi = len(ab.backbones) > 1
     return [Arm(r, s, b, f"{r}/{s}" + (f"/{b}" if multi else ""))
             for b in ab.backbones for s in ab.strategies for r in regions]
-
-
-def _split(cfg: Config, stage1: list[Any]) -> _Split:
-    from livercad.classify.data import resolve_labels
-
-    classes = list(cfg.classify.classes)
-    by = {k: [s for s in stage1 if s.row.split == k] for k in ("train", "val", "test")}
-    empty = [k for k, v in by.items() if not v]
-    if empty:
-        raise InputError(None, f"ablation: the cohort has no '{'/'.join(empty)}' cases; every case needs a "
-                               "split (train/val/test) by patient")
-    test, _ = resolve_labels([s.slices for s in by["test"]], classes)
-    dice_of = {s.slices.case_id: float(s.seg_metrics.get("dice", np.nan)) for s in by["test"]}
-    if len({int(c.label) for c in test}) < 2:
-        raise InputError(None, f"ablation: the test split needs cases of at least two of {classes}")
-    return _Split([s.slices for s in by["train"]], resolve_labels([s.slices for s in by["val"]], classes)[0],
-                  test, np.array([dice_of[c.case_id] for c in test]))
 
 
 def arm_classify_config(cfg: Config, arm: Arm) -> ClassifyConfig:
@@ -125,7 +102,7 @@ def _log_overrides(cfg: Config) -> None:
                  ab.image_size or cfg.classify.image_size)
 
 
-def _train_arm(cfg: Config, arm: Arm, data: _Split, cache: dict[Any, Any], bar: Progress) -> dict[str, Any]:
+def _train_arm(cfg: Config, arm: Arm, data: AblationSplit, cache: dict[Any, Any], bar: Progress) -> dict[str, Any]:
     """Train all seeds of one arm; keep seed 0's classifier for saliency and the mask-quality curve."""
     from livercad.classify.fit import train_classifier
     from livercad.classify.infer import predict_cases
@@ -146,7 +123,7 @@ def _train_arm(cfg: Config, arm: Arm, data: _Split, cache: dict[Any, Any], bar: 
     return {"runs": runs, "classifier": clf0}
 
 
-def _arm_stats(cfg: Config, arm: Arm, trained: dict[str, Any], data: _Split, y: np.ndarray,
+def _arm_stats(cfg: Config, arm: Arm, trained: dict[str, Any], data: AblationSplit, y: np.ndarray,
                groups: list[str]) -> dict[str, Any]:
     stats = arm_statistics(trained["runs"], y, cfg.classify.classes, groups, dice=data.dice,
                            y_val=np.array([int(c.label) for c in data.val]) if data.val else None,
@@ -154,23 +131,12 @@ def _arm_stats(cfg: Config, arm: Arm, trained: dict[str, Any], data: _Split, y: 
     return {"name": arm.name, "region": arm.region, "strategy": arm.strategy, "backbone": arm.backbone, **stats}
 
 
-
-def _saliency_cases(cases: list[Any], n: int) -> list[Any]:
-    """Up to ``n`` test cases with ground truth, alternating between classes (deterministic)."""
-    with_gt = sorted((c for c in cases if c.gt is not None), key=lambda c: c.case_id)
-    by_class: dict[int, list[Any]] = {}
-    for c in with_gt:
-        by_class.setdefault(int(c.label), []).append(c)
-    rank = {id(c): i for group in by_class.values() for i, c in enumerate(group)}
-    return sorted(with_gt, key=lambda c: (rank[id(c)], int(c.label)))[:n]
-
-
 def _quality_region(arms: list[Arm]) -> str | None:
     """The region whose arms get the mask-quality curve: the first of :data:`QUALITY_REGIONS` in the grid."""
     return next((r for r in QUALITY_REGIONS if any(a.region == r for a in arms)), None)
 
 
-def _quality(cfg: Config, arms: list[Arm], trained: dict[str, dict[str, Any]], data: _Split) -> dict[str, Any]:
+def _quality(cfg: Config, arms: list[Arm], trained: dict[str, dict[str, Any]], data: AblationSplit) -> dict[str, Any]:
     from livercad.pipeline.study.degrade import mask_quality_curve
 
     region = _quality_region(arms)
@@ -192,7 +158,7 @@ def _quality(cfg: Config, arms: list[Arm], trained: dict[str, dict[str, Any]], d
 
 
 def _shortcut_on(cfg: Config) -> bool:
-    return bool(cfg.ablation.shortcut or (cfg.data.manifest is None and cfg.data.phantom.shortcut))
+    return bool(cfg.data.manifest is None and cfg.data.phantom.shortcut)
 
 
 def _shortcut(cfg: Config, arms: list[dict[str, Any]]) -> dict[str, Any]:
@@ -211,12 +177,13 @@ def _shortcut(cfg: Config, arms: list[dict[str, Any]]) -> dict[str, Any]:
     return {"enabled": enabled, "rows": rows, "threshold": 0.15}
 
 
-def run_ablation(cfg: Config, stage1: list[Any], out_dir: str | Path, *, progress: bool = True) -> dict[str, Any]:
+def run_ablation(cfg: Config, stage1: list[Stage1Case], out_dir: str | Path, *, progress: bool = True
+                 ) -> dict[str, Any]:
     """Run the ablation grid on a stage-1 cache and write ``ablation.html``, ``.csv`` and ``.json``.
 
     Args:
         cfg: the run config (``classify`` gives the shared classifier settings, ``ablation`` the grid).
-        stage1: :class:`~livercad.pipeline.training.orchestrate.Stage1Case` of every case (with ``row.split``).
+        stage1: the stage-1 cache, a :class:`~livercad.types.Stage1Case` of every case (with ``row.split``).
         out_dir: output folder (created).
         progress: a bar over the trainings of every arm and seed (one line per training without a terminal).
 
@@ -232,12 +199,13 @@ def run_ablation(cfg: Config, stage1: list[Any], out_dir: str | Path, *, progres
     return _run(cfg, stage1, Path(out_dir), progress, {})
 
 
-def _run(cfg: Config, stage1: list[Any], out_dir: Path, progress: bool, timing: dict[str, float]) -> dict[str, Any]:
+def _run(cfg: Config, stage1: list[Stage1Case], out_dir: Path, progress: bool, timing: dict[str, float]
+         ) -> dict[str, Any]:
     from livercad.pipeline.study.saliency import arm_saliency
     from livercad.report.ablation_page import write_ablation_outputs
 
     t0 = time.perf_counter()
-    data, arms = _split(cfg, stage1), arm_grid(cfg)
+    data, arms = split_cohort(cfg, stage1), arm_grid(cfg)
     _log_overrides(cfg)
     notes: list[str] = []
     if any(c.gt is None for c in data.train + data.val + data.test):
@@ -250,7 +218,7 @@ def _run(cfg: Config, stage1: list[Any], out_dir: Path, progress: bool, timing: 
     stats: list[dict[str, Any]] = []
     saliency: dict[str, Any] = {}
     timing.update({"train_s": 0.0, "saliency_s": 0.0})
-    sal_cases = _saliency_cases(data.test, cfg.ablation.saliency_cases) if cfg.ablation.saliency else []
+    sal_cases = saliency_cases(data.test, cfg.ablation.saliency_cases) if cfg.ablation.saliency else []
     with Progress(len(arms) * cfg.ablation.seeds, enabled=progress, description="ablation") as bar:
         for arm in arms:
             t = time.perf_counter()
@@ -287,15 +255,12 @@ def run_ablation_from_config(cfg: Config, out_dir: str | Path, *, progress: bool
     With ``segmenter`` (a ``segmenter.pt`` or a bundle folder) that trained stage-1 model is reused
     instead of training one; its cohort should not overlap the ablation's test split (the demo's bundle
     was trained on the same phantom seed and split, so its test cases stay unseen).
-    With ``ablation.shortcut`` and no manifest, the phantom cohort is generated with the site shortcut.
+    With ``data.phantom.shortcut`` and no manifest, the phantom cohort is generated with the site shortcut.
     ``out_dir`` receives ``data/`` (the cohort), ``work/segment/`` (the segmenter) and the ablation outputs.
     """
     from livercad.pipeline.training.orchestrate import cohort_rows, load_stage1, stage1_cache, train_stage1
 
     out = Path(out_dir)
-    if cfg.ablation.shortcut and cfg.data.manifest is None and not cfg.data.phantom.shortcut:
-        cfg = cfg.model_copy(deep=True)
-        cfg.data.phantom.shortcut = True
     if segmenter is None:
         s1 = train_stage1(cfg, out, progress=progress)
         stage1, timing = s1["stage1"], dict(s1["timing"])

@@ -105,12 +105,10 @@ def arm_statistics(runs: Sequence[Mapping[str, Any]], y: np.ndarray, classes: Se
 
 
 def _auc_ci(y: np.ndarray, pooled: np.ndarray) -> dict[str, Any]:
-    from livercad.metrics.stats import delong_ci
+    from livercad.metrics.classification import auc_with_ci
 
-    try:
-        return {"auc_delong_ci": list(delong_ci(y, pooled[:, 1]))}
-    except InputError as exc:
-        return {"auc_delong_ci": [float("nan")] * 2, "note": str(exc)}
+    r = auc_with_ci(y, pooled)
+    return {"auc_delong_ci": [r.ci_low, r.ci_high], **({"note": r.note} if r.note is not None else {})}
 
 
 def _val_metrics(runs: Sequence[Mapping[str, Any]], y_val: np.ndarray, classes: list[str]) -> dict[str, Any]:
@@ -139,23 +137,18 @@ def macro_auc_diff(y: np.ndarray, pa: np.ndarray, pb: np.ndarray, groups: Sequen
 
     Same resamples for both arms, equal to
     :func:`~livercad.metrics.stats.paired_bootstrap_diff` with scikit-learn's macro AUC (skipping replicates
-    where it is undefined); the p-value is ``min(1, 2 min(#(d* <= 0) + 1, #(d* >= 0) + 1) / (B + 1))`` over
-    the B valid replicates.
+    where it is undefined); CI and p-value by :func:`~livercad.metrics.stats.bootstrap_diff_summary`.
 
     Returns:
         ``diff``, ``ci_low``, ``ci_high`` (95 % percentile interval), ``pvalue``, ``n_valid``.
     """
-    from livercad.metrics.stats import bootstrap_weights, percentile_ci, weighted_auc
+    from livercad.metrics.stats import bootstrap_diff_summary, bootstrap_weights, weighted_auc
 
     k = pa.shape[1]
     w = np.vstack([np.ones(len(y)), bootstrap_weights(len(y), groups=groups, n_boot=n_boot, seed=seed)])
     d = (np.mean([weighted_auc(y == c, pa[:, c], w)[0] for c in range(k)], axis=0)
          - np.mean([weighted_auc(y == c, pb[:, c], w)[0] for c in range(k)], axis=0))
-    reps = d[1:][~np.isnan(d[1:])]
-    low, high = percentile_ci(reps)
-    b = reps.size
-    p = min(1.0, 2 * min(np.sum(reps <= 0) + 1, np.sum(reps >= 0) + 1) / (b + 1)) if b else float("nan")
-    return {"diff": float(d[0]), "ci_low": low, "ci_high": high, "pvalue": float(p), "n_valid": int(b)}
+    return bootstrap_diff_summary(float(d[0]), d[1:])
 
 
 def compare(y: np.ndarray, proba_arm: np.ndarray, proba_ref: np.ndarray, *, groups: Sequence[str] | None = None,

@@ -216,26 +216,6 @@ def degrade_cases(cases: list[Any], target: float, *, op: str, seed: int = 0) ->
     return out, info
 
 
-def _auc_with_ci(y: np.ndarray, proba: np.ndarray) -> tuple[float, float, float]:
-    """ROC AUC with a DeLong 95 % CI (binary) or macro one-vs-rest AUC without CI (multi-class)."""
-    from sklearn.metrics import roc_auc_score
-
-    from livercad.metrics.stats import delong_ci
-
-    k = proba.shape[1]
-    if np.unique(y).size < k:
-        return float("nan"), float("nan"), float("nan")
-    if k > 2:
-        return float(roc_auc_score(y, proba, multi_class="ovr", average="macro", labels=list(range(k)))), \
-            float("nan"), float("nan")
-    auc = float(roc_auc_score(y, proba[:, 1]))
-    try:
-        low, high = delong_ci(y, proba[:, 1])
-    except InputError:  # fewer than two cases of a class
-        low = high = float("nan")
-    return auc, low, high
-
-
 def mask_quality_curve(classifiers: dict[str, Any], cases: list[Any], targets: list[float], *,
                        ops: tuple[str, ...] = OPS, seed: int = 0) -> list[dict[str, Any]]:
     """AUC of each classifier on test cases whose predicted masks are degraded to each target Dice.
@@ -252,6 +232,7 @@ def mask_quality_curve(classifiers: dict[str, Any], cases: list[Any], targets: l
         auc_ci_low, auc_ci_high`` plus ``stage-1`` rows with the undegraded predicted masks.
     """
     from livercad.classify.infer import predict_cases
+    from livercad.metrics.classification import auc_with_ci
 
     y = np.array([int(c.label) for c in cases])
     real = np.array([_dice(_as_bool(c.mask, "mask"), _as_bool(c.gt, "gt")) for c in cases])
@@ -266,10 +247,10 @@ def mask_quality_curve(classifiers: dict[str, Any], cases: list[Any], targets: l
             deg, info = degrade_cases(cases, target, op=op if op != "gt" else "erode", seed=seed)
             dices, n_gt = np.array([d.dice for d in info]), sum(d.base == "gt" for d in info)
         for arm, clf in classifiers.items():
-            auc, low, high = _auc_with_ci(y, predict_cases(clf, deg))
+            r = auc_with_ci(y, predict_cases(clf, deg))
             rows.append({"arm": arm, "op": op, "target": target, "dice_mean": float(dices.mean()),
                          "dice_sd": float(dices.std()), "n": len(cases), "n_base_gt": int(n_gt),
-                         "auc": auc, "auc_ci_low": low, "auc_ci_high": high})
+                         "auc": r.auc, "auc_ci_low": r.ci_low, "auc_ci_high": r.ci_high})
         logger.debug("mask quality %s %.2f: mean Dice %.3f", op, target, float(dices.mean()))
     return rows
 

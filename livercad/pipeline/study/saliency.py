@@ -42,7 +42,7 @@ from __future__ import annotations
 import copy
 import logging
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
@@ -50,6 +50,10 @@ import torch.nn.functional as F
 from torch import nn
 
 from livercad.errors import ConfigError, InputError
+from livercad.types import CaseSlices
+
+if TYPE_CHECKING:
+    from livercad.classify.infer import Classifier
 
 logger = logging.getLogger(__name__)
 
@@ -211,7 +215,7 @@ def _to_model_space(heat: np.ndarray, s: int, box: tuple[int, int, int, int] | N
     return out
 
 
-def case_saliency(clf: Any, case: Any, *, method: str = "gradient-input") -> CaseSaliency:
+def case_saliency(clf: Classifier, case: CaseSlices, *, method: str = "gradient-input") -> CaseSaliency:
     """Saliency of a :class:`~livercad.classify.infer.Classifier` on one case's largest-liver slice.
 
     ``method``: ``gradient-input`` or ``gradcam`` (see the module docstring). Returns the map in model space
@@ -240,7 +244,7 @@ def case_saliency(clf: Any, case: Any, *, method: str = "gradient-input") -> Cas
                         np.asarray(case.mask[z], dtype=np.uint8), frac)
 
 
-def arm_saliency(clf: Any, cases: list[Any], *, n_boot: int = 1000, seed: int = 0,
+def arm_saliency(clf: Classifier, cases: list[CaseSlices], *, n_boot: int = 1000, seed: int = 0,
                  method: str = "gradient-input") -> dict[str, Any]:
     """Saliency of one arm over cases: per-case fractions, their mean with a patient bootstrap 95 % CI.
 
@@ -253,7 +257,7 @@ def arm_saliency(clf: Any, cases: list[Any], *, n_boot: int = 1000, seed: int = 
 
     maps = [case_saliency(clf, c, method=method) for c in cases]
     fr = np.array([m.fraction for m in maps], dtype=float)
-    pids = [str(getattr(c, "patient_id", c.case_id)) for c in cases]
+    pids = [str(c.patient_id) for c in cases]
     ok = np.flatnonzero(~np.isnan(fr))
     value, low, high = float("nan"), float("nan"), float("nan")
     if ok.size:

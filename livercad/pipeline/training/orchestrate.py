@@ -1,8 +1,8 @@
 """Training a whole pipeline: cohort -> stage 1 -> stage-1 predictions -> stage 2 -> bundle.
 
 Stage 2 is trained on stage-1 *predicted* masks (as at inference), taken from one pass of the trained
-segmenter over every case; that pass (:func:`stage1_cache`) is kept so the ablation study can reuse it
-without re-segmenting.
+segmenter over every case; that pass (:func:`stage1_cache`) runs stage 1 exactly as prediction does
+(:mod:`livercad.pipeline.stage1`) and is kept so the ablation study can reuse it without re-segmenting.
 
 ``resume=True`` continues an interrupted run in the same folder: a stage whose export is already there
 (same settings and inputs) is not trained again, an interrupted stage continues from its
@@ -13,23 +13,17 @@ from __future__ import annotations
 
 import logging
 import time
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from livercad.config import Config
 from livercad.io.manifest import ManifestRow
+from livercad.types import Stage1Case
+
+if TYPE_CHECKING:
+    from livercad.segment.infer import Segmenter
 
 log = logging.getLogger(__name__)
-
-
-@dataclass
-class Stage1Case:
-    """A case after stage 1: the classifier's input cache plus the original-grid Dice."""
-
-    row: ManifestRow
-    slices: Any  # classify.data.CaseSlices
-    seg_metrics: dict[str, float]
 
 
 def cohort_rows(cfg: Config, work_dir: Path) -> list[ManifestRow]:
@@ -58,7 +52,7 @@ def cohort_rows(cfg: Config, work_dir: Path) -> list[ManifestRow]:
     return rows
 
 
-def load_stage1(path: str | Path, cfg: Config) -> Any:
+def load_stage1(path: str | Path, cfg: Config) -> Segmenter:
     """The trained segmenter at ``path`` with the run's ``inference`` precision, backend and memory format."""
     from livercad.segment.infer import Segmenter
 
@@ -66,37 +60,26 @@ def load_stage1(path: str | Path, cfg: Config) -> Any:
     return Segmenter.load(path, precision=inf.precision, backend=inf.backend, channels_last=inf.channels_last)
 
 
-def stage1_cache(segmenter: Any, rows: list[ManifestRow], cfg: Config) -> list[Stage1Case]:
-    """Run the trained segmenter once over every case and keep what stage 2 needs.
+def stage1_cache(segmenter: Segmenter, rows: list[ManifestRow], cfg: Config) -> list[Stage1Case]:
+    """Run the trained segmenter once over every case and keep what stage 2 needs (model space only).
 
-    ``cfg.inference`` gives the slice batch size and ``coarse_to_fine``; ``cfg.segment.postprocess`` the
-    post-processing.
+    Each row is stage 1 of :mod:`livercad.pipeline.stage1`, as at prediction: its modality is its own
+    (DICOM Modality tag, ``modality`` column), else ``cfg.preprocess.modality``; its reference mask is read
+    with ``cfg.data.liver_labels``, else the row's ``liver_labels`` column. ``cfg.inference`` gives the slice
+    batch size and ``coarse_to_fine``, ``cfg.segment.postprocess`` the post-processing and
+    ``cfg.classify.classes`` the label indices.
     """
-    from livercad.classify.data import case_slices_from_segment
-    from livercad.io.image import load_image
-    from livercad.io.manifest import parse_liver_labels
-    from livercad.io.nifti import load_mask
-    from livercad.metrics.segmentation import segmentation_metrics
-    from livercad.segment.data import row_modality
-    from livercad.segment.infer import segment_volume
+    from livercad.pipeline.predict.inputs import case_from_row
+    from livercad.pipeline.stage1 import Stage1Options, open_case, run_stage1
 
+    options = Stage1Options(batch_size=cfg.inference.batch_size, postprocess=cfg.segment.postprocess,
+                            coarse_to_fine=cfg.inference.coarse_to_fine, classes=tuple(cfg.classify.classes),
+                            keep_mask=False)
     out: list[Stage1Case] = []
-    classes = list(cfg.classify.classes)
     for row in rows:
-        vol = load_image(row.image)
-        seg = segment_volume(segmenter, vol, batch_size=cfg.inference.batch_size,
-                             postprocess=cfg.segment.postprocess, coarse_to_fine=cfg.inference.coarse_to_fine,
-                             modality=row_modality(row, cfg.preprocess.modality))
-        gt = gt_model = None
-        metrics: dict[str, float] = {}
-        if row.mask is not None:
-            labels = parse_liver_labels(row.extra.get("liver_labels", "")) if row.extra else None
-            gt = load_mask(row.mask, vol, liver_labels=labels)
-            gt_model = seg.prepared.from_original(gt.astype("uint8"))
-            metrics = segmentation_metrics(seg.segmentation.mask.astype(bool), gt.astype(bool), vol.spacing)
-        label = classes.index(row.label) if row.label in classes else None
-        cs = case_slices_from_segment(seg, row.case_id, row.patient_id, label, gt=gt_model)
-        out.append(Stage1Case(row=row, slices=cs, seg_metrics=metrics))
+        case = open_case(case_from_row(row, run_modality=cfg.preprocess.modality), trained=segmenter.modalities,
+                         liver_labels=cfg.data.liver_labels)
+        out.append(run_stage1(segmenter, case, options))
     return out
 
 

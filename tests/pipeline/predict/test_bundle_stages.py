@@ -32,7 +32,7 @@ def test_segmentation_only_bundle_writes_loads_and_predicts(tmp_path: Path, make
                                                             ct_volume: Callable[..., Path]) -> None:
     path = make_bundle(classifier=False)
     meta = json.loads((path / "bundle.json").read_text())
-    assert meta["stages"] == ["segment"] and meta["classes"] == [] and meta["classifier"] is None
+    assert meta["stages"] == ["segment"] and meta["classes"] == [] and "classifier" not in meta
     assert set(meta["sha256"]) == {"segmenter.pt", "config.yaml"} and not (path / "classifier.pt").exists()
     b = load_bundle(path)
     assert not b.has_classifier and b.classes == [] and b.classifier_path is None
@@ -49,6 +49,18 @@ def test_segmentation_only_bundle_writes_loads_and_predicts(tmp_path: Path, make
     assert run["stages"] == ["segment"] and run["domain"]["classify"] is None
     assert run["backend"]["classifier"] is None
     assert "no classifier" in (tmp_path / "out" / "report.html").read_text()
+
+
+def test_the_predictor_records_what_its_stages_run_with(make_bundle: Callable[..., Path]) -> None:
+    from livercad.config import InferenceConfig
+    from livercad.pipeline.predict.predictor import Predictor, StagesUsed
+
+    inference = InferenceConfig(backend="torch", precision="fp32")
+    used = Predictor(load_bundle(make_bundle()), inference).used
+    assert used == StagesUsed("fp32", "torch", "torch", "torch", ("ct",))
+    assert used.backends == {"requested": "torch", "segmenter": "torch", "classifier": "torch"}
+    seg_only = Predictor(load_bundle(make_bundle("seg_only", classifier=False)), inference).used
+    assert seg_only.classifier_backend is None and seg_only.backends["classifier"] is None
 
 
 def _cfg(tmp_path: Path, *, report: bool) -> Path:

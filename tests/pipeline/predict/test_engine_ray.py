@@ -220,11 +220,12 @@ class _FakeActor:
         self.process, self.ready = _Method(self._process), _Method(self._ready)
 
     def _process(self, case: dict) -> _Ref:
-        if self.dead or case["case_id"] in self.poison:
+        row = case["row"]
+        if self.dead or row["case_id"] in self.poison:
             self.dead = True
             return _Ref(exc=ray.exceptions.ActorDiedError())
-        self.done.append(case["case_id"])
-        return _Ref({"case_id": case["case_id"], "input_path": case["image"], "predicted_label": "normal"})
+        self.done.append(row["case_id"])
+        return _Ref({"case_id": row["case_id"], "input_path": str(row["image"]), "predicted_label": "normal"})
 
     def _ready(self) -> _Ref:
         return _Ref(exc=ray.exceptions.ActorDiedError()) if self.dead else _Ref(("fp32", None, "host"))
@@ -246,10 +247,10 @@ class _FakeRay:
 
 def test_a_worker_lost_for_good_is_replaced_and_only_its_case_fails(tmp_path: Path) -> None:
     from livercad.pipeline.predict.engine_ray import TASK_RETRIES, _drive
-    from livercad.pipeline.predict.inputs import CaseInput
+    from livercad.pipeline.predict.inputs import file_case
     from livercad.pipeline.predict.outputs import RunFolder
 
-    todo = [CaseInput(f"c{i}", tmp_path / f"c{i}.nii.gz") for i in range(4)]
+    todo = [file_case(f"c{i}", tmp_path / f"c{i}.nii.gz", "nifti") for i in range(4)]
     first, spare = _FakeActor(poison=frozenset({"c1"})), _FakeActor()
     with RunFolder(tmp_path / "out") as folder, Progress(4, enabled=False) as bar:
         results = _drive(_FakeRay(), [first], lambda: spare, todo, folder, bar)
@@ -262,10 +263,10 @@ def test_a_worker_lost_for_good_is_replaced_and_only_its_case_fails(tmp_path: Pa
 
 def test_running_out_of_workers_stops_with_the_finished_cases_recorded(tmp_path: Path) -> None:
     from livercad.pipeline.predict.engine_ray import RayWorkersLostError, _drive
-    from livercad.pipeline.predict.inputs import CaseInput
+    from livercad.pipeline.predict.inputs import file_case
     from livercad.pipeline.predict.outputs import RunFolder
 
-    todo = [CaseInput(f"c{i}", tmp_path / f"c{i}.nii.gz") for i in range(4)]
+    todo = [file_case(f"c{i}", tmp_path / f"c{i}.nii.gz", "nifti") for i in range(4)]
     with RunFolder(tmp_path / "out") as folder, Progress(4, enabled=False) as bar:
         with pytest.raises(RayWorkersLostError, match="2 of 4 cases recorded.*--resume"):
             _drive(_FakeRay(), [_FakeActor(poison=frozenset({"c1"}))], lambda: _FakeActor(dead=True), todo, folder,

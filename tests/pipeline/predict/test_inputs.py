@@ -2,19 +2,21 @@
 
 from __future__ import annotations
 
+from dataclasses import fields
 from pathlib import Path
 
 import pytest
 
 from livercad.errors import InputError
-from livercad.pipeline.predict.inputs import discover_inputs
+from livercad.io.manifest import ManifestRow, read_manifest
+from livercad.pipeline.predict.inputs import CaseInput, discover_inputs
 
 
 def test_folder_case_ids_and_filters(tmp_path: Path) -> None:
     for name in ["b.nii.gz", "a.nii", "notes.txt", ".hidden.nii.gz", "c.NII.GZ"]:
         (tmp_path / name).write_bytes(b"x")
     cases, problems = discover_inputs(tmp_path)
-    assert [c.case_id for c in cases] == ["a", "b", "c"]
+    assert [c.row.case_id for c in cases] == ["a", "b", "c"]
     assert problems == []
 
 
@@ -36,8 +38,8 @@ def test_missing_and_empty_inputs(tmp_path: Path) -> None:
 def test_list_and_single_file(tmp_path: Path) -> None:
     f = tmp_path / "x1.nii.gz"
     f.write_bytes(b"x")
-    assert [c.case_id for c in discover_inputs(f)[0]] == ["x1"]
-    assert [c.case_id for c in discover_inputs([f, tmp_path / "y.nii"])[0]] == ["x1", "y"]
+    assert [c.row.case_id for c in discover_inputs(f)[0]] == ["x1"]
+    assert [c.row.case_id for c in discover_inputs([f, tmp_path / "y.nii"])[0]] == ["x1", "y"]
 
 
 def test_manifest_rows_and_split_filter(tmp_path: Path) -> None:
@@ -50,10 +52,25 @@ def test_manifest_rows_and_split_filter(tmp_path: Path) -> None:
         "c2,p2,i2.nii.gz,,normal,train\n"
     )
     cases, _ = discover_inputs(tmp_path / "m.csv")
-    assert [(c.case_id, c.label, c.patient_id) for c in cases] == [("c1", "cirrhosis", "p1"), ("c2", "normal", "p2")]
-    assert cases[0].mask == (tmp_path / "m1.nii.gz") and cases[1].mask is None
+    assert [(c.row.case_id, c.row.label, c.row.patient_id) for c in cases] == [("c1", "cirrhosis", "p1"),
+                                                                               ("c2", "normal", "p2")]
+    assert cases[0].row.mask == (tmp_path / "m1.nii.gz") and cases[1].row.mask is None
     test_only, _ = discover_inputs(tmp_path / "m.csv", split="test")
-    assert [c.case_id for c in test_only] == ["c1"]
+    assert [c.row.case_id for c in test_only] == ["c1"]
+
+
+def test_a_case_is_its_manifest_record_plus_how_to_read_it(tmp_path: Path) -> None:
+    (tmp_path / "m.csv").write_text("case_id,patient_id,image,mask,label,split,liver_labels,Modality,phase\n"
+                                    'c1,p1,i1.nii.gz,m1.nii.gz,cirrhosis,test,"1,2",MR,PV\n')
+    [case], _ = discover_inputs(tmp_path / "m.csv", modality="ct")
+    assert case.row == read_manifest(tmp_path / "m.csv", check_files=False)[0]
+    assert (case.kind, case.run_modality, case.modality, case.contrast_phase, case.image_domain) == (
+        "nifti", "ct", "MR", "portal-venous", "real")
+    # what the record holds is read through it, never copied
+    assert {f.name for f in fields(CaseInput)} == {"row", "kind", "files", "run_modality", "spacing", "output_format"}
+    (tmp_path / "a.nii.gz").write_bytes(b"x")
+    [found], _ = discover_inputs([tmp_path / "a.nii.gz"])
+    assert found.row == ManifestRow("a", "", tmp_path / "a.nii.gz")  # no patient id: records keep none
 
 
 def test_manifest_modality_and_image_domain(tmp_path: Path) -> None:

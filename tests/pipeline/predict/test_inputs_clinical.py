@@ -26,10 +26,10 @@ def test_folder_mixes_nifti_png_and_dicom_series_each_one_case(tmp_path: Path) -
     (tmp_path / "sub" / "deeper.nii.gz").write_bytes(b"x")  # NIfTI/PNG files of subfolders are not cases
     cases, problems = discover_inputs(tmp_path, modality="us", spacing=(0.2, 0.3), output_format="both")
     assert problems == []
-    got = [(c.case_id, c.kind, len(c.files)) for c in cases]
+    got = [(c.row.case_id, c.kind, len(c.files)) for c in cases]
     assert got == [("Arterial_s3", "dicom", 3), ("Portal_venous_s4", "dicom", 3), ("b", "nifti", 0),
                    ("us", "image2d", 0)]
-    assert all(c.image.is_absolute() and c.image == tmp_path / "dicom" for c in cases[:2])
+    assert all(c.row.image.is_absolute() and c.row.image == tmp_path / "dicom" for c in cases[:2])
     assert {(c.run_modality, c.spacing, c.output_format) for c in cases} == {("us", (0.2, 0.3), "both")}
 
 
@@ -37,9 +37,9 @@ def test_id_clash_between_a_series_and_a_nifti_is_a_per_case_problem(tmp_path: P
     _series(tmp_path / "d", "liver", 2)
     (tmp_path / "liver_s2.nii.gz").write_bytes(b"x")
     cases, problems = discover_inputs(tmp_path)
-    assert [c.case_id for c in cases] == ["liver_s2"]
+    assert [c.row.case_id for c in cases] == ["liver_s2"]
     assert len(problems) == 1 and "duplicate case id 'liver_s2'" in problems[0].reason
-    assert problems[0].case_id not in {c.case_id for c in cases}  # its record does not overwrite the case's
+    assert problems[0].case_id not in {c.row.case_id for c in cases}  # its record does not overwrite the case's
 
 
 def test_unreadable_dicom_fails_the_series_beside_it_and_stands_alone_elsewhere(tmp_path: Path) -> None:
@@ -49,7 +49,7 @@ def test_unreadable_dicom_fails_the_series_beside_it_and_stands_alone_elsewhere(
     (tmp_path / "c").mkdir()
     (tmp_path / "c" / "lonely.dcm").write_bytes(files[0].read_bytes()[:300])
     cases, problems = discover_inputs(tmp_path)
-    assert [c.case_id for c in cases] == ["good_s1"]
+    assert [c.row.case_id for c in cases] == ["good_s1"]
     reasons = {p.case_id: p.reason for p in problems}
     assert set(reasons) == {"bad_s2", "lonely"}
     assert reasons["bad_s2"].startswith(str(tmp_path / "b" / "broken.dcm")) and "may be one of its slices" in reasons[
@@ -62,12 +62,12 @@ def test_non_image_objects_are_skipped_in_folders_and_refused_when_named(tmp_pat
     sr = base_dataset("SR", sop_class="1.2.840.10008.5.1.4.1.1.88.33")
     sr.save_as(tmp_path / "report.dcm", enforce_file_format=True)
     cases, problems = discover_inputs(tmp_path)
-    assert [c.case_id for c in cases] == ["ct_s1"] and problems == []
+    assert [c.row.case_id for c in cases] == ["ct_s1"] and problems == []
     cases, problems = discover_inputs(tmp_path / "report.dcm")
     assert cases == [] and "not an image series: non-image object (SR)" in problems[0].reason
     dicomdir = base_dataset("CT", sop_class="1.2.840.10008.1.3.10")
     dicomdir.save_as(tmp_path / "DICOMDIR", enforce_file_format=True)
-    assert discover_inputs(tmp_path)[0][0].case_id == "ct_s1"  # skipped in a folder
+    assert discover_inputs(tmp_path)[0][0].row.case_id == "ct_s1"  # skipped in a folder
     [problem] = discover_inputs(tmp_path / "DICOMDIR")[1]
     assert problem.reason == f"{tmp_path / 'DICOMDIR'}: a DICOMDIR is an index of a DICOM medium, not an image: " \
                              "pass the folder of images instead"
@@ -76,11 +76,11 @@ def test_non_image_objects_are_skipped_in_folders_and_refused_when_named(tmp_pat
 def test_a_list_of_dicom_files_is_one_series_and_a_single_file_one_case(tmp_path: Path) -> None:
     files = _series(tmp_path / "s", "pv", 7, n=4)
     cases, problems = discover_inputs([*files, tmp_path / "x.nii.gz"])
-    assert problems == [] and [(c.case_id, c.kind, len(c.files)) for c in cases] == [("x", "nifti", 0),
+    assert problems == [] and [(c.row.case_id, c.kind, len(c.files)) for c in cases] == [("x", "nifti", 0),
                                                                                      ("pv_s7", "dicom", 4)]
     us = write_single_frame(np.zeros((6, 8), np.uint8), tmp_path / "frame.dcm")
     [case], _ = discover_inputs(us)
-    assert case.kind == "dicom" and case.image == us.absolute() and case.files == (us.absolute(),)
+    assert case.kind == "dicom" and case.row.image == us.absolute() and case.files == (us.absolute(),)
 
 
 def test_manifest_image_folders_dicom_seg_masks_and_phase_column(tmp_path: Path) -> None:
@@ -92,7 +92,7 @@ def test_manifest_image_folders_dicom_seg_masks_and_phase_column(tmp_path: Path)
     cases, _ = discover_inputs(tmp_path / "m.csv")
     assert [(c.kind, c.contrast_phase) for c in cases] == [("dicom", "portal-venous"), ("image2d", "delayed"),
                                                            ("nifti", "contrast-enhanced")]
-    assert cases[0].mask == tmp_path / "seg.dcm" and cases[0].files == ()
+    assert cases[0].row.mask == tmp_path / "seg.dcm" and cases[0].files == ()
 
 
 def test_empty_folder_and_bad_run_settings(tmp_path: Path) -> None:

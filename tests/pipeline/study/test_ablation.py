@@ -17,11 +17,10 @@ from sklearn.metrics import accuracy_score, roc_auc_score
 from statsmodels.stats.contingency_tables import mcnemar
 from statsmodels.stats.multitest import multipletests
 
-from livercad.classify.data import CaseSlices
 from livercad.config import Config, load_config
 from livercad.io.manifest import ManifestRow
 from livercad.pipeline.study.ablation import arm_classify_config, arm_grid, run_ablation
-from livercad.pipeline.training.orchestrate import Stage1Case
+from livercad.types import CaseSlices, Stage1Case
 
 
 def _case(i: int, label: int, split: str, rng: np.random.Generator, classes: list[str]) -> Stage1Case:
@@ -39,7 +38,7 @@ def _case(i: int, label: int, split: str, rng: np.random.Generator, classes: lis
     cs = CaseSlices(f"c{i:02d}", f"p{i:02d}", label, torch.from_numpy(img), torch.from_numpy(pred).half(),
                     torch.from_numpy(pred), torch.from_numpy(gt), (1.0, 1.0, 3.0), classes[label])
     row = ManifestRow(f"c{i:02d}", f"p{i:02d}", Path("none.nii.gz"), None, classes[label], split)
-    return Stage1Case(row, cs, {"dice": float(2 * (pred & gt).sum() / (pred.sum() + gt.sum()))})
+    return Stage1Case(row, cs, {"dice": float(2 * (pred & gt).sum() / (pred.sum() + gt.sum()))}, "ct")
 
 
 def _cohort(classes: list[str], n_test: int = 12) -> list[Stage1Case]:

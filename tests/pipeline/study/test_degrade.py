@@ -57,7 +57,7 @@ def test_fast_dice_equals_monai() -> None:
 
 
 def test_degrade_case_keeps_type_and_replaces_prob() -> None:
-    from livercad.classify.data import CaseSlices
+    from livercad.types import CaseSlices
 
     gt = torch.from_numpy(_blob(8, 32))
     case = CaseSlices("c1", "p1", 1, torch.rand(8, 32, 32), gt.half(), gt.clone(), gt.clone())
@@ -76,7 +76,7 @@ def test_errors() -> None:
         degrade_to_dice(gt, np.zeros_like(gt), 0.8)
     with pytest.raises(InputError, match="target"):
         degrade_to_dice(gt, gt, 0.0)
-    from livercad.classify.data import CaseSlices
+    from livercad.types import CaseSlices
 
     t = torch.from_numpy(gt)
     with pytest.raises(InputError, match="ground-truth"):

@@ -9,11 +9,11 @@ import pytest
 import torch
 from torch import nn
 
-from livercad.classify.data import CaseSlices
 from livercad.classify.infer import Classifier
 from livercad.classify.model import build_classifier
 from livercad.classify.regions import liver_bbox
 from livercad.pipeline.study.saliency import case_saliency, grad_cam, inside_fraction, target_layer
+from livercad.types import CaseSlices
 
 
 def test_fraction_hand_made_maps() -> None:

@@ -119,8 +119,8 @@ def main() -> None:
         root = Path(args.work) if args.work else Path(tmp)
         t0 = time.perf_counter()
         s1 = train_stage1(cfg, root, progress=False)
-        stage1 = s1["stage1"]
-        result["stage1"] = {"timing_s": {k: round(v, 1) for k, v in s1["timing"].items()},
+        stage1 = s1.stage1
+        result["stage1"] = {"timing_s": {k: round(v, 1) for k, v in s1.timing.items()},
                             "seconds": round(time.perf_counter() - t0, 1),
                             "test_dice": summarize([s.seg_metrics["dice"] for s in stage1
                                                     if s.row.split == "test" and s.seg_metrics])}

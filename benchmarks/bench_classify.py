@@ -46,7 +46,7 @@ def _case(z: int = 48, s: int = 128) -> CaseSlices:
 
 def bench_backbone(name: str, size: int, batch: int, repeat: int) -> dict[str, float]:
     """Train-step and inference timings of one backbone at one input size."""
-    net = build_classifier(name, num_classes=2, strategy="scratch", image_size=size)
+    net = build_classifier(name, weights="none", num_classes=2, strategy="scratch", image_size=size)
     opt = torch.optim.AdamW(param_groups(net, 1e-3, 0.1))
     x, y = torch.randn(batch, 3, size, size), torch.randint(0, 2, (batch,))
 

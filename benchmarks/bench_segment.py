@@ -127,7 +127,8 @@ def main() -> None:
     precision = resolve_precision(args.precision, "cpu")
     cfg = load_config(None, overrides=[
         f"preprocess.modality={args.modality}", f"preprocess.image_size={args.image_size}",
-        f"segment.model.encoder={args.encoder}", f"segment.train.batch_size={args.train_batch_size}",
+        f"segment.model.encoder={args.encoder}", "segment.model.encoder_weights=none",
+        f"segment.train.batch_size={args.train_batch_size}",
         f"segment.train.steps_per_epoch={args.train_steps}", "segment.train.max_epochs=1",
         "segment.train.max_minutes=30"])
     size = args.image_size

@@ -23,31 +23,20 @@ EXIT_OK, EXIT_INTERNAL, EXIT_USAGE, EXIT_PARTIAL = 0, 1, 2, 3
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
                   help="livercad: liver segmentation -> classification, batch prediction and ablations.")
-train_app = typer.Typer(no_args_is_help=True, help="Train stage 1, stage 2, or the whole pipeline.")
-app.add_typer(train_app, name="train")
 
 ConfigOpt = Annotated[Path | None, typer.Option("--config", "-c", help="YAML config (or preset name).")]
 SetOpt = Annotated[list[str] | None, typer.Option("--set", "-s", help="Override, e.g. classify.region=crop")]
 QuietOpt = Annotated[bool, typer.Option("--quiet", "-q", help="Only errors and the final summary.")]
 VerboseOpt = Annotated[bool, typer.Option("--verbose", "-v", help="Also livercad's INFO lines and Lightning's own "
                                           "output (progress bar, model summary).")]
-ResumeOpt = Annotated[bool, typer.Option("--resume", help="Continue an interrupted training in OUT from its last "
-                                         "checkpoint (finished stages are kept; same settings required).")]
-DevicesOpt = Annotated[str | None, typer.Option("--devices", help="Lightning devices per node: N, 'auto' or '0,1'.")]
-NodesOpt = Annotated[int | None, typer.Option("--num-nodes", min=1, help="Lightning nodes (multi-node DDP).")]
-StrategyOpt = Annotated[str | None, typer.Option("--strategy", help="Lightning strategy, e.g. ddp, ddp_spawn, auto.")]
 ModelOpt = Annotated[Path | None, typer.Option("--model", "-m", help="Model bundle folder (default: the liver "
                                                "model shipped with livercad, segmentation only).")]
 ModalityOpt = Annotated[str | None, typer.Option("--modality", help="ct | mr | mr-t2 | us, for cases whose manifest "
                                                   "row names none (default: guessed from the intensities).")]
-
-
-def _train_config(path: Path | None, set_: list[str] | None, section: str, devices: str | None,
-                  num_nodes: int | None, strategy: str | None):  # noqa: ANN202 - Config
-    """The config of a training command: ``--set`` overrides plus the scale-out options in ``<section>.train``."""
-    options = {"devices": devices, "num_nodes": num_nodes, "strategy": strategy}
-    extra = [f"{section}.train.{key}={val}" for key, val in options.items() if val is not None]
-    return _config(path, [*(set_ or []), *extra])
+MasksOpt = Annotated[Path | None, typer.Option("--masks", help="Another tool's masks as stage 1: CASE/liver.nii.gz "
+                                               "(TotalSegmentator) or CASE.nii.gz multi-label files.")]
+MaskLabelsOpt = Annotated[str | None, typer.Option("--mask-labels", help="Label map of multi-label masks: total | "
+                                                   "total_mr | an nnU-Net dataset.json.")]
 
 
 def _report(exc: BaseException) -> int:
@@ -106,60 +95,6 @@ def phantom(
     typer.echo(f"wrote {n} cases; manifest: {path}")
 
 
-@train_app.command("pipeline")
-@_terminal(lightning=True)
-def train_pipeline_cmd(
-    out: Annotated[Path, typer.Option("--out", "-o", help="Work folder; the bundle goes to OUT/model.")],
-    config: ConfigOpt = None, set_: SetOpt = None, quiet: QuietOpt = False, verbose: VerboseOpt = False,
-    devices: DevicesOpt = None, num_nodes: NodesOpt = None, strategy: StrategyOpt = None, resume: ResumeOpt = False,
-) -> None:
-    """Train stage 1 and stage 2 and write a model bundle."""
-    with _exits_on_error():
-        from livercad.pipeline.training.orchestrate import train_pipeline
-
-        cfg = _train_config(config, set_, "segment", devices, num_nodes, strategy)  # stage 2 is single-process
-        res = train_pipeline(cfg, out, progress=not quiet, resume=resume)
-    typer.echo(f"bundle: {res['bundle']}")
-
-
-@train_app.command("segment")
-@_terminal(lightning=True)
-def train_segment_cmd(
-    out: Annotated[Path, typer.Option("--out", "-o", help="Output folder for segmenter.pt.")],
-    config: ConfigOpt = None, set_: SetOpt = None, quiet: QuietOpt = False, verbose: VerboseOpt = False,
-    devices: DevicesOpt = None, num_nodes: NodesOpt = None, strategy: StrategyOpt = None, resume: ResumeOpt = False,
-) -> None:
-    """Train stage 1 (liver segmentation) on the configured manifest or phantom."""
-    with _exits_on_error():
-        from livercad.pipeline.training.orchestrate import cohort_rows
-        from livercad.segment.fit import train_segmenter
-
-        cfg = _train_config(config, set_, "segment", devices, num_nodes, strategy)
-        ckpt = train_segmenter(cohort_rows(cfg, out), cfg, out, progress=not quiet, resume=resume)
-    typer.echo(f"segmenter: {ckpt}")
-
-
-@train_app.command("classify")
-@_terminal(lightning=True)
-def train_classify_cmd(
-    segmenter: Annotated[Path, typer.Option(help="Stage-1 checkpoint whose predicted masks feed stage 2.")],
-    out: Annotated[Path, typer.Option("--out", "-o", help="Output folder for classifier.pt.")],
-    config: ConfigOpt = None, set_: SetOpt = None, quiet: QuietOpt = False, verbose: VerboseOpt = False,
-    devices: DevicesOpt = None, num_nodes: NodesOpt = None, strategy: StrategyOpt = None, resume: ResumeOpt = False,
-) -> None:
-    """Train stage 2 on stage-1 predictions (or ground truth for region oracle-mask)."""
-    with _exits_on_error():
-        from livercad.classify.fit import train_classifier
-        from livercad.pipeline.training.orchestrate import cohort_rows, load_stage1, stage1_cache
-
-        cfg = _train_config(config, set_, "classify", devices, num_nodes, strategy)
-        cache = stage1_cache(load_stage1(segmenter, cfg), cohort_rows(cfg, out), cfg)
-        tr = [c.slices for c in cache if c.row.split == "train" and c.slices.label is not None]
-        va = [c.slices for c in cache if c.row.split == "val" and c.slices.label is not None]
-        train_classifier(tr, va, cfg.classify, out, seed=cfg.seed, progress=not quiet, resume=resume)
-    typer.echo(f"classifier: {out / 'classifier.pt'}")
-
-
 @app.command()
 @_terminal()
 def predict(
@@ -174,6 +109,7 @@ def predict(
     split: Annotated[str | None, typer.Option(help="With a manifest: only this split.")] = None,
     engine: Annotated[str | None, typer.Option(help="local | ray")] = None,
     address: Annotated[str | None, typer.Option(help="Ray cluster address (with --engine ray).")] = None,
+    masks: MasksOpt = None, mask_labels: MaskLabelsOpt = None,
     config: ConfigOpt = None, quiet: QuietOpt = False, verbose: VerboseOpt = False,
 ) -> None:
     """Segment (and classify, when the bundle has a classifier) every case; masks keep each input's exact grid."""
@@ -182,7 +118,7 @@ def predict(
 
         res = run_pipeline(input_, out, model=model, config=config, resume=resume, progress=not quiet,
                            split=split, engine=engine, address=address, modality=modality,
-                           output_format=output_format, spacing=spacing)
+                           output_format=output_format, spacing=spacing, masks=masks, mask_labels=mask_labels)
     _summary(res, out)
 
 
@@ -193,13 +129,14 @@ def evaluate(
     out: Annotated[Path, typer.Option("--out", "-o", help="Output folder.")],
     model: ModelOpt = None, modality: ModalityOpt = None,
     split: Annotated[str | None, typer.Option(help="Only this split (e.g. test).")] = "test",
-    quiet: QuietOpt = False, verbose: VerboseOpt = False,
+    masks: MasksOpt = None, mask_labels: MaskLabelsOpt = None, quiet: QuietOpt = False, verbose: VerboseOpt = False,
 ) -> None:
     """Predict a manifest split and print its metrics (Dice, HD95, AUC… with 95 % CIs)."""
     with _exits_on_error():
         from livercad.pipeline.predict.run import run_pipeline
 
-        res = run_pipeline(manifest, out, model=model, split=split, progress=not quiet, modality=modality)
+        res = run_pipeline(manifest, out, model=model, split=split, progress=not quiet, modality=modality,
+                           masks=masks, mask_labels=mask_labels)
     from livercad.pipeline.predict.summary import headline
 
     typer.echo(json.dumps(headline(res.metrics), indent=2))
@@ -289,5 +226,9 @@ def main() -> None:
         sys.exit(code)
 
 
-if __name__ == "__main__":
-    main()
+from livercad import cli_models, cli_train  # noqa: E402, F401 - register `livercad export` and `livercad train`
+
+if __name__ == "__main__":  # python -m livercad.cli: run the imported module's app, which has every command
+    from livercad.cli import main as _main
+
+    _main()

@@ -56,13 +56,21 @@ class PhantomConfig(_Section):
 
 
 class DataConfig(_Section):
-    """Where cases come from and how they are split by patient."""
+    """Where cases come from and how they are split by patient.
+
+    ``external_masks``: another tool's masks (:mod:`livercad.io.external_masks`): a folder
+    (``<case_id>/liver.nii.gz`` or ``<case_id>.nii.gz`` read with the ``external_labels`` map), or
+    ``degraded:<dice>`` (each case's ground truth eroded in model space to that Dice: the phantom's stand-in
+    for another tool's masks, for the ablation's ``external-mask`` arm).
+    """
 
     manifest: Path | None = None
     phantom: PhantomConfig = PhantomConfig()
     split_fractions: tuple[float, float, float] = (0.6, 0.2, 0.2)
     split_seed: int = 0
     liver_labels: list[int] | None = None
+    external_masks: str | None = None
+    external_labels: str | None = None
 
 
 class PreprocessConfig(_Section):
@@ -79,7 +87,7 @@ class SegmentModelConfig(_Section):
 
     arch: str = "Unet"
     encoder: str = "resnet34"
-    encoder_weights: str = "none"
+    encoder_weights: str = "imagenet"  # downloaded on first use (livercad.runtime.weights); `none`: random init
     context: int = Field(1, ge=0, le=4)  # neighbours each side: 1 -> 3 input channels (2.5-D)
     decoder_channels: list[int] | None = None  # U-Net decoder widths, deepest first; None = smp's (256..16)
 
@@ -139,9 +147,10 @@ class ClassifyConfig(_Section):
     """Stage 2."""
 
     backbone: str = "resnet50"
-    weights: str = "none"
+    weights: str = "imagenet"  # downloaded on first use (livercad.runtime.weights); `none`: random init
     strategy: Strategy = "finetune"
     region: str = "mask"
+    mask_source: Literal["segmenter", "external"] = "segmenter"  # external: trains on data.external_masks
     classes: list[str] = ["normal", "cirrhosis"]
     image_size: int = Field(224, ge=32)
     crop_margin: float = Field(0.1, ge=0)
@@ -180,7 +189,9 @@ class AblationConfig(_Section):
 
     ``train`` and ``image_size`` override ``classify.train`` / ``classify.image_size`` for every arm
     (None: use the classify values). ``train`` is a whole training section: keys it leaves out take the
-    :class:`TrainConfig` defaults, not the values of ``classify.train``.
+    :class:`TrainConfig` defaults, not the values of ``classify.train``. The ``external-mask`` region uses
+    ``data.external_masks``. ``attenuation``: add the CT attenuation-rule arms (binary normal vs steatosis;
+    refused on contrast-enhanced CT unless ``attenuation_force``).
     """
 
     regions: list[str] = ["full", "mask", "crop", "oracle-mask"]
@@ -195,6 +206,8 @@ class AblationConfig(_Section):
     n_boot: int = Field(1000, ge=100)
     train: TrainConfig | None = None
     image_size: int | None = Field(None, ge=32)
+    attenuation: bool = False
+    attenuation_force: bool = False
 
 
 class Config(_Section):

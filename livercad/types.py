@@ -81,6 +81,11 @@ class CaseSlices:
         spacing: canonical voxel size (mm).
         label_name: the raw label string when known; training maps it onto ``cfg.classes`` (so one cache
             serves several tasks), falling back to ``label`` when it is ``None``.
+        external: ``(Z, S, S)`` uint8 liver mask of another tool (:mod:`livercad.io.external_masks`) or ``None``;
+            brought to model space as ``gt`` is (the ablation's ``external-mask`` arm).
+        attenuation: CT only: mean HU inside each liver mask eroded by 2 voxels, on the input's own grid, keyed
+            by the region whose mask it is (``mask``, ``oracle-mask``, ``external-mask``), and ``spleen`` when
+            another tool's spleen mask is there (the attenuation-rule arms).
     """
 
     case_id: str
@@ -92,6 +97,8 @@ class CaseSlices:
     gt: torch.Tensor | None = None
     spacing: tuple[float, float, float] = (1.0, 1.0, 1.0)
     label_name: str | None = None
+    external: torch.Tensor | None = None
+    attenuation: dict[str, float] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -106,6 +113,8 @@ class Stage1Case:
         modality: the modality family the case was segmented as (``ct`` | ``mr`` | ``us``).
         mask: the post-processed uint8 mask on the input's own grid; ``None`` where it was not kept (a stage-1
             cache keeps model space only: ``Stage1Options(keep_mask=False)``).
+        source: where the mask came from: ``segmenter`` or the external tool's name.
+        spleen: another tool's spleen mask on the input's own grid (bool), when its output has one.
     """
 
     row: ManifestRow
@@ -113,6 +122,23 @@ class Stage1Case:
     seg_metrics: dict[str, float]
     modality: str
     mask: np.ndarray | None = None
+    source: str = "segmenter"
+    spleen: np.ndarray | None = None
+
+
+@dataclass(frozen=True)
+class SegmentationEvaluation:
+    """A segmenter scored on a cohort (:func:`livercad.pipeline.stage1.evaluate_segmenter`).
+
+    Attributes:
+        per_case: one dict per case with a reference mask: ``case_id``, the metrics of
+            :func:`~livercad.metrics.segmentation.segmentation_metrics` and ``seconds``.
+        summary: each of :data:`livercad.pipeline.stage1.METRICS` -> its
+            :func:`~livercad.metrics.segmentation.summarize` (mean, median, SD, bootstrap 95 % CI).
+    """
+
+    per_case: list[dict[str, Any]]
+    summary: dict[str, dict[str, float]]
 
 
 @dataclass(frozen=True)
@@ -142,6 +168,9 @@ class CaseResult:
         liver_mean, liver_median, liver_sd, intensity_unit: image intensity inside the liver mask eroded by
             2 voxels (``HU`` for CT, ``au`` otherwise); ``None`` when nothing is left after erosion.
         dice, segmentation_metrics: against the reference mask, when given.
+        mask_source: ``segmenter`` (livercad's stage 1) or the tool whose masks were given (``--masks``).
+        spleen_volume_ml, spleen_mean, liver_minus_spleen: with another tool's multi-label output holding a
+            spleen: its volume, its mean intensity inside the spleen eroded by 2 voxels, and liver − spleen.
         error: one-line reason when the case failed; seconds: wall time of the case.
     """
 
@@ -173,6 +202,10 @@ class CaseResult:
     seg_path: str | None = None
     note: str | None = None
     image_record: dict[str, Any] = field(default_factory=dict)
+    mask_source: str | None = None
+    spleen_volume_ml: float | None = None
+    spleen_mean: float | None = None
+    liver_minus_spleen: float | None = None
 
     @property
     def ok(self) -> bool:

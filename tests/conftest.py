@@ -5,10 +5,14 @@ from __future__ import annotations
 import os
 import tempfile
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
 
 from livercad.config import Config, load_config
+
+if TYPE_CHECKING:
+    from livercad.pipeline.training.orchestrate import PipelineTraining
 
 # Caches the package writes at run time (exported ONNX graphs under $XDG_CACHE_HOME/livercad/onnx) go to a
 # private temporary folder, never to the user's home.
@@ -24,10 +28,12 @@ TINY = [
     "data.phantom.seed=3",
     "preprocess.image_size=64",
     "segment.model.encoder=resnet18",
+    "segment.model.encoder_weights=none",  # the package default is imagenet: tests train from random init, offline
     "segment.train.max_epochs=1",
     "segment.train.steps_per_epoch=3",
     "segment.train.batch_size=4",
     "classify.backbone=resnet18",
+    "classify.weights=none",
     "classify.image_size=64",
     "classify.classes=[normal, cirrhosis]",
     "classify.train.max_epochs=1",
@@ -43,7 +49,7 @@ def tiny_config(*extra: str) -> Config:
 
 
 @pytest.fixture(scope="session")
-def tiny_trained(tmp_path_factory: pytest.TempPathFactory) -> dict:
+def tiny_trained(tmp_path_factory: pytest.TempPathFactory) -> PipelineTraining:
     """Train both stages on a tiny phantom once; returns train_pipeline's result."""
     from livercad.pipeline.training.orchestrate import train_pipeline
 
@@ -52,6 +58,6 @@ def tiny_trained(tmp_path_factory: pytest.TempPathFactory) -> dict:
 
 
 @pytest.fixture(scope="session")
-def tiny_bundle(tiny_trained: dict) -> Path:
+def tiny_bundle(tiny_trained: PipelineTraining) -> Path:
     """Path of the tiny model bundle."""
-    return Path(tiny_trained["bundle"])
+    return Path(tiny_trained.bundle)

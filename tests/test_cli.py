@@ -72,11 +72,12 @@ def test_train_scale_out_options_reach_the_train_sections(tmp_path: Path, monkey
     seen: dict[str, object] = {}
     monkeypatch.setattr(ptrain, "cohort_rows", lambda cfg, out: [])
     monkeypatch.setattr(strain, "train_segmenter", lambda rows, cfg, out, **kw: seen.setdefault("segment", cfg))
-    monkeypatch.setattr(ptrain, "train_pipeline", lambda cfg, out, **kw: seen.setdefault("pipeline", cfg) and {
-        "bundle": out})
+    monkeypatch.setattr(ptrain, "train_pipeline", lambda cfg, out, **kw: seen.setdefault("pipeline", cfg) and
+                        ptrain.PipelineTraining(bundle=out, rows=[], stage1=[], classifier=None, timing={}))
     opts = ["--devices", "2", "--num-nodes", "3", "--strategy", "ddp", "--out", str(tmp_path)]
     for cmd in ("segment", "pipeline"):
-        res = runner.invoke(app, ["train", cmd, *opts, "-s", "segment.train.devices=1"])
+        res = runner.invoke(app, ["train", cmd, *opts, "-s", "segment.train.devices=1",
+                                  "-s", "segment.model.encoder_weights=none", "-s", "classify.weights=none"])
         assert res.exit_code == 0, res.output
     assert runner.invoke(app, ["train", "segment", "--num-nodes", "0", "--out", str(tmp_path)]).exit_code == 2
     seg, pipe = seen["segment"].segment.train, seen["pipeline"]
@@ -109,7 +110,8 @@ def test_predict_without_model_and_no_default_installed(tmp_path: Path, monkeypa
 ANSI = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]")
 SUMMARY_NOTE = re.compile(r"^(\d+) library warnings?, see (.+)$")
 MICRO_TRAIN = ["-s", "data.phantom.n=6", "-s", "data.phantom.shape=[40, 40, 8]", "-s", "preprocess.image_size=32",
-               "-s", "segment.model.encoder=tu-test_resnet", "-s", "segment.train.max_epochs=2",
+               "-s", "segment.model.encoder=tu-test_resnet", "-s", "segment.model.encoder_weights=none",
+               "-s", "segment.train.max_epochs=2",
                "-s", "segment.train.steps_per_epoch=3", "-s", "segment.train.batch_size=4"]
 # predict with what made `make demo` noisy: a stray root handler (basicConfig), Lightning's own handler,
 # a Lightning tip, sklearn's and numpy's warnings

@@ -19,6 +19,19 @@ def test_every_packaged_preset_validates(name: str) -> None:
     assert isinstance(cfg, Config)
 
 
+def test_package_defaults_are_imagenet_resnet34_and_resnet50() -> None:
+    cfg = load_config(None)
+    assert (cfg.segment.model.encoder, cfg.segment.model.encoder_weights) == ("resnet34", "imagenet")
+    assert (cfg.classify.backbone, cfg.classify.weights) == ("resnet50", "imagenet")
+
+
+@pytest.mark.parametrize("name", PRESETS)
+def test_every_packaged_preset_says_weights_none_explicitly(name: str) -> None:
+    cfg = load_config(name)  # phantom recipes trained from random init, offline (the package default: imagenet)
+    assert "encoder_weights" in cfg.segment.model.model_fields_set and cfg.segment.model.encoder_weights == "none"
+    assert "weights" in cfg.classify.model_fields_set and cfg.classify.weights == "none"
+
+
 def test_root_configs_folder_is_the_packaged_one() -> None:
     root = Path(__file__).parents[1]
     assert (root / "configs" / "segment.yaml").read_text() == (root / "livercad/configs/segment.yaml").read_text()

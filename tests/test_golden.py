@@ -16,10 +16,14 @@ import json
 import os
 import platform
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import nibabel as nib
 import numpy as np
 import pytest
+
+if TYPE_CHECKING:
+    from livercad.pipeline.training.orchestrate import PipelineTraining
 
 GOLDEN = Path(__file__).parent / "golden" / "tiny_predict.json"
 PATH_COLUMNS = ("mask_path", "seg_path", "input")
@@ -67,14 +71,14 @@ def _compare_rows(got: list[dict], want: list[dict]) -> None:
                 assert g[key] == w[key], (g["case_id"], key, g[key], w[key])
 
 
-def test_tiny_bundle_outputs_match_the_golden_file(tiny_trained: dict, tmp_path: Path) -> None:
+def test_tiny_bundle_outputs_match_the_golden_file(tiny_trained: PipelineTraining, tmp_path: Path) -> None:
     from livercad.io.manifest import write_manifest
     from livercad.pipeline.predict.run import run_pipeline
 
-    root = Path(tiny_trained["bundle"]).parent
-    write_manifest(tiny_trained["rows"], root / "golden.csv")
+    root = Path(tiny_trained.bundle).parent
+    write_manifest(tiny_trained.rows, root / "golden.csv")
     out = root / "golden_out"
-    run_pipeline(root / "golden.csv", out, model=Path(tiny_trained["bundle"]), progress=False, resume=False)
+    run_pipeline(root / "golden.csv", out, model=Path(tiny_trained.bundle), progress=False, resume=False)
     got = {"platform": _platform(), **_outputs(out, root)}
     if os.environ.get("LIVERCAD_WRITE_GOLDEN") == "1":
         GOLDEN.parent.mkdir(exist_ok=True)

@@ -25,6 +25,7 @@ from livercad.io.manifest import ManifestRow
 from livercad.io.nifti import load_volume
 from livercad.models import default_bundle_path
 from livercad.pipeline.stage1 import case_slices
+from livercad.pipeline.training.orchestrate import PipelineTraining
 from livercad.runtime.backend import bf16_supported
 from livercad.segment.infer import Segmenter, segment_volume
 
@@ -68,9 +69,9 @@ def _run(bundle: Path, precision: str, images: list[Path]) -> list[tuple[np.ndar
 
 
 @pytest.mark.skipif(_skip_reason() is not None, reason=str(_skip_reason()))
-def test_bf16_classifier_matches_fp32_on_trained_weights(tiny_trained: dict) -> None:
-    bundle = Path(tiny_trained["bundle"])
-    images = [Path(r.image) for r in tiny_trained["rows"][:N_CASES]]
+def test_bf16_classifier_matches_fp32_on_trained_weights(tiny_trained: PipelineTraining) -> None:
+    bundle = Path(tiny_trained.bundle)
+    images = [Path(r.image) for r in tiny_trained.rows[:N_CASES]]
     ref = _run(bundle, "fp32", images)
     fast = _run(bundle, "bf16", images)
     for (m32, p32, c32), (m16, p16, c16) in zip(ref, fast, strict=True):
@@ -82,11 +83,11 @@ def test_bf16_classifier_matches_fp32_on_trained_weights(tiny_trained: dict) -> 
 
 @pytest.mark.skipif(_skip_reason() is not None, reason=str(_skip_reason()))
 @pytest.mark.skipif(not (default_bundle_path() / "segmenter.pt").is_file(), reason="default model not built")
-def test_bf16_masks_match_fp32_with_the_shipped_model(tiny_trained: dict) -> None:
+def test_bf16_masks_match_fp32_with_the_shipped_model(tiny_trained: PipelineTraining) -> None:
     path = default_bundle_path() / "segmenter.pt"
     seg32 = Segmenter.load(path, precision="fp32", device="cpu", backend="torch")
     seg16 = Segmenter.load(path, precision="bf16", device="cpu", backend="torch")
-    for row in tiny_trained["rows"][:N_CASES]:
+    for row in tiny_trained.rows[:N_CASES]:
         vol = load_volume(row.image)
         m32 = segment_volume(seg32, vol, batch_size=4, modality="ct")
         m16 = segment_volume(seg16, vol, batch_size=4, modality="ct")

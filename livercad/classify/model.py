@@ -64,6 +64,15 @@ def parse_strategy(strategy: str) -> tuple[str, int | None]:
                       "expected scratch, frozen, finetune or partial:N (N >= 1)")
 
 
+def check_scratch_weights(strategy: str, weights: str) -> str:
+    """The strategy's kind (:func:`parse_strategy`); a ConfigError for ``scratch`` with weights other than none."""
+    kind, _ = parse_strategy(strategy)
+    if kind == "scratch" and str(weights).strip().lower() not in ("none", "random", ""):
+        raise ConfigError(f"classify.strategy 'scratch' trains from random init; set classify.weights: none "
+                          f"(got '{weights}')")
+    return kind
+
+
 class ClassifierNet(nn.Module):
     """``backbone`` (image -> ``(N, num_features)``) followed by a linear ``head``.
 
@@ -137,10 +146,7 @@ def build_classifier(backbone: str, *, weights: str = "none", num_classes: int, 
         ConfigError: unknown backbone/strategy, ``scratch`` with weights, too small an image.
         CheckpointError: weights not available offline or not fitting the architecture.
     """
-    kind, _ = parse_strategy(strategy)
-    if kind == "scratch" and str(weights).strip().lower() not in ("none", "random", ""):
-        raise ConfigError(f"classify.strategy 'scratch' trains from random init; set classify.weights: none "
-                          f"(got '{weights}')")
+    kind = check_scratch_weights(strategy, weights)
     if backbone in TORCHVISION:
         min_size = TORCHVISION[backbone].min_size
         if image_size is not None and image_size < min_size:
@@ -183,4 +189,5 @@ def param_groups(model: ClassifierNet, lr: float, factor: float) -> list[dict[st
     return [g for g in groups if g["params"]]
 
 
-__all__ = ["ClassifierNet", "apply_strategy", "build_classifier", "param_groups", "parse_strategy"]
+__all__ = ["ClassifierNet", "apply_strategy", "build_classifier", "check_scratch_weights", "param_groups",
+           "parse_strategy"]

@@ -31,7 +31,8 @@ from livercad.errors import ConfigError, InputError
 from livercad.io.convert_chaos import from_chaos
 from livercad.io.convert_public import detect_public_layout, from_amos, from_flare22, read_json
 from livercad.io.convert_totalseg import from_totalseg
-from livercad.io.manifest import ManifestRow, case_id_from_path, validate_rows, write_manifest
+from livercad.io.manifest import ManifestRow, case_id_from_path, write_manifest
+from livercad.io.manifest_check import validate_rows
 
 logger = logging.getLogger(__name__)
 

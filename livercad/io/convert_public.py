@@ -33,7 +33,8 @@ from pathlib import Path
 from typing import Any
 
 from livercad.errors import InputError
-from livercad.io.manifest import ManifestRow, validate_rows
+from livercad.io.manifest import ManifestRow
+from livercad.io.manifest_check import validate_rows
 
 logger = logging.getLogger(__name__)
 

@@ -19,7 +19,8 @@ from pathlib import Path
 
 from livercad.errors import InputError
 from livercad.io.convert_public import Collected, finish, override_text
-from livercad.io.manifest import SPLITS, ManifestRow
+from livercad.io.manifest import ManifestRow
+from livercad.io.manifest_check import SPLITS
 
 logger = logging.getLogger(__name__)
 _NII = (".nii.gz", ".nii")

@@ -145,4 +145,12 @@ def external_masks(root: str | Path | None = None, *, labels: str | Path | None 
                          files={k: Path(v) for k, v in (files or {}).items()} or None, tool=tool)
 
 
-__all__ = ["LABEL_MAPS", "ExternalMasks", "external_masks", "label_map"]
+def masks_from_config(spec: str | None, labels: str | None) -> ExternalMasks | None:
+    """The external masks a config names (``data.external_masks``): ``None`` when unset or ``degraded:<dice>``
+    (made from the ground truth by the ablation, not read from files)."""
+    if spec is None or str(spec).startswith("degraded:"):
+        return None
+    return external_masks(spec, labels=labels)
+
+
+__all__ = ["LABEL_MAPS", "ExternalMasks", "external_masks", "label_map", "masks_from_config"]

@@ -4,20 +4,21 @@ Columns: ``case_id, patient_id, image, mask, label, split`` plus any free extra 
 ``site``, ``severity``, ``liver_labels`` ...), kept as strings in :attr:`ManifestRow.extra`.
 
 * ``image`` is the only required column. Without a ``case_id`` column, ids are the image file names
-  without ``.nii``/``.nii.gz``; with one, every cell must hold a safe id (see :func:`safe_case_id`).
+  without ``.nii``/``.nii.gz``; with one, every cell must hold a safe id (see
+  :func:`~livercad.io.manifest_check.safe_case_id`).
 * ``mask``, ``label``, ``split`` and ``patient_id`` may be empty in any row (empty = missing;
   ``patient_id`` then defaults to the case id). ``split`` is one of ``train``, ``val``, ``test``.
 * Relative paths resolve against the manifest's folder; header names are matched case-insensitively.
 * Row numbers in messages are those a spreadsheet shows: the header is row 1, the first case row 2.
 
-Every problem of a file is collected and raised as ONE :class:`~livercad.errors.InputError`.
+Every problem of a file is collected and raised as ONE :class:`~livercad.errors.InputError`; the row checks
+live in :mod:`livercad.io.manifest_check`.
 """
 
 from __future__ import annotations
 
 import codecs
 import csv
-import difflib
 import io
 import logging
 import os
@@ -27,13 +28,11 @@ from pathlib import Path
 
 from livercad.errors import InputError
 from livercad.io.atomic import atomic_write_text
+from livercad.io.manifest_check import raise_problems, row_problems
 
 logger = logging.getLogger(__name__)
 
 STANDARD_COLUMNS = ("case_id", "patient_id", "image", "mask", "label", "split")
-SPLITS = ("train", "val", "test")
-MAX_CASE_ID_LENGTH = 128
-_FORBIDDEN = '/\\<>:"|?*'
 
 
 @dataclass(frozen=True)
@@ -49,43 +48,6 @@ class ManifestRow:
     extra: dict[str, str] = field(default_factory=dict)
 
 
-def _case_id_problem(case_id: str) -> str | None:
-    """Why ``case_id`` is unsafe as a file name, or None when it is fine."""
-    if not case_id:
-        return "empty case_id"
-    if len(case_id) > MAX_CASE_ID_LENGTH:
-        return f"case_id longer than {MAX_CASE_ID_LENGTH} characters ({len(case_id)})"
-    if case_id != case_id.strip():
-        return f"case_id {case_id!r} has leading or trailing spaces"
-    if case_id.startswith("."):
-        return f"case_id {case_id!r} starts with '.'"
-    if ".." in case_id:
-        return f"case_id {case_id!r} contains '..'"
-    bad = sorted({c for c in case_id if c in _FORBIDDEN or ord(c) < 32 or ord(c) == 127})
-    if bad:
-        return f"case_id {case_id!r} contains characters unsafe in file names: {' '.join(map(repr, bad))}"
-    return None
-
-
-def safe_case_id(case_id: str) -> str:
-    """Return ``case_id`` when it is safe as a file name, else raise.
-
-    Unsafe: empty, longer than 128 characters, leading/trailing spaces, a leading ``.``, ``..``,
-    path separators ``/`` ``\\``, characters Windows forbids (``<>:"|?*``) and control characters.
-
-    Raises:
-        InputError: naming the id and the reason.
-
-    Example:
-        >>> safe_case_id("liver_007")
-        'liver_007'
-    """
-    problem = _case_id_problem(case_id)
-    if problem:
-        raise InputError(None, f"{problem}; use letters, digits, '-', '_' or '.'")
-    return case_id
-
-
 def case_id_from_path(path: str | Path) -> str:
     """The file name without ``.nii.gz``/``.nii`` (or its last suffix for other files).
 
@@ -98,79 +60,6 @@ def case_id_from_path(path: str | Path) -> str:
         if name.lower().endswith(suffix):
             return name[: -len(suffix)]
     return Path(name).stem
-
-
-def parse_liver_labels(text: str | None) -> tuple[int, ...] | None:
-    """Parse an ``extra['liver_labels']`` value such as ``"1,2"``; empty means "every label > 0".
-
-    Raises:
-        InputError: when the text is not a comma-separated list of integers.
-
-    Example:
-        >>> parse_liver_labels("1, 2"), parse_liver_labels("")
-        ((1, 2), None)
-    """
-    if text is None or not text.strip():
-        return None
-    try:
-        return tuple(int(part) for part in text.split(","))
-    except ValueError:
-        raise InputError(None, f"liver_labels {text!r} is not a comma-separated list of integers") from None
-
-
-def _row_problems(row: ManifestRow, classes: Sequence[str] | None, check_files: bool) -> list[str]:
-    problems = [p for p in [_case_id_problem(row.case_id)] if p]
-    if row.split is not None and row.split not in SPLITS:
-        problems.append(f"split {row.split!r} (expected train, val, test or empty)")
-    if classes is not None and row.label is not None and row.label not in classes:
-        close = difflib.get_close_matches(row.label, list(classes), n=1)
-        hint = f"; did you mean {close[0]!r}?" if close else ""
-        problems.append(f"unknown label {row.label!r} (expected one of {', '.join(classes)}){hint}")
-    if check_files:
-        problems += [f"{what} file not found: {p}" for what, p in (("image", row.image), ("mask", row.mask))
-                     if p is not None and not (Path(p).is_file() or (what == "image" and Path(p).is_dir()))]
-    try:
-        parse_liver_labels(row.extra.get("liver_labels"))
-    except InputError as exc:
-        problems.append(exc.reason)
-    return problems
-
-
-def validate_rows(rows: Sequence[ManifestRow], source: str | Path, *, classes: Sequence[str] | None = None,
-                  check_files: bool = True, row_names: Sequence[str] | None = None) -> None:
-    """Check manifest rows and raise ONE error listing every offending row.
-
-    Args:
-        rows: The rows.
-        source: The file the rows came from (named in the error).
-        classes: Allowed labels; ``None`` accepts any.
-        check_files: Require image (and mask, when given) files to exist.
-        row_names: How to name each row in messages (default ``"row N"`` with N = index + 2, as the
-            rows would appear in a manifest under its header).
-
-    Raises:
-        InputError: ``"<source>: 2 problems: row 3: ...; row 5: ..."``.
-    """
-    _raise_problems(source, _problems(rows, classes, check_files, row_names))
-
-
-def _problems(rows: Sequence[ManifestRow], classes: Sequence[str] | None, check_files: bool,
-              row_names: Sequence[str] | None) -> list[str]:
-    names = list(row_names) if row_names is not None else [f"row {i + 2}" for i in range(len(rows))]
-    problems: list[str] = []
-    first_seen: dict[str, str] = {}
-    for name, row in zip(names, rows, strict=True):
-        found = _row_problems(row, classes, check_files)
-        if row.case_id in first_seen:
-            found.append(f"duplicate case_id {row.case_id!r} (first at {first_seen[row.case_id]})")
-        first_seen.setdefault(row.case_id, name)
-        problems += [f"{name}: {p}" for p in found]
-    return problems
-
-
-def _raise_problems(source: str | Path, problems: Sequence[str]) -> None:
-    if problems:
-        raise InputError(source, f"{len(problems)} problem(s): " + "; ".join(problems))
 
 
 def _decode(raw: bytes, path: Path) -> str:
@@ -262,8 +151,8 @@ def read_manifest(path: str | Path, *, classes: Sequence[str] | None = None,
             continue
         rows.append(_make_row(values, base))
         row_names.append(f"row {number}")
-    problems += _problems(rows, classes, check_files, row_names)
-    _raise_problems(file, sorted(problems, key=lambda p: int(p.split(":", 1)[0].split()[-1])))  # by row
+    problems += row_problems(rows, classes, check_files, row_names)
+    raise_problems(file, sorted(problems, key=lambda p: int(p.split(":", 1)[0].split()[-1])))  # by row
     logger.info("read %d cases from %s", len(rows), file)
     return rows
 
@@ -302,5 +191,4 @@ def write_manifest(rows: Sequence[ManifestRow], path: str | Path) -> Path:
     return atomic_write_text(file, buffer.getvalue())
 
 
-__all__ = ["ManifestRow", "STANDARD_COLUMNS", "SPLITS", "read_manifest", "write_manifest", "validate_rows",
-           "safe_case_id", "case_id_from_path", "parse_liver_labels"]
+__all__ = ["ManifestRow", "STANDARD_COLUMNS", "case_id_from_path", "read_manifest", "write_manifest"]

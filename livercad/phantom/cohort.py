@@ -44,7 +44,7 @@ logger = logging.getLogger(__name__)
 MANIFEST_COLUMNS: tuple[str, ...] = (
     "case_id", "patient_id", "image", "mask", "label", "split", "modality", "severity", "steatosis",
     "cirrhosis", "site", "site_scale", "site_offset", "site_noise", "site_artifact", "spacing_x", "spacing_y",
-    "spacing_z", "orientation", "domain")
+    "spacing_z", "orientation", "contrast_phase", "domain")
 SHORTCUT_P = {"train": (0.1, 0.9), "val": (0.1, 0.9), "test": (0.5, 0.5)}  # P(site B | normal, diseased)
 
 
@@ -127,7 +127,7 @@ def _make_and_write(item: dict[str, Any], out: Path, modality: str, seed: int,
     _write_nifti(mask, case.affine, out / "masks" / name, np.uint8)
     row = {"case_id": case.case_id, "patient_id": f"P{i:04d}", "image": f"images/{name}",
            "mask": f"masks/{name}", "label": case.label, "split": item["split"], "severity": case.severity,
-           "domain": "phantom"}
+           "domain": "phantom", "contrast_phase": case.meta.get("ct_phase", "")}
     row.update(case.meta)
     return {k: str(row[k]) for k in MANIFEST_COLUMNS}
 

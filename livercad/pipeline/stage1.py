@@ -34,9 +34,10 @@ import torch
 from livercad.config import PostprocessConfig
 from livercad.errors import InputError
 from livercad.io.manifest import ManifestRow
-from livercad.types import CaseSlices, Stage1Case, Volume
+from livercad.types import CaseSlices, SegmentationEvaluation, Stage1Case, Volume
 
 if TYPE_CHECKING:
+    from livercad.io.external_masks import ExternalMasks
     from livercad.pipeline.predict.inputs import CaseInput
     from livercad.segment.infer import Segmenter, SegmentOutput
 
@@ -76,6 +77,10 @@ class Stage1Options:
         classes: the class list a case's label is indexed in (:attr:`~livercad.types.CaseSlices.label`).
         keep_mask: keep the mask on the input's own grid in :attr:`~livercad.types.Stage1Case.mask`
             (prediction writes it; a stage-1 cache keeps model space only).
+        masks: another tool's masks (:class:`~livercad.io.external_masks.ExternalMasks`); with ``source``
+            ``segmenter`` they are kept beside the segmenter's (``CaseSlices.external``, the ablation's
+            ``external-mask`` arm), with ``external`` they replace it.
+        source: ``segmenter`` or ``external`` (the mask comes from ``masks``; nothing is segmented).
     """
 
     batch_size: int = 4
@@ -83,6 +88,8 @@ class Stage1Options:
     coarse_to_fine: bool = False
     classes: tuple[str, ...] = ()
     keep_mask: bool = True
+    masks: ExternalMasks | None = None
+    source: str = "segmenter"
 
 
 def open_case(case: CaseInput, *, trained: Sequence[str] | None = None, liver_labels: Sequence[int] | None = None,
@@ -145,17 +152,68 @@ def run_stage1(segmenter: Segmenter, case: Stage1Input, options: Stage1Options |
     from livercad.segment.infer import segment_volume
 
     opts = options or Stage1Options()
-    out = segment_volume(segmenter, case.volume, batch_size=opts.batch_size, postprocess=opts.postprocess,
-                         coarse_to_fine=opts.coarse_to_fine, keep_prob=False, modality=case.modality)
+    external = opts.masks.load(str(case.row.case_id), case.volume) if opts.masks is not None else None
+    if opts.source == "external":
+        if external is None:
+            raise InputError(case.row.image, "stage-1 source 'external' without external masks")
+        out = external_output(segmenter, case, external)
+    else:
+        out = segment_volume(segmenter, case.volume, batch_size=opts.batch_size, postprocess=opts.postprocess,
+                             coarse_to_fine=opts.coarse_to_fine, keep_prob=False, modality=case.modality)
     mask = out.segmentation.mask
     spacing_known = bool(getattr(case.volume.header, "spacing_known", True))
     scores = segmentation_scores(mask, case.reference, case.volume.spacing, spacing_known=spacing_known)
-    slices = case_slices(case.row, out, classes=opts.classes, reference=case.reference)
-    return Stage1Case(case.row, slices, scores, case.modality, mask if opts.keep_mask else None)
+    spleen = opts.masks.load_optional(str(case.row.case_id), case.volume, "spleen") if opts.masks else None
+    slices = case_slices(case.row, out, classes=opts.classes, reference=case.reference, external=external,
+                         attenuation=attenuation(case, mask, external, spleen))
+    source = "segmenter" if opts.source != "external" or opts.masks is None else opts.masks.tool
+    return Stage1Case(case.row, slices, scores, case.modality, mask if opts.keep_mask else None, source, spleen)
+
+
+def external_output(segmenter: Segmenter, case: Stage1Input, mask: np.ndarray) -> SegmentOutput:
+    """Another tool's mask as a stage-1 output, in place of a segmentation.
+
+    The image is prepared as the segmenter's preprocessing does (what stage 2 was trained on; the family is
+    not checked, since this network segments nothing here), the mask goes to model space the one way
+    (:func:`~livercad.segment.data.model_space_mask`) and stands for the probability too.
+    """
+    from livercad.segment.data import model_space_mask
+    from livercad.segment.infer import SegmentOutput
+    from livercad.types import Segmentation
+
+    t0 = time.perf_counter()
+    prepared = segmenter.prepare(case.volume, case.modality, check=False)
+    t1 = time.perf_counter()
+    mask_u8 = np.asarray(mask).astype(np.uint8)
+    mask_model = model_space_mask(prepared, mask_u8)
+    seconds = {"preprocess": t1 - t0, "model": 0.0, "postprocess": time.perf_counter() - t1}
+    return SegmentOutput(prepared, mask_model.float(), mask_model, Segmentation(prob=None, mask=mask_u8), seconds)
+
+
+def attenuation(case: Stage1Input, mask: np.ndarray, external: np.ndarray | None,
+                spleen: np.ndarray | None) -> dict[str, float]:
+    """CT only: mean HU inside each available liver mask (and the spleen) eroded by 2 voxels.
+
+    Keys are the regions the masks stand for (``mask``, ``oracle-mask``, ``external-mask``) and ``spleen``;
+    a mask that leaves nothing after erosion is left out. Empty for MR and ultrasound.
+    """
+    from livercad.pipeline.predict.case_stats import liver_intensity
+
+    if case.modality != "ct":
+        return {}
+    masks = {"mask": mask, "oracle-mask": case.reference, "external-mask": external, "spleen": spleen}
+    out = {}
+    for key, m in masks.items():
+        if m is not None:
+            mean = liver_intensity(case.volume.data, m, "ct")["liver_mean"]
+            if mean is not None:
+                out[key] = float(mean)
+    return out
 
 
 def case_slices(row: ManifestRow, out: SegmentOutput, *, classes: Sequence[str] = (),
-                reference: np.ndarray | None = None) -> CaseSlices:
+                reference: np.ndarray | None = None, external: np.ndarray | None = None,
+                attenuation: dict[str, float] | None = None) -> CaseSlices:
     """The stage-2 input of one case from its stage-1 output.
 
     Args:
@@ -165,6 +223,8 @@ def case_slices(row: ManifestRow, out: SegmentOutput, *, classes: Sequence[str] 
         classes: the class list.
         reference: the reference mask on the input's own grid, brought to model space by
             :func:`~livercad.segment.data.model_space_mask`, as the predicted mask is.
+        external: another tool's liver mask on the input's own grid (to model space the same way).
+        attenuation: the case's liver (and spleen) HU per mask (:func:`attenuation`).
 
     Raises:
         InputError: the stage-1 maps do not match the slices, or the reference does not match the input grid.
@@ -185,23 +245,22 @@ def case_slices(row: ManifestRow, out: SegmentOutput, *, classes: Sequence[str] 
             raise InputError(None, f"case '{case_id}': reference mask shape {tuple(reference.shape)} differs from "
                                    f"the input grid {grid}")
         gt = model_space_mask(out.prepared, reference)
+    ext = model_space_mask(out.prepared, external) if external is not None else None
     label = list(classes).index(row.label) if row.label in classes else None
     return CaseSlices(case_id, str(row.patient_id or case_id), label, image, prob, mask, gt,
-                      tuple(out.prepared.spacing), row.label)
+                      tuple(out.prepared.spacing), row.label, ext, dict(attenuation or {}))
 
 
 def evaluate_segmenter(seg: Segmenter, rows: Sequence[ManifestRow], *, batch_size: int = 4,
                        liver_labels: Sequence[int] | None = None, postprocess: PostprocessConfig | None = None
-                       ) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+                       ) -> SegmentationEvaluation:
     """Per-case metrics on the ORIGINAL grid against each row's ground-truth mask, and a cohort summary.
 
     Each row runs stage 1 (:func:`open_case`, :func:`run_stage1`); its modality is its own, else the one the
     segmenter was trained with first. Rows without a mask are skipped.
 
     Returns:
-        ``(per_case, summary)``: per case ``case_id``, the metrics of
-        :func:`~livercad.metrics.segmentation.segmentation_metrics` and ``seconds``; the summary maps each of
-        :data:`METRICS` to :func:`livercad.metrics.segmentation.summarize` (mean, median, SD, bootstrap 95 % CI).
+        The per-case metrics and their cohort summary over :data:`METRICS` (:class:`SegmentationEvaluation`).
     """
     from livercad.metrics.segmentation import summarize
     from livercad.pipeline.predict.inputs import case_from_row
@@ -217,8 +276,8 @@ def evaluate_segmenter(seg: Segmenter, rows: Sequence[ManifestRow], *, batch_siz
         s1 = run_stage1(seg, open_case(case, trained=seg.modalities, liver_labels=liver_labels), options)
         per_case.append({"case_id": str(row.case_id), **s1.seg_metrics, "seconds": time.perf_counter() - t0})
     summary = {k: summarize([c.get(k, float("nan")) for c in per_case]) for k in METRICS}
-    return per_case, summary
+    return SegmentationEvaluation(per_case, summary)
 
 
-__all__ = ["METRICS", "SOURCE_TEXT", "Stage1Input", "Stage1Options", "case_slices", "evaluate_segmenter",
-           "open_case", "run_stage1"]
+__all__ = ["METRICS", "SOURCE_TEXT", "Stage1Input", "Stage1Options", "attenuation", "case_slices",
+           "evaluate_segmenter", "external_output", "open_case", "run_stage1"]

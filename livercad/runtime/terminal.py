@@ -191,13 +191,18 @@ class Terminal:
         return self
 
     def _tame_lightning(self) -> None:
-        """Lightning's loggers: no handlers of their own, records to the root; tips dropped unless verbose."""
-        if self.lightning:
-            import lightning  # noqa: F401 - it adds its handlers on import: import it before removing them
+        """Lightning's loggers: no handlers of their own, records to the root; tips dropped unless verbose.
+
+        ``import lightning`` adds a handler of its own: when it was not imported yet (a training command resolves
+        its weights first, in seconds, without importing it), that handler is refused while this terminal lasts.
+        """
         for name in _LIGHTNING:
             lg = logging.getLogger(name)
             self._swap(lg, "handlers", [])
             self._swap(lg, "propagate", True)
+            if self.lightning and name not in sys.modules:  # its import comes later, inside this terminal
+                lg.addHandler = _refuse_handler  # type: ignore[method-assign]
+                self._undo.append(lambda lg=lg: vars(lg).pop("addHandler", None))
         if self.level != VERBOSE:
             tips = _NoTips()
             for name in _TIPS:
@@ -249,6 +254,10 @@ def command(*, log: bool = True, lightning: bool = False) -> Callable[[Callable[
         return run
 
     return wrap
+
+
+def _refuse_handler(handler: logging.Handler) -> None:
+    """``Logger.addHandler`` of Lightning's loggers inside a :class:`Terminal`: records go to the root only."""
 
 
 def _replaceable(handler: logging.Handler) -> bool:

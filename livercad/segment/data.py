@@ -81,7 +81,7 @@ def row_liver_labels(row: ManifestRow, default: Sequence[int] | None = None) -> 
     """
     if default is not None:
         return default
-    from livercad.io.manifest import parse_liver_labels
+    from livercad.io.manifest_check import parse_liver_labels
 
     return parse_liver_labels(row.extra.get("liver_labels"))
 

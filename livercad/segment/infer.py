@@ -127,7 +127,7 @@ class Segmenter:
                seed: int = 0, **kwargs: Any) -> Segmenter:
         """An untrained segmenter with random weights (tests, benchmarks, geometry checks)."""
         torch.manual_seed(seed)
-        model = build_segmenter(SegmentModelConfig(encoder=encoder, context=context))
+        model = build_segmenter(SegmentModelConfig(encoder=encoder, encoder_weights="none", context=context))
         pp = Preprocessing(modality=modality, image_size=image_size, context=context)
         meta = SegmenterMeta(arch="Unet", encoder=encoder, context=context, preprocessing=pp,
                              weights={"source": "random"})
@@ -163,20 +163,23 @@ class Segmenter:
         """Logits ``(N, 1, S, S)`` of a slice batch on the backend in use."""
         return self.runner(x) if self.runner is not None else self.model(x)
 
-    def prepare(self, volume: Volume, modality: str | None = None) -> Prepared:
+    def prepare(self, volume: Volume, modality: str | None = None, *, check: bool = True) -> Prepared:
         """Preprocess a volume exactly as at training time, normalised for ``modality``.
 
-        ``modality`` ``None`` means the (first) modality the network was trained on.
+        ``modality`` ``None`` means the (first) modality the network was trained on. ``check=False`` prepares
+        a modality the network was not trained on (model space for another tool's mask, which this network
+        does not segment).
 
         Raises:
-            InputError: ``modality`` is of a family the network was not trained on.
+            InputError: ``modality`` is of a family the network was not trained on (with ``check``).
         """
         from livercad.modality import check_trained_for, family
 
         pp = self.preprocessing
         if modality is None:
             modality = pp["modality"]
-        check_trained_for(family(modality), self.modalities, "the segmenter")
+        if check:
+            check_trained_for(family(modality), self.modalities, "the segmenter")
         return prepare(volume, modality=modality, image_size=int(pp["image_size"]), ct_window=tuple(pp["ct_window"]),
                        percentiles=tuple(pp["percentiles"]))
 

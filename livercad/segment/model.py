@@ -1,14 +1,14 @@
-"""The stage-1 segmenter: an smp model (U-Net/ResNet34 by default) built from a name, weights offline.
+"""The stage-1 segmenter: an smp model (U-Net/ResNet34 by default) built from a name, ImageNet encoder by default.
 
 :func:`build_segmenter` creates the network with ``segmentation_models_pytorch.create_model`` (never
 letting smp download anything: ``encoder_weights=None``), then loads the encoder weights resolved by
-:func:`livercad.runtime.weights.resolve_weights` (``none`` | ``imagenet`` from a local cache | a file). When
+:func:`livercad.runtime.weights.resolve_weights` (``none`` | ``imagenet``, cached or downloaded once | a file). When
 the model has other than 3 input channels, 3-channel ImageNet first-conv weights are adapted the way
 smp does (:func:`segmentation_models_pytorch.encoders._utils.patch_first_conv`).
 
 Example:
     >>> from livercad.config import SegmentModelConfig
-    >>> m = build_segmenter(SegmentModelConfig(encoder="resnet18"))
+    >>> m = build_segmenter(SegmentModelConfig(encoder="resnet18", encoder_weights="none"))
     >>> tuple(m(torch.zeros(1, 3, 64, 64)).shape)
     (1, 1, 64, 64)
 """

@@ -31,7 +31,9 @@ class SegmentationModule(L.LightningModule):
     def __init__(self, cfg: Config, *, n_val_cases: int, budget: TimeBudget) -> None:
         super().__init__()
         self.cfg, self.budget, self.n_val_cases = cfg, budget, n_val_cases
-        self.model, self.weights_info = build_segmenter_with_info(cfg.segment.model)
+        net = cfg.segment.model  # segment.init replaces every weight: the encoder's own are not resolved (nor fetched)
+        net = net.model_copy(update={"encoder_weights": "none"}) if cfg.segment.init else net
+        self.model, self.weights_info = build_segmenter_with_info(net)
         self.init = load_init_weights(self.model, cfg.segment.init) if cfg.segment.init else None
         self.model = self.model.to(memory_format=torch.channels_last)
         self.loss_fn = DiceCELoss(sigmoid=True, batch=True)

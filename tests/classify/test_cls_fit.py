@@ -46,7 +46,7 @@ def _cohort(n: int, start: int, jitter: bool = True) -> list[CaseSlices]:
 def _cfg(**kw: object) -> ClassifyConfig:
     train = TrainConfig(max_epochs=int(kw.pop("epochs", 1)), steps_per_epoch=int(kw.pop("steps", 2)),
                         batch_size=4, lr=float(kw.pop("lr", 1e-3)), patience=3, max_minutes=2)
-    base = {"backbone": "test_resnet", "strategy": "frozen", "region": "mask", "image_size": 32}
+    base = {"backbone": "test_resnet", "weights": "none", "strategy": "frozen", "region": "mask", "image_size": 32}
     return ClassifyConfig(**{**base, **kw}, train=train)
 
 

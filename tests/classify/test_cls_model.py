@@ -128,7 +128,8 @@ def test_a_stage1_segmenter_checkpoint_initialises_a_resnet_backbone(tmp_path: P
     from livercad.segment.model import build_segmenter
 
     torch.manual_seed(3)
-    seg = build_segmenter(SegmentModelConfig(encoder="resnet18", decoder_channels=[32, 16, 16, 8, 8]))
+    seg = build_segmenter(SegmentModelConfig(encoder="resnet18", encoder_weights="none",
+                                             decoder_channels=[32, 16, 16, 8, 8]))
     path = save_checkpoint(tmp_path / "segmenter.pt", seg.state_dict(), {"kind": "segmenter"})
     enc = seg.encoder.state_dict()
     net = build_classifier("resnet18", weights=str(path), num_classes=2, strategy="finetune")

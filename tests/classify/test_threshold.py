@@ -63,7 +63,7 @@ def _cases(n: int, start: int) -> list:
 
 def test_trained_classifier_decides_at_the_validation_threshold() -> None:
     train, val = _cases(8, 0), _cases(6, 100)
-    cfg = ClassifyConfig(backbone="test_resnet", strategy="frozen", region="mask", image_size=32,
+    cfg = ClassifyConfig(backbone="test_resnet", weights="none", strategy="frozen", region="mask", image_size=32,
                          train=TrainConfig(max_epochs=2, steps_per_epoch=2, batch_size=4, max_minutes=2))
     trained = train_classifier(train, val, cfg, None, progress=False)
     d = trained.meta["decision"]

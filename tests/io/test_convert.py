@@ -18,7 +18,8 @@ from livercad.io.convert import (
     from_nnunet,
     liver_label_values,
 )
-from livercad.io.manifest import parse_liver_labels, read_manifest
+from livercad.io.manifest import read_manifest
+from livercad.io.manifest_check import parse_liver_labels
 from livercad.io.nifti import load_mask, load_volume
 
 AFFINE = np.diag([-0.8, -0.8, 2.5, 1.0])

@@ -20,7 +20,8 @@ from livercad.io.convert import convert_dataset, detect_layout
 from livercad.io.convert_chaos import from_chaos, natural_key, png_labels
 from livercad.io.dicom import load_dicom_series
 from livercad.io.dicom_synth import read_positions, write_series
-from livercad.io.manifest import parse_liver_labels, read_manifest
+from livercad.io.manifest import read_manifest
+from livercad.io.manifest_check import parse_liver_labels
 from livercad.io.nifti import load_mask
 
 ROWS, COLS = 5, 7

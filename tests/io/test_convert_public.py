@@ -14,7 +14,8 @@ from livercad.errors import InputError
 from livercad.io.convert import CONVERTERS, convert_dataset, detect_layout
 from livercad.io.convert_public import AMOS_LABELS, from_amos, from_flare22, label_map, labels_by_name
 from livercad.io.convert_totalseg import from_totalseg
-from livercad.io.manifest import parse_liver_labels, read_manifest
+from livercad.io.manifest import read_manifest
+from livercad.io.manifest_check import parse_liver_labels
 from livercad.io.nifti import load_mask, load_volume
 
 AFFINE = np.diag([-0.8, -0.8, 2.5, 1.0])

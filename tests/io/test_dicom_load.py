@@ -18,7 +18,7 @@ from livercad.io.dicom import DicomRecord, find_series, load_dicom_series
 from livercad.io.dicom_meta import case_id_for, contrast_phase, phase_from_text
 from livercad.io.dicom_pixels import DEFAULT_PLUGINS, PREFERRED_PLUGINS, modality_values
 from livercad.io.dicom_synth import base_dataset, write_series, write_single_frame
-from livercad.io.manifest import safe_case_id
+from livercad.io.manifest_check import safe_case_id
 from livercad.io.nifti import load_mask, load_volume, save_mask
 
 TEST_FILES = Path(pydicom.data.__file__).parent / "test_files"

@@ -9,15 +9,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from livercad.errors import InputError
-from livercad.io.manifest import (
-    ManifestRow,
-    case_id_from_path,
-    parse_liver_labels,
-    read_manifest,
-    safe_case_id,
-    validate_rows,
-    write_manifest,
-)
+from livercad.io.manifest import ManifestRow, case_id_from_path, read_manifest, write_manifest
+from livercad.io.manifest_check import parse_liver_labels, safe_case_id, validate_rows
 
 CLASSES = ("normal", "steatosis", "cirrhosis")
 

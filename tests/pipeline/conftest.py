@@ -12,9 +12,10 @@ import pytest
 
 from livercad.config import load_config
 
-SMALL = ["preprocess.image_size=32", "segment.model.encoder=resnet18", "classify.backbone=resnet18",
-         "classify.image_size=32", "classify.classes=[normal, cirrhosis]", "inference.backend=torch",
-         "inference.precision=fp32", "inference.qc_images=false", "inference.coarse_to_fine=false"]
+SMALL = ["preprocess.image_size=32", "segment.model.encoder=resnet18", "segment.model.encoder_weights=none",
+         "classify.backbone=resnet18", "classify.weights=none", "classify.image_size=32",
+         "classify.classes=[normal, cirrhosis]", "inference.backend=torch", "inference.precision=fp32",
+         "inference.qc_images=false", "inference.coarse_to_fine=false"]
 
 
 def random_segmenter(path: Path, **meta: Any) -> Path:

@@ -42,3 +42,15 @@ def test_a_diverging_export_is_reported_failed(make_bundle: Callable[..., Path],
 def test_unknown_format_is_refused(make_bundle: Callable[..., Path], tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="not one of onnx, torchscript"):
         export.export_bundle(make_bundle(), tmp_path, "tflite")
+
+
+def test_cli_export_prints_each_stage_and_writes_the_record(make_bundle: Callable[..., Path], tmp_path: Path) -> None:
+    from typer.testing import CliRunner
+
+    from livercad.cli import app
+
+    res = CliRunner().invoke(app, ["export", "--model", str(make_bundle(classifier=False)), "-o",
+                                   str(tmp_path / "x"), "--format", "torchscript", "--quiet"])
+    assert res.exit_code == 0, res.output
+    assert "segmenter:" in res.output and "(ok: max probability difference" in res.output
+    assert json.loads((tmp_path / "x" / "export.json").read_text())["stages"][0]["ok"] is True

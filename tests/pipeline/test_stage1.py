@@ -130,7 +130,8 @@ def test_evaluate_segmenter_scores_on_the_original_grid(tmp_path: Path) -> None:
         save_mask(ref.astype(np.uint8), vol, tmp_path / f"c{i}_mask.nii.gz")
         rows.append(ManifestRow(f"c{i}", f"p{i}", tmp_path / f"c{i}.nii.gz", tmp_path / f"c{i}_mask.nii.gz"))
     rows.append(ManifestRow("nomask", "p", tmp_path / "c0.nii.gz"))  # skipped
-    per_case, summary = evaluate_segmenter(_bright_segmenter(), rows)
+    evaluation = evaluate_segmenter(_bright_segmenter(), rows)
+    per_case, summary = evaluation.per_case, evaluation.summary
     assert [c["case_id"] for c in per_case] == ["c0", "c1"]
     seg = _bright_segmenter()
     for c, row in zip(per_case, rows, strict=False):

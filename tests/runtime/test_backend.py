@@ -23,6 +23,7 @@ from livercad.errors import ConfigError
 from livercad.io.manifest import ManifestRow
 from livercad.io.nifti import load_volume
 from livercad.pipeline.stage1 import case_slices
+from livercad.pipeline.training.orchestrate import PipelineTraining
 from livercad.segment.infer import Segmenter, segment_volume
 
 pytest.importorskip("onnxruntime")
@@ -67,10 +68,10 @@ def _run(bundle: Path, name: str, images: list[Path]) -> tuple[list[tuple[np.nda
     return out, seg, clf
 
 
-def test_onnx_matches_torch_on_trained_bundle(tiny_trained: dict, bundle_cache: Path) -> None:
-    bundle = Path(tiny_trained["bundle"])
+def test_onnx_matches_torch_on_trained_bundle(tiny_trained: PipelineTraining, bundle_cache: Path) -> None:
+    bundle = Path(tiny_trained.bundle)
     before = sorted(p.name for p in bundle.rglob("*"))
-    images = [Path(r.image) for r in tiny_trained["rows"][:N_CASES]]
+    images = [Path(r.image) for r in tiny_trained.rows[:N_CASES]]
     ref, seg_t, clf_t = _run(bundle, "torch", images)
     fast, seg_o, clf_o = _run(bundle, "onnx", images)
     assert (seg_t.backend, clf_t.backend, seg_o.backend, clf_o.backend) == ("torch", "torch", "onnx", "onnx")

@@ -45,7 +45,8 @@ def test_model_card_says_phantom_only_and_carries_the_measured_figures(tmp_path)
     half = half_checkpoint(_random_pt(tmp_path / "s.pt"), tmp_path / "h.pt",
                            {"release": {"commit": "abc", "wall_seconds": 12.0, "n_cases": 4, "n_train_cases": 3}})
     bundle = write_bundle(tmp_path / "liver", segmenter=half, classifier=None,
-                          config=load_config(None, ["preprocess.image_size=32", "segment.model.encoder=resnet18"]))
+                          config=load_config(None, ["preprocess.image_size=32", "segment.model.encoder=resnet18",
+                                                    "segment.model.encoder_weights=none", "classify.weights=none"]))
     text = write_card(bundle).read_text()
     assert "Trained on the phantom only" in text and "not measured" in text and "12.0 s" in text
     results = {"date": "d", "commit": "c", "real": {"ct": {"status": "ok", "dice": 0.91, "hd95_mm": 9.0,
@@ -76,13 +77,13 @@ def test_init_weights_are_loaded_and_a_mismatch_is_one_line(tmp_path):
     from livercad.segment.model import build_segmenter, load_init_weights
 
     pt = _random_pt(tmp_path / "segmenter.pt")
-    model = build_segmenter(SegmentModelConfig(encoder="resnet18"))
+    model = build_segmenter(SegmentModelConfig(encoder="resnet18", encoder_weights="none"))
     info = load_init_weights(model, str(pt))
     state, _ = load_checkpoint(pt)
     assert info["source"] == "segmenter" and len(info["sha256"]) == 64
     assert all(torch.equal(model.state_dict()[k], v) for k, v in state.items())
     with pytest.raises(CheckpointError, match="do not fit segment.model"):
-        load_init_weights(build_segmenter(SegmentModelConfig(encoder="resnet34")), str(pt))
+        load_init_weights(build_segmenter(SegmentModelConfig(encoder="resnet34", encoder_weights="none")), str(pt))
 
 
 def test_train_stage1_uses_an_init_model_as_it_is_without_training(tmp_path, monkeypatch):
@@ -93,6 +94,7 @@ def test_train_stage1_uses_an_init_model_as_it_is_without_training(tmp_path, mon
     monkeypatch.setattr(ptrain, "cohort_rows", lambda cfg, out: [])
     monkeypatch.setattr(ptrain, "stage1_cache", lambda seg, rows, cfg: [])
     monkeypatch.setattr(strain, "train_segmenter", lambda *a, **k: pytest.fail("must not train"))
+    # package default weights (imagenet, offline here): the init model replaces them, so none is resolved
     cfg = load_config(None, [f"segment.init={pt}", "segment.finetune=false", "inference.backend=torch"])
     out = ptrain.train_stage1(cfg, tmp_path / "run", progress=False)
-    assert out["checkpoint"] == pt and out["segmenter"].meta["training_domain"] == "phantom"
+    assert out.checkpoint == pt and out.segmenter.meta["training_domain"] == "phantom"

@@ -28,7 +28,8 @@ def _cfg(**train) -> Config:
     # a generous time budget keeps the LR schedule step-driven (reproducible) even on a loaded machine
     t = TrainConfig(batch_size=4, steps_per_epoch=3, max_epochs=1, max_minutes=30.0, seed=5, **train)
     return Config(preprocess=PreprocessConfig(modality="ct", image_size=32),
-                  segment=SegmentConfig(model=SegmentModelConfig(encoder="resnet18"), train=t))
+                  segment=SegmentConfig(model=SegmentModelConfig(encoder="resnet18", encoder_weights="none"),
+                                        train=t))
 
 
 @pytest.fixture(scope="module")

@@ -147,7 +147,8 @@ def test_load_rebuilds_a_narrow_decoder_from_the_metadata(tmp_path):
     from livercad.config import SegmentModelConfig
     from livercad.segment.model import build_segmenter
 
-    model = build_segmenter(SegmentModelConfig(encoder="resnet18", decoder_channels=[32, 16, 16, 8, 8]))
+    model = build_segmenter(SegmentModelConfig(encoder="resnet18", encoder_weights="none",
+                                               decoder_channels=[32, 16, 16, 8, 8]))
     meta = {**Segmenter.random(image_size=32, encoder="resnet18").meta, "decoder_channels": [32, 16, 16, 8, 8]}
     loaded = Segmenter.load(save_checkpoint(tmp_path / "narrow.pt", model.state_dict(), meta), precision="fp32")
     assert loaded.model.segmentation_head[0].in_channels == 8

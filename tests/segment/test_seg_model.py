@@ -21,7 +21,7 @@ def _first_conv(model: torch.nn.Module) -> torch.nn.Conv2d:
 
 @pytest.mark.parametrize(("context", "channels"), [(1, 3), (0, 1), (2, 5)])
 def test_build_at_64_gives_one_logit_map_per_slice(context, channels):
-    cfg = SegmentModelConfig(encoder="resnet18", context=context)
+    cfg = SegmentModelConfig(encoder="resnet18", encoder_weights="none", context=context)
     model = build_segmenter(cfg).eval()
     assert in_channels_of(cfg) == channels
     assert _first_conv(model).weight.shape[1] == channels
@@ -30,8 +30,10 @@ def test_build_at_64_gives_one_logit_map_per_slice(context, channels):
     assert tuple(out.shape) == (2, 1, 64, 64)
 
 
-def test_default_is_unet_resnet34_with_random_weights():
-    model, info = build_segmenter_with_info(SegmentModelConfig())
+def test_default_is_unet_resnet34_with_imagenet_weights_and_none_is_random():
+    assert (SegmentModelConfig().arch, SegmentModelConfig().encoder) == ("Unet", "resnet34")
+    assert SegmentModelConfig().encoder_weights == "imagenet"  # the model card's choice (offline here: see below)
+    model, info = build_segmenter_with_info(SegmentModelConfig(encoder_weights="none"))
     assert isinstance(model, smp.Unet)
     assert len(model.encoder.layer1) == 3 and len(model.encoder.layer3) == 6  # resnet34 block counts
     assert info.to_dict()["source"] == "random"
@@ -39,11 +41,11 @@ def test_default_is_unet_resnet34_with_random_weights():
 
 def test_unknown_encoder_suggests_the_closest_name():
     with pytest.raises(ConfigError) as err:
-        build_segmenter(SegmentModelConfig(encoder="resnet35"))
+        build_segmenter(SegmentModelConfig(encoder="resnet35", encoder_weights="none"))
     msg = str(err.value)
     assert "unknown encoder 'resnet35'" in msg and "did you mean 'resnet34'?" in msg and "available:" in msg
     with pytest.raises(ConfigError, match="unknown architecture 'Unett'.*'unet'"):
-        build_segmenter(SegmentModelConfig(arch="Unett", encoder="resnet18"))
+        build_segmenter(SegmentModelConfig(arch="Unett", encoder="resnet18", encoder_weights="none"))
 
 
 def _encoder_file(tmp_path, seed: int = 7) -> tuple[dict[str, torch.Tensor], str]:
@@ -110,15 +112,15 @@ def test_imagenet_without_cache_fails_fast_and_offline(tmp_path, monkeypatch):
 
 
 def test_decoder_channels_set_the_decoder_widths_and_bad_ones_are_refused():
-    cfg = SegmentModelConfig(encoder="resnet18", decoder_channels=[64, 32, 16, 8, 4])
+    cfg = SegmentModelConfig(encoder="resnet18", encoder_weights="none", decoder_channels=[64, 32, 16, 8, 4])
     model = build_segmenter(cfg).eval()
     convs = [m for m in model.decoder.modules() if isinstance(m, torch.nn.Conv2d)]
     assert convs[-1].out_channels == 4 and model.segmentation_head[0].in_channels == 4
     assert sum(p.numel() for p in model.parameters()) < sum(
-        p.numel() for p in build_segmenter(SegmentModelConfig(encoder="resnet18")).parameters())
+        p.numel() for p in build_segmenter(SegmentModelConfig(encoder="resnet18", encoder_weights="none")).parameters())
     with torch.no_grad():
         assert tuple(model(torch.randn(1, 3, 64, 64)).shape) == (1, 1, 64, 64)
     with pytest.raises(ConfigError, match="decoder_channels.*do not fit"):
-        build_segmenter(SegmentModelConfig(encoder="resnet18", decoder_channels=[64, 32]))
+        build_segmenter(SegmentModelConfig(encoder="resnet18", encoder_weights="none", decoder_channels=[64, 32]))
     with pytest.raises(ValueError, match="positive"):
         SegmentModelConfig(decoder_channels=[64, 0, 16, 8, 4])

@@ -44,7 +44,7 @@ def ddp_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, list[Manife
         rows.append(ManifestRow(f"c{i}", f"p{i}", root / f"c{i}.nii.gz", root / f"c{i}_mask.nii.gz", split=split))
     write_manifest(rows, root / "manifest.csv")
     cfg = {"data": {"manifest": str(root / "manifest.csv")}, "preprocess": {"image_size": 32},
-           "segment": {"model": {"encoder": "resnet18"},
+           "segment": {"model": {"encoder": "resnet18", "encoder_weights": "none"},
                        "train": {"accelerator": "cpu", "batch_size": BATCH, "steps_per_epoch": STEPS_PER_EPOCH,
                                  "max_epochs": EPOCHS, "max_minutes": 30.0, "patience": 10, "seed": 5}}}
     (root / "cfg.yaml").write_text(yaml.safe_dump(cfg))

@@ -106,7 +106,8 @@ TRAIN, VAL = [_case(i, i % 2) for i in range(6)], [_case(100 + i, i % 2) for i i
 
 def _cfg(lr: float = 1e-2) -> ClassifyConfig:
     t = TrainConfig(max_epochs=3, steps_per_epoch=3, batch_size=4, lr=lr, patience=5, max_minutes=60)
-    return ClassifyConfig(backbone="test_resnet", strategy="frozen", region="mask", image_size=32, train=t)
+    return ClassifyConfig(backbone="test_resnet", weights="none", strategy="frozen", region="mask", image_size=32,
+                          train=t)
 
 
 class _Crash(Exception):

@@ -79,6 +79,26 @@ def liver_size(mask: np.ndarray, volume: Volume, *, spacing_known: bool, has_thi
     return {"liver_volume_ml": n * volume.voxel_volume_ml if has_thickness else None, "liver_area_cm2": area}
 
 
+def spleen_stats(volume: Volume, spleen: np.ndarray | None, modality: str, liver_mean: float | None, *,
+                 spacing_known: bool, has_thickness: bool = True) -> dict[str, float | None]:
+    """Another tool's spleen: its volume, its mean intensity (eroded as the liver is) and liver − spleen.
+
+    Empty without a spleen mask; the volume is ``None`` where the liver's would be (unknown spacing, 2-D).
+
+    Example:
+        >>> v = Volume(np.full((9, 9, 9), 40.0, np.float32), np.eye(4), None, (1.0, 1.0, 1.0))
+        >>> s = np.zeros((9, 9, 9), bool); s[1:8, 1:8, 1:8] = True
+        >>> spleen_stats(v, s, "ct", 30.0, spacing_known=True)
+        {'spleen_volume_ml': 0.343, 'spleen_mean': 40.0, 'liver_minus_spleen': -10.0}
+    """
+    if spleen is None:
+        return {}
+    size = liver_size(spleen, volume, spacing_known=spacing_known, has_thickness=has_thickness)["liver_volume_ml"]
+    mean = liver_intensity(volume.data, spleen, modality)["liver_mean"]
+    diff = liver_mean - mean if liver_mean is not None and mean is not None else None
+    return {"spleen_volume_ml": size, "spleen_mean": mean, "liver_minus_spleen": diff}
+
+
 def segmentation_scores(mask: np.ndarray, gt: np.ndarray | None, spacing: Any, *, spacing_known: bool = True
                         ) -> dict[str, float]:
     """Metrics against the reference mask (empty without one); those in mm / mL only with a known spacing."""

@@ -134,7 +134,7 @@ def input_kind(path: Path) -> str:
 def checked_cases(cases: Sequence[CaseInput], problems: Sequence[InputProblem]
                   ) -> tuple[list[CaseInput], list[InputProblem]]:
     """Cases with a safe, unique id; the others become problems (a duplicate gets its file's name as id)."""
-    from livercad.io.manifest import safe_case_id
+    from livercad.io.manifest_check import safe_case_id
 
     out: list[CaseInput] = []
     found = list(problems)

@@ -182,7 +182,8 @@ def has_outputs(record: CaseResult, output_format: str) -> bool:
 
 #: predictions.csv columns after the per-class probabilities.
 CASE_COLUMNS = ("liver_volume_ml", "liver_area_cm2", "liver_mean", "liver_median", "liver_sd", "intensity_unit",
-                "modality", "modality_source", "series_description", "contrast_phase", "image_domain",
+                "spleen_volume_ml", "spleen_mean", "liver_minus_spleen", "mask_source", "modality", "modality_source",
+                "series_description", "contrast_phase", "image_domain",
                 "input_format", "spacing_known", "true_label", "dice", "mask_path", "seg_path", "note", "input")
 
 

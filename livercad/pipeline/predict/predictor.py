@@ -22,7 +22,7 @@ import logging
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -30,12 +30,15 @@ from livercad.config import InferenceConfig
 from livercad.errors import LivercadError
 from livercad.pipeline.bundle import Bundle
 from livercad.pipeline.predict.case_io import input_format, write_masks
-from livercad.pipeline.predict.case_stats import liver_intensity, liver_size, size_text
+from livercad.pipeline.predict.case_stats import liver_intensity, liver_size, size_text, spleen_stats
 from livercad.pipeline.predict.inputs import CaseInput
 from livercad.pipeline.predict.outputs import RunFolder
 from livercad.pipeline.stage1 import Stage1Input, Stage1Options, open_case, run_stage1
 from livercad.runtime.backend import release_torch_weights
 from livercad.types import CaseResult, CaseSlices
+
+if TYPE_CHECKING:
+    from livercad.io.external_masks import ExternalMasks
 
 log = logging.getLogger(__name__)
 
@@ -98,12 +101,14 @@ class Predictor:
     Args:
         bundle: a verified model bundle.
         inference: precision, backend, channels-last, slice batch size, QC images on/off.
+        masks: another tool's masks as stage 1 (``--masks``): nothing is segmented; the bundle's segmenter only
+            prepares the image the way its classifier was trained on.
 
     Attributes:
         used: what the stages actually run with (:class:`StagesUsed`).
     """
 
-    def __init__(self, bundle: Bundle, inference: InferenceConfig) -> None:
+    def __init__(self, bundle: Bundle, inference: InferenceConfig, masks: ExternalMasks | None = None) -> None:
         from livercad.classify.infer import Classifier
         from livercad.segment.infer import Segmenter
 
@@ -118,7 +123,8 @@ class Predictor:
         self.domain = bundle.domain
         self.stage1_options = Stage1Options(batch_size=inference.batch_size,
                                             postprocess=bundle.config.segment.postprocess,
-                                            coarse_to_fine=inference.coarse_to_fine, classes=tuple(self.classes))
+                                            coarse_to_fine=inference.coarse_to_fine, classes=tuple(self.classes),
+                                            masks=masks, source="segmenter" if masks is None else "external")
         self.used = StagesUsed(self.segmenter.precision, inference.backend, self.segmenter.backend,
                                self.classifier.backend if self.classifier is not None else None,
                                tuple(self.segmenter.modalities))
@@ -139,14 +145,19 @@ class Predictor:
 
     def _process(self, case: CaseInput, folder: RunFolder, known: dict[str, Any]) -> CaseResult:
         """One case's flow (module docstring); ``known`` collects what a failed record keeps."""
-        opened = open_case(case, trained=self.segmenter.modalities,
+        external = self.stage1_options.source == "external"
+        opened = open_case(case, trained=None if external else self.segmenter.modalities,
                            liver_labels=self.bundle.config.data.liver_labels, known=known)
         s1 = run_stage1(self.segmenter, opened, self.stage1_options)
         volume, mask, row = opened.volume, s1.mask, case.row
         assert mask is not None  # kept: Stage1Options.keep_mask
         files = write_masks(mask, volume, case, folder)
-        sizes = liver_size(mask, volume, spacing_known=bool(known["spacing_known"]),
-                           has_thickness=case.kind != "image2d")
+        size_args = {"spacing_known": bool(known["spacing_known"]), "has_thickness": case.kind != "image2d"}
+        sizes = liver_size(mask, volume, **size_args)
+        stats = liver_intensity(volume.data, mask, s1.modality)
+        stats.update(spleen_stats(volume, s1.spleen, s1.modality, stats["liver_mean"], **size_args))
+        if s1.modality == "ct" and not known.get("contrast_phase"):
+            known["contrast_phase"] = "unknown"
         probs, label, status = self._classify(case, s1.slices)
         if self.inference.qc_images:
             title = _qc_title(row.case_id, label, probs, status, size_text(sizes))
@@ -154,8 +165,8 @@ class Predictor:
         return CaseResult(
             case_id=row.case_id, input_path=str(row.image), probabilities=probs, predicted_label=label,
             true_label=row.label, patient_id=row.patient_id or None, dice=s1.seg_metrics.get("dice"),
-            segmentation_metrics=s1.seg_metrics, verdict_status=status, **files, **sizes, **known,
-            **liver_intensity(volume.data, mask, s1.modality),
+            segmentation_metrics=s1.seg_metrics, verdict_status=status, **files, **sizes, **known, **stats,
+            mask_source=s1.source,
         )
 
     def _classify(self, case: CaseInput, slices: CaseSlices) -> tuple[dict[str, float], str | None, str]:

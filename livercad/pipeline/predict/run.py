@@ -34,6 +34,7 @@ from livercad.runtime.provenance import versions
 from livercad.types import CaseResult
 
 if TYPE_CHECKING:
+    from livercad.io.external_masks import ExternalMasks
     from livercad.pipeline.predict.predictor import StagesUsed
 
 log = logging.getLogger(__name__)
@@ -58,18 +59,21 @@ class PipelineResult:
         return not self.failures
 
 
-def _inference_config(bundle_cfg: Config, config: Config | str | Path | None) -> InferenceConfig:
+def _bundle_and_inference(model: str | Path | None, config: Config | str | Path | None
+                          ) -> tuple[Bundle, InferenceConfig]:
+    """The bundle (``None``: the default one) and its inference settings, or ``config``'s when given."""
+    bundle = load_bundle(resolve_bundle_path(model))
     if config is None:
-        return bundle_cfg.inference
+        return bundle, bundle.config.inference
     cfg = config if isinstance(config, Config) else load_config(config)
-    return cfg.inference
+    return bundle, cfg.inference
 
 
 def _run_local(todo: Sequence[CaseInput], predictor_args: tuple[Bundle, InferenceConfig], folder: RunFolder,
-               bar: Progress) -> tuple[list[CaseResult], StagesUsed]:
+               bar: Progress, masks: ExternalMasks | None = None) -> tuple[list[CaseResult], StagesUsed]:
     from livercad.pipeline.predict.predictor import Predictor
 
-    predictor = Predictor(*predictor_args)  # models load once for the whole batch
+    predictor = Predictor(*predictor_args, masks=masks)  # models load once for the whole batch
     out = []
     for case in todo:
         result = predictor.process(case, folder)
@@ -79,12 +83,12 @@ def _run_local(todo: Sequence[CaseInput], predictor_args: tuple[Bundle, Inferenc
     return out, predictor.used
 
 
-def run_pipeline(inputs: str | Path | Sequence[str | Path], output_dir: str | Path, *,
-                 model: str | Path | None = None, config: Config | str | Path | None = None,
-                 resume: bool = False, progress: bool = True, split: str | None = None,
-                 engine: str | None = None, address: str | None = None,
-                 modality: str | None = None, output_format: str = "nifti",
-                 spacing: tuple[float, float] | None = None) -> PipelineResult:
+def run_pipeline(inputs: str | Path | Sequence[str | Path], output_dir: str | Path, *, model: str | Path | None = None,
+                 config: Config | str | Path | None = None, resume: bool = False, progress: bool = True,
+                 split: str | None = None, engine: str | None = None, address: str | None = None,
+                 modality: str | None = None, output_format: str = "nifti", spacing: tuple[float, float] | None = None,
+                 masks: str | Path | ExternalMasks | None = None, mask_labels: str | Path | None = None
+                 ) -> PipelineResult:
     """Segment (and, with a classifier in the bundle, classify) every input case.
 
     Args:
@@ -98,8 +102,7 @@ def run_pipeline(inputs: str | Path | Sequence[str | Path], output_dir: str | Pa
         config: optional config (object or YAML) whose ``inference`` section overrides the bundle's.
         resume: skip cases whose record shows they already finished in ``output_dir``.
         progress: progress bar on a terminal / log lines otherwise.
-        split: with a manifest, only rows of this split.
-        engine: ``local`` (default) or ``ray``; ``address``: Ray cluster address.
+        split: with a manifest, only rows of this split. engine, address: ``local`` or ``ray``, the Ray cluster.
         modality: the modality of cases whose record (DICOM Modality tag, manifest column) names none (``ct``,
             ``mr``, ``mr-t2``, ``us`` ...); ``None``: decided from each image's intensities (refused for
             PNG/JPEG images).
@@ -107,20 +110,24 @@ def run_pipeline(inputs: str | Path | Sequence[str | Path], output_dir: str | Pa
             masks, with a note, for other input) or ``both``.
         spacing: ``(sx, sy)`` pixel spacing in mm for 2-D images that give none (PNG/JPEG, DICOM without
             PixelSpacing); without it their sizes are not reported (``spacing_known`` false).
+        masks: another tool's masks as stage 1 (nothing is segmented): a folder in TotalSegmentator's layout
+            (``<case_id>/liver.nii.gz``) or of multi-label files (``<case_id>.nii.gz``), or an
+            :class:`~livercad.io.external_masks.ExternalMasks`; each must lie on its image's grid.
+        mask_labels: the label map of multi-label files (``total``, ``total_mr``, an nnU-Net ``dataset.json``);
+            a spleen in it adds spleen volume, attenuation and liver − spleen to each case.
 
     Returns:
         A :class:`PipelineResult`.
 
     Raises:
         CheckpointError: the bundle is missing or corrupt (or ``model=None`` and no default is installed).
-        ConfigError: ``modality`` is not a known modality name, ``output_format`` or ``spacing`` is invalid.
+        ConfigError: an unknown ``modality``; an invalid ``output_format``, ``spacing`` or label map.
     """
-    t0 = time.perf_counter()
-    started = datetime.now(timezone.utc).isoformat(timespec="seconds")
+    t0, started = time.perf_counter(), datetime.now(timezone.utc).isoformat(timespec="seconds")
     _check_modality(modality)
-    bundle = load_bundle(resolve_bundle_path(model))
-    inference = _inference_config(bundle.config, config)
+    bundle, inference = _bundle_and_inference(model, config)
     engine = engine or inference.engine
+    ext = _external(masks, mask_labels, engine)  # another tool's masks as stage 1, or None
     cases, problems = discover_inputs(inputs, split=split, modality=modality, spacing=spacing,
                                       output_format=output_format)
     with RunFolder(output_dir, output_format=output_format) as folder:
@@ -128,24 +135,50 @@ def run_pipeline(inputs: str | Path | Sequence[str | Path], output_dir: str | Pa
         log.info("%d cases: %d to run, %d already done, %d input problems", len(cases) + len(problems),
                  len(todo), len(cases) - len(todo), len(problems))
         with Progress(len(todo), enabled=progress) as bar:
-            new, used = _run_cases(engine, todo, (bundle, inference), folder, bar, address)
+            new, used = _run_cases(engine, todo, (bundle, inference), folder, bar, address, ext)
         done.update({r.case_id: r for r in new})
         results = _in_input_order(cases, problems, done)
-        metrics = _write_outputs(folder, results, bundle, inference, used=used, modality=modality,
-                                 timing={"started": started, "seconds": round(time.perf_counter() - t0, 3),
-                                         "cases_run": len(new), "cases_resumed": len(cases) - len(todo),
-                                         "engine": engine})
+        timing = {"started": started, "seconds": round(time.perf_counter() - t0, 3), "cases_run": len(new),
+                  "cases_resumed": len(cases) - len(todo), "engine": engine}
+        metrics = _write_outputs(folder, results, bundle, inference, used=used, modality=modality, timing=timing,
+                                 stage1=_source_record(ext))
     return PipelineResult(Path(output_dir), results, metrics)
 
 
 def _run_cases(engine: str, todo: Sequence[CaseInput], predictor_args: tuple[Bundle, InferenceConfig],
-               folder: RunFolder, bar: Progress, address: str | None) -> tuple[list[CaseResult], StagesUsed | None]:
+               folder: RunFolder, bar: Progress, address: str | None, masks: ExternalMasks | None = None
+               ) -> tuple[list[CaseResult], StagesUsed | None]:
     """The new records of ``todo`` (``engine`` ``ray`` or local) and what the stages ran with."""
     if engine == "ray":
         from livercad.pipeline.predict.engine_ray import run_ray
 
         return run_ray(todo, predictor_args, folder, bar, address=address)
-    return _run_local(todo, predictor_args, folder, bar)
+    return _run_local(todo, predictor_args, folder, bar, masks)
+
+
+def _external(masks: str | Path | ExternalMasks | None, labels: str | Path | None, engine: str
+              ) -> ExternalMasks | None:
+    """The external stage-1 source of a run, or ``None`` (the segmenter)."""
+    from livercad.io.external_masks import ExternalMasks, external_masks
+
+    if masks is None:
+        if labels is not None:
+            raise ConfigError("a label map (--mask-labels) needs external masks (--masks)")
+        return None
+    if engine == "ray":
+        raise ConfigError("external masks (--masks) run on the local engine, not on Ray")
+    if isinstance(masks, ExternalMasks):
+        return masks
+    return external_masks(masks, labels=labels, tool="totalsegmentator" if labels in ("total", "total_mr")
+                          else "external")
+
+
+def _source_record(masks: ExternalMasks | None) -> dict[str, Any]:
+    """run.json's ``stage1``: the segmenter, or the external masks' folder, tool and label map."""
+    if masks is None:
+        return {"source": "segmenter"}
+    return {"source": "external", "tool": masks.tool, "root": None if masks.root is None else str(masks.root),
+            "labels": dict(masks.labels) if masks.labels else None}
 
 
 def _in_input_order(cases: list[CaseInput], problems: Sequence[InputProblem], done: dict[str, CaseResult]
@@ -186,7 +219,8 @@ def _check_modality(modality: str | None) -> None:
 
 
 def _write_outputs(folder: RunFolder, results: list[CaseResult], bundle: Bundle, inference: InferenceConfig,
-                   *, used: StagesUsed | None, modality: str | None, timing: dict[str, Any]) -> dict[str, Any]:
+                   *, used: StagesUsed | None, modality: str | None, timing: dict[str, Any],
+                   stage1: dict[str, Any]) -> dict[str, Any]:
     from livercad.pipeline.predict.summary import cohort_metrics
 
     classes = bundle.classes
@@ -194,7 +228,8 @@ def _write_outputs(folder: RunFolder, results: list[CaseResult], bundle: Bundle,
     write_csv(folder.root / "failures.csv", failure_rows(results), ["case_id", "input", "reason"])
     metrics = cohort_metrics(results, classes, seed=bundle.config.seed)
     atomic_write_text(folder.root / "metrics.json", json.dumps(metrics, indent=2, default=_json_default))
-    run_info = _run_info(results, bundle, inference, used=used, modality=modality, timing=timing)
+    run_info = {**_run_info(results, bundle, inference, used=used, modality=modality, timing=timing),
+                "stage1": stage1}
     atomic_write_text(folder.root / "run.json", json.dumps(run_info, indent=2, default=_json_default))
     if inference.report:
         from livercad.report.pipeline_page import write_pipeline_report

@@ -27,6 +27,7 @@ from livercad.config import ClassifyConfig, Config
 from livercad.errors import ConfigError
 from livercad.pipeline.study.ablation_data import AblationSplit, saliency_cases, split_cohort
 from livercad.pipeline.study.ablation_stats import SCALARS, arm_statistics, compare, compare_to_reference
+from livercad.pipeline.study.baselines import EXTERNAL, external_split, external_view, rule_statistics
 from livercad.runtime.progress import Progress
 from livercad.types import Stage1Case
 
@@ -61,7 +62,8 @@ def arm_grid(cfg: Config) -> list[Arm]:
     if ab.reference not in ab.regions:
         log.info("ablation: reference region '%s' added to the arms %s", ab.reference, ab.regions)
     for r in regions:
-        get_region(r)
+        if r != EXTERNAL:  # the `mask` region on another tool's masks (livercad.pipeline.study.baselines)
+            get_region(r)
     for s in ab.strategies:
         parse_strategy(s)
     if not ab.strategies or not ab.backbones:
@@ -85,7 +87,8 @@ def arm_classify_config(cfg: Config, arm: Arm) -> ClassifyConfig:
         ('full', 64, 2, 224)
     """
     ab = cfg.ablation
-    update: dict[str, Any] = {"region": arm.region, "strategy": arm.strategy, "backbone": arm.backbone,
+    update: dict[str, Any] = {"region": "mask" if arm.region == EXTERNAL else arm.region, "strategy": arm.strategy,
+                              "backbone": arm.backbone,
                               "weights": "none" if arm.strategy == "scratch" else cfg.classify.weights}
     if ab.train is not None:
         update["train"] = ab.train
@@ -196,6 +199,9 @@ def run_ablation(cfg: Config, stage1: list[Stage1Case], out_dir: str | Path, *, 
         InputError: a split is missing or the test split has a single class.
         ConfigError: unknown region, strategy or backbone.
     """
+    from livercad.pipeline.training.preflight import ensure_run_weights
+
+    ensure_run_weights(cfg, ablation=True)  # every arm's backbone weights before any arm trains
     return _run(cfg, stage1, Path(out_dir), progress, {})
 
 
@@ -207,13 +213,14 @@ def _run(cfg: Config, stage1: list[Stage1Case], out_dir: Path, progress: bool, t
     t0 = time.perf_counter()
     data, arms = split_cohort(cfg, stage1), arm_grid(cfg)
     _log_overrides(cfg)
-    notes: list[str] = []
+    data, arms, notes = external_split(cfg, data, arms)
     if any(c.gt is None for c in data.train + data.val + data.test):
         arms = [a for a in arms if a.region != "oracle-mask"]
         notes.append("oracle-mask arms skipped: some cases have no ground-truth mask")
     y = np.array([int(c.label) for c in data.test])
     groups = [str(c.patient_id) for c in data.test]
-    cache: dict[Any, Any] = {}
+    views = {EXTERNAL: external_view(data)} if any(a.region == EXTERNAL for a in arms) else {}
+    caches: dict[bool, dict[Any, Any]] = {}  # frozen features, per view (a case's masks differ between them)
     trained: dict[str, dict[str, Any]] = {}
     stats: list[dict[str, Any]] = []
     saliency: dict[str, Any] = {}
@@ -221,18 +228,21 @@ def _run(cfg: Config, stage1: list[Stage1Case], out_dir: Path, progress: bool, t
     sal_cases = saliency_cases(data.test, cfg.ablation.saliency_cases) if cfg.ablation.saliency else []
     with Progress(len(arms) * cfg.ablation.seeds, enabled=progress, description="ablation") as bar:
         for arm in arms:
-            t = time.perf_counter()
-            trained[arm.name] = _train_arm(cfg, arm, data, cache, bar)
+            t, view = time.perf_counter(), views.get(arm.region, data)
+            trained[arm.name] = _train_arm(cfg, arm, view, caches.setdefault(view is data, {}), bar)
             timing["train_s"] += time.perf_counter() - t
-            stats.append(_arm_stats(cfg, arm, trained[arm.name], data, y, groups))
+            stats.append(_arm_stats(cfg, arm, trained[arm.name], view, y, groups))
             if sal_cases:
                 t = time.perf_counter()
-                saliency[arm.name] = arm_saliency(trained[arm.name]["classifier"], sal_cases,
+                cases = sal_cases if view is data else saliency_cases(view.test, cfg.ablation.saliency_cases)
+                saliency[arm.name] = arm_saliency(trained[arm.name]["classifier"], cases,
                                                   n_boot=cfg.ablation.n_boot, seed=cfg.seed,
                                                   method=cfg.ablation.saliency_method)
                 timing["saliency_s"] += time.perf_counter() - t
             if arm.region != _quality_region(arms):
                 trained[arm.name]["classifier"] = None  # free memory; only the mask-quality arms are reused
+    rules, rule_notes = rule_statistics(cfg, data, {_phase(s.row.extra) for s in stage1}, y, groups)
+    stats, notes = stats + rules, notes + rule_notes
     comps = compare_to_reference(stats, cfg.ablation.reference, y, groups, n_boot=cfg.ablation.n_boot, seed=cfg.seed)
     t = time.perf_counter()
     quality = _quality(cfg, arms, trained, data)
@@ -248,6 +258,11 @@ def _run(cfg: Config, stage1: list[Stage1Case], out_dir: Path, progress: bool, t
     return result
 
 
+def _phase(extra: dict[str, str]) -> str | None:
+    """A case's contrast phase from its manifest columns (``contrast_phase``, ``phase``), else ``None``."""
+    return extra.get("contrast_phase") or extra.get("phase") or None
+
+
 def run_ablation_from_config(cfg: Config, out_dir: str | Path, *, progress: bool = True,
                              segmenter: str | Path | None = None) -> dict[str, Any]:
     """Stage 1 once (cohort -> segmenter -> stage-1 cache of every case), then :func:`run_ablation`.
@@ -259,11 +274,13 @@ def run_ablation_from_config(cfg: Config, out_dir: str | Path, *, progress: bool
     ``out_dir`` receives ``data/`` (the cohort), ``work/segment/`` (the segmenter) and the ablation outputs.
     """
     from livercad.pipeline.training.orchestrate import cohort_rows, load_stage1, stage1_cache, train_stage1
+    from livercad.pipeline.training.preflight import ensure_run_weights
 
     out = Path(out_dir)
+    ensure_run_weights(cfg, ablation=True)  # every arm's backbone weights before any data work (stage 1's: below)
     if segmenter is None:
         s1 = train_stage1(cfg, out, progress=progress)
-        stage1, timing = s1["stage1"], dict(s1["timing"])
+        stage1, timing = s1.stage1, dict(s1.timing)
     else:
         path = Path(segmenter)
         path = path / "segmenter.pt" if path.is_dir() else path

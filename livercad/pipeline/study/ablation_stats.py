@@ -199,15 +199,19 @@ def compare_to_reference(arms: Sequence[Mapping[str, Any]], reference: str, y: n
         seed: Bootstrap seed.
 
     Returns:
-        One dict per non-reference arm, in ``arms`` order: ``arm``, ``reference`` and :func:`compare`'s keys;
+        One dict per non-reference arm, in ``arms`` order (an arm of strategy ``rule`` against the first
+        reference arm): ``arm``, ``reference`` and :func:`compare`'s keys;
         ``mcnemar``, ``chi2`` and ``auc_diff`` gain ``pvalue_holm`` (Holm across the comparisons, per family).
     """
     from livercad.metrics.stats import holm
 
     ref_of = {(a["strategy"], a["backbone"]): a for a in arms if a["region"] == reference}
+    first = next(iter(ref_of.values()))  # arms of no trained strategy (the attenuation rule) compare with it
     comps = []
     for a in arms:
-        ref = ref_of[(a["strategy"], a["backbone"])]
+        ref = ref_of.get((a["strategy"], a["backbone"]), first if a["strategy"] == "rule" else None)
+        if ref is None:
+            raise KeyError(f"no {reference} arm for strategy {a['strategy']} and backbone {a['backbone']}")
         if a is ref:
             continue
         c = compare(y, a["proba_test"], ref["proba_test"], groups=groups, n_boot=n_boot, seed=seed)

@@ -19,9 +19,26 @@ from livercad.config import Config, load_config
 log = logging.getLogger(__name__)
 
 
+#: The demo trains from random init, offline: weights a demo config leaves unset are these, not ImageNet.
+DEMO_WEIGHTS = ("segment.model.encoder_weights=none", "classify.weights=none")
+
+
 def demo_config(fast: bool, config: str | Path | None = None, overrides: list[str] | None = None) -> Config:
-    """The demo preset (``demo`` or ``demo-fast``), or a user config, with overrides."""
-    return load_config(config or ("demo-fast" if fast else "demo"), overrides or [])
+    """The demo preset (``demo`` or ``demo-fast``), or a user config, with overrides.
+
+    Weights are ``none`` (:data:`DEMO_WEIGHTS`) unless the config or an override sets them: the presets say so,
+    and a user config that names no weights does not fall back on the package default (ImageNet).
+
+    Example:
+        >>> cfg = demo_config(True, "segment", ["classify.weights=my.pth"])  # segment.yaml names no classify weights
+        >>> cfg.segment.model.encoder_weights, cfg.classify.weights, demo_config(True, "segment").classify.weights
+        ('none', 'my.pth', 'none')
+    """
+    path = config or ("demo-fast" if fast else "demo")
+    cfg = load_config(path, overrides or [])
+    given = (cfg.segment.model.model_fields_set, cfg.classify.model_fields_set)
+    unset = [o for o, fields in zip(DEMO_WEIGHTS, given, strict=True) if o.split("=")[0].split(".")[-1] not in fields]
+    return load_config(path, [*unset, *(overrides or [])]) if unset else cfg
 
 
 def _summary_table(metrics: dict[str, Any], ablation: dict[str, Any] | None) -> str:
@@ -47,20 +64,22 @@ def run_demo(out_dir: str | Path, *, fast: bool = False, config: str | Path | No
     """
     from livercad.pipeline.predict.run import run_pipeline
     from livercad.pipeline.training.orchestrate import train_pipeline
+    from livercad.pipeline.training.preflight import ensure_run_weights
 
     out = Path(out_dir)
     cfg = demo_config(fast, config, overrides)
+    ensure_run_weights(cfg, ablation=cfg.ablation.seeds > 0 and bool(cfg.ablation.regions))  # stages: train_pipeline
     timing: dict[str, float] = {}
     t0 = time.perf_counter()
     trained = train_pipeline(cfg, out, progress=progress)
-    timing.update(trained["timing"])
+    timing.update(trained.timing)
     manifest = out / "data" / "manifest.csv" if cfg.data.manifest is None else cfg.data.manifest
     split_manifest = out / "data" / "manifest_split.csv"
     from livercad.io.manifest import write_manifest
 
-    write_manifest(trained["rows"], split_manifest)
+    write_manifest(trained.rows, split_manifest)
     t = time.perf_counter()
-    pred = run_pipeline(split_manifest, out / "predict", model=trained["bundle"], split="test",
+    pred = run_pipeline(split_manifest, out / "predict", model=trained.bundle, split="test",
                         progress=progress)
     timing["predict_test_s"] = time.perf_counter() - t
     ablation = None
@@ -68,7 +87,7 @@ def run_demo(out_dir: str | Path, *, fast: bool = False, config: str | Path | No
         t = time.perf_counter()
         from livercad.pipeline.study.ablation import run_ablation
 
-        ablation = run_ablation(cfg, trained["stage1"], out / "ablation", progress=progress)
+        ablation = run_ablation(cfg, trained.stage1, out / "ablation", progress=progress)
         timing["ablation_s"] = time.perf_counter() - t
     timing["total_s"] = time.perf_counter() - t0
     report = _write_demo_report(out, cfg, pred, ablation, timing, manifest)

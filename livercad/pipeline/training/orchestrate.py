@@ -13,17 +13,57 @@ from __future__ import annotations
 
 import logging
 import time
+from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from livercad.config import Config
 from livercad.io.manifest import ManifestRow
 from livercad.types import Stage1Case
 
 if TYPE_CHECKING:
+    from livercad.classify.fit import TrainedClassifier
     from livercad.segment.infer import Segmenter
 
 log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Stage1Training:
+    """What :func:`train_stage1` produced (shared by the pipeline and the ablation).
+
+    Attributes:
+        rows: The cohort, split (``train`` / ``val`` / ``test``) by patient when the manifest had no split.
+        checkpoint: The segmenter's ``segmenter.pt`` (trained here, or the ``segment.init`` model used as it is).
+        segmenter: That checkpoint loaded with the run's inference settings (:func:`load_stage1`).
+        stage1: The stage-1 cache: one :class:`~livercad.types.Stage1Case` per row, in row order.
+        timing: Seconds per step: ``data_s``, ``train_segment_s``, ``stage1_inference_s``.
+    """
+
+    rows: list[ManifestRow]
+    checkpoint: Path
+    segmenter: Segmenter
+    stage1: list[Stage1Case]
+    timing: dict[str, float]
+
+
+@dataclass(frozen=True)
+class PipelineTraining:
+    """What :func:`train_pipeline` produced.
+
+    Attributes:
+        bundle: The model bundle folder (``out_dir/model``).
+        rows: The split cohort (as :attr:`Stage1Training.rows`).
+        stage1: The stage-1 cache of every case (as :attr:`Stage1Training.stage1`).
+        classifier: The trained stage-2 classifier.
+        timing: Seconds per step: those of :attr:`Stage1Training.timing` and ``train_classify_s``.
+    """
+
+    bundle: Path
+    rows: list[ManifestRow]
+    stage1: list[Stage1Case]
+    classifier: TrainedClassifier
+    timing: dict[str, float]
 
 
 def cohort_rows(cfg: Config, work_dir: Path) -> list[ManifestRow]:
@@ -67,31 +107,41 @@ def stage1_cache(segmenter: Segmenter, rows: list[ManifestRow], cfg: Config) -> 
     (DICOM Modality tag, ``modality`` column), else ``cfg.preprocess.modality``; its reference mask is read
     with ``cfg.data.liver_labels``, else the row's ``liver_labels`` column. ``cfg.inference`` gives the slice
     batch size and ``coarse_to_fine``, ``cfg.segment.postprocess`` the post-processing and
-    ``cfg.classify.classes`` the label indices.
+    ``cfg.classify.classes`` the label indices. With ``data.external_masks`` (a folder) another tool's masks are
+    kept beside (``CaseSlices.external``) or, with ``classify.mask_source: external``, instead of the segmenter's.
     """
+    from livercad.errors import ConfigError
+    from livercad.io.external_masks import masks_from_config
     from livercad.pipeline.predict.inputs import case_from_row
     from livercad.pipeline.stage1 import Stage1Options, open_case, run_stage1
 
+    masks, source = masks_from_config(cfg.data.external_masks, cfg.data.external_labels), cfg.classify.mask_source
+    if source == "external" and masks is None:
+        raise ConfigError("classify.mask_source: external needs data.external_masks (a folder of masks)")
     options = Stage1Options(batch_size=cfg.inference.batch_size, postprocess=cfg.segment.postprocess,
                             coarse_to_fine=cfg.inference.coarse_to_fine, classes=tuple(cfg.classify.classes),
-                            keep_mask=False)
+                            keep_mask=False, masks=masks, source=source)
+    trained = None if source == "external" else segmenter.modalities
     out: list[Stage1Case] = []
     for row in rows:
-        case = open_case(case_from_row(row, run_modality=cfg.preprocess.modality), trained=segmenter.modalities,
+        case = open_case(case_from_row(row, run_modality=cfg.preprocess.modality), trained=trained,
                          liver_labels=cfg.data.liver_labels)
         out.append(run_stage1(segmenter, case, options))
     return out
 
 
-def train_stage1(cfg: Config, out: Path, *, progress: bool = True, resume: bool = False) -> dict[str, Any]:
+def train_stage1(cfg: Config, out: Path, *, progress: bool = True, resume: bool = False) -> Stage1Training:
     """Cohort -> trained segmenter -> stage-1 cache of every case (shared by the pipeline and the ablation).
 
     ``resume``: continue an interrupted stage-1 training in ``out`` (see :func:`train_segmenter`).
 
     Returns:
-        ``rows``, ``checkpoint``, ``segmenter``, ``stage1`` and ``timing`` (seconds per step).
+        The cohort, segmenter checkpoint, loaded segmenter, stage-1 cache and timing (:class:`Stage1Training`).
     """
-    from livercad.segment.fit import train_segmenter
+    from livercad.pipeline.training.preflight import ensure_run_weights
+
+    ensure_run_weights(cfg, segment=True)  # before any data work (skipped when stage 1 starts from segment.init)
+    from livercad.segment.fit import train_segmenter  # Lightning, MONAI: after the check, which fails in seconds
 
     timing: dict[str, float] = {}
     t = time.perf_counter()
@@ -109,27 +159,30 @@ def train_stage1(cfg: Config, out: Path, *, progress: bool = True, resume: bool 
     segmenter = load_stage1(ckpt, cfg)
     stage1 = stage1_cache(segmenter, rows, cfg)
     timing["stage1_inference_s"] = time.perf_counter() - t
-    return {"rows": rows, "checkpoint": ckpt, "segmenter": segmenter, "stage1": stage1, "timing": timing}
+    return Stage1Training(rows=rows, checkpoint=ckpt, segmenter=segmenter, stage1=stage1, timing=timing)
 
 
 def train_pipeline(cfg: Config, out_dir: str | Path, *, progress: bool = True, resume: bool = False
-                   ) -> dict[str, Any]:
+                   ) -> PipelineTraining:
     """Train both stages and write a bundle to ``out_dir/model``.
 
     ``resume``: continue a run interrupted in ``out_dir`` (finished stages are reused, an interrupted
     one continues from its last checkpoint); without a checkpoint it trains from the start.
 
     Returns:
-        A dict with ``bundle`` (path), ``rows`` (the split cohort), ``stage1`` (the stage-1 cache of every
-        case), ``classifier`` (the trained classifier object) and ``timing``.
+        The bundle path, the split cohort, the stage-1 cache of every case, the trained classifier and
+        the timing (:class:`PipelineTraining`).
     """
-    from livercad.classify.fit import train_classifier
+    from livercad.pipeline.training.preflight import ensure_run_weights
+
+    ensure_run_weights(cfg, classify=True)  # stage 2's weights before stage 1; train_stage1 checks stage 1's first
+    from livercad.classify.fit import train_classifier  # Lightning: after the check, which fails in seconds
     from livercad.pipeline.bundle import write_bundle
 
     out = Path(out_dir)
     s1 = train_stage1(cfg, out, progress=progress, resume=resume)
-    rows, seg_ckpt, segmenter, stage1 = s1["rows"], s1["checkpoint"], s1["segmenter"], s1["stage1"]
-    timing = dict(s1["timing"])
+    rows, seg_ckpt, segmenter, stage1 = s1.rows, s1.checkpoint, s1.segmenter, s1.stage1
+    timing = dict(s1.timing)
     t = time.perf_counter()
     train = [s.slices for s in stage1 if s.row.split == "train" and s.slices.label is not None]
     val = [s.slices for s in stage1 if s.row.split == "val" and s.slices.label is not None]
@@ -142,4 +195,4 @@ def train_pipeline(cfg: Config, out_dir: str | Path, *, progress: bool = True, r
                           extra={"weights": weights, "training": {"timing_s": timing,
                                                                   "segment": segmenter.meta.get("history"),
                                                                   "classify": trained.meta.get("history")}})
-    return {"bundle": bundle, "rows": rows, "stage1": stage1, "classifier": trained, "timing": timing}
+    return PipelineTraining(bundle=bundle, rows=rows, stage1=stage1, classifier=trained, timing=timing)

@@ -31,7 +31,8 @@ from dataclasses import replace
 import numpy as np
 
 from livercad.errors import ConfigError, InputError
-from livercad.io.manifest import SPLITS, ManifestRow
+from livercad.io.manifest import ManifestRow
+from livercad.io.manifest_check import SPLITS
 
 logger = logging.getLogger(__name__)
 

@@ -81,7 +81,7 @@ def test_rewriting_a_bundle_without_classifier_drops_the_old_one(make_bundle: Ca
     assert load_bundle(path).has_classifier
     seg = path.parent / "seg_copy.pt"
     seg.write_bytes((path / "segmenter.pt").read_bytes())
-    write_bundle(path, segmenter=seg, config=load_config(None, []))
+    write_bundle(path, segmenter=seg, config=load_config(None, ["segment.model.encoder_weights=none"]))
     assert not (path / "classifier.pt").exists() and not load_bundle(path).has_classifier
 
 

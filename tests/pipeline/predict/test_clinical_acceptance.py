@@ -27,7 +27,8 @@ from livercad.pipeline.predict.run import run_pipeline
 TEST_FILES = Path(pydicom.data.__file__).parent / "test_files"
 CT5N = TEST_FILES / "dicomdirtests" / "98892001" / "CT5N"  # a real 5-slice CT series (16 x 16, uncompressed)
 LPS_TO_RAS = np.diag([-1.0, -1.0, 1.0])
-SMALL = ["preprocess.image_size=32", "segment.model.encoder=resnet18", "classify.backbone=resnet18",
+SMALL = ["preprocess.image_size=32", "segment.model.encoder=resnet18", "segment.model.encoder_weights=none",
+         "classify.weights=none", "classify.backbone=resnet18",
          "classify.image_size=32", "classify.classes=[normal, cirrhosis]", "inference.backend=torch",
          "inference.precision=fp32", "inference.qc_images=false", "inference.coarse_to_fine=false"]
 

@@ -15,15 +15,16 @@ from typer.testing import CliRunner
 
 from livercad.cli import app
 from livercad.pipeline.predict.run import run_pipeline
+from livercad.pipeline.training.orchestrate import PipelineTraining
 
 pytestmark = pytest.mark.slow
 
 
 @pytest.fixture(scope="module")
-def mixed_folder(tiny_trained: dict, tmp_path_factory: pytest.TempPathFactory) -> Path:
+def mixed_folder(tiny_trained: PipelineTraining, tmp_path_factory: pytest.TempPathFactory) -> Path:
     """Test-split phantom volumes (stored in several orientations) plus four broken files."""
     folder = tmp_path_factory.mktemp("mixed")
-    rows = [r for r in tiny_trained["rows"]][:4]
+    rows = [r for r in tiny_trained.rows][:4]
     for r in rows:
         shutil.copy(r.image, folder / Path(r.image).name)
     good = Path(rows[0].image).read_bytes()
@@ -89,10 +90,11 @@ def test_predict_folder_masks_on_input_grid_and_failures(tiny_bundle: Path, mixe
     assert len(_orientations(mixed_folder)) >= 1
 
 
-def test_manifest_run_matches_cli_and_resume_skips(tiny_trained: dict, tiny_bundle: Path, tmp_path: Path) -> None:
+def test_manifest_run_matches_cli_and_resume_skips(tiny_trained: PipelineTraining, tiny_bundle: Path,
+                                                   tmp_path: Path) -> None:
     from livercad.io.manifest import write_manifest
 
-    manifest = write_manifest(tiny_trained["rows"], tmp_path / "m.csv") or tmp_path / "m.csv"
+    manifest = write_manifest(tiny_trained.rows, tmp_path / "m.csv") or tmp_path / "m.csv"
     api = run_pipeline(tmp_path / "m.csv", tmp_path / "api", model=tiny_bundle, progress=False)
     assert api.all_ok and api.metrics["segmentation"]["dice"]["n"] == len(api.cases)
     # the phantom's manifest: its modality column decides, its columns mark the images as phantom
@@ -113,8 +115,8 @@ def test_manifest_run_matches_cli_and_resume_skips(tiny_trained: dict, tiny_bund
     assert manifest is not None
 
 
-def test_single_file_and_gz_content(tiny_trained: dict, tiny_bundle: Path, tmp_path: Path) -> None:
-    src = Path(tiny_trained["rows"][0].image)
+def test_single_file_and_gz_content(tiny_trained: PipelineTraining, tiny_bundle: Path, tmp_path: Path) -> None:
+    src = Path(tiny_trained.rows[0].image)
     res = run_pipeline(src, tmp_path / "one", model=tiny_bundle, progress=False)
     assert [c.case_id for c in res.cases] == [src.name.removesuffix(".nii.gz")]
     with gzip.open(tmp_path / "one" / "masks" / src.name) as fh:

@@ -21,6 +21,7 @@ from livercad.cli import app
 from livercad.config import Config
 from livercad.pipeline.bundle import load_bundle
 from livercad.pipeline.predict.run import PipelineResult, run_pipeline
+from livercad.pipeline.training.orchestrate import PipelineTraining
 from livercad.runtime.progress import Progress
 
 ray = pytest.importorskip("ray")
@@ -38,10 +39,10 @@ def ray_cluster() -> Iterator[None]:
 
 
 @pytest.fixture(scope="module")
-def inputs(tiny_trained: dict, tmp_path_factory: pytest.TempPathFactory) -> Path:
+def inputs(tiny_trained: PipelineTraining, tmp_path_factory: pytest.TempPathFactory) -> Path:
     """Four phantom volumes, one per stored orientation where possible, plus four broken files."""
     folder = tmp_path_factory.mktemp("ray_inputs")
-    images = [Path(r.image) for r in tiny_trained["rows"]]
+    images = [Path(r.image) for r in tiny_trained.rows]
     codes = {p: "".join(nib.aff2axcodes(nib.load(p).affine)) for p in images}
     firsts = list({c: p for p, c in reversed(codes.items())}.values())  # first image of each orientation
     picked = (firsts + [p for p in images if p not in firsts])[:4]

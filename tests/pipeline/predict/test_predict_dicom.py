@@ -105,7 +105,7 @@ def test_folder_with_two_series_and_a_nifti_is_three_cases_and_a_broken_series_f
     assert (preds["AX_arterial_s3"]["contrast_phase"], preds["AX_delayed_s6"]["contrast_phase"]) == (
         "arterial", "delayed")
     assert (preds["scan"]["series_description"], preds["scan"]["contrast_phase"], preds["scan"]["input_format"]) == (
-        "", "", "nifti")
+        "", "unknown", "nifti")  # a CT whose phase no tag or column gives
     assert _rows(tmp_path / "out" / "failures.csv")["gap_s9"]["reason"] == failed.error
 
 

@@ -17,14 +17,15 @@ import nibabel as nib
 import pytest
 
 from livercad.pipeline.predict.run import run_pipeline
+from livercad.pipeline.training.orchestrate import PipelineTraining
 
 pytestmark = pytest.mark.slow
 
 
 @pytest.fixture(scope="module")
-def batch_folder(tiny_trained: dict, tmp_path_factory: pytest.TempPathFactory) -> Path:
+def batch_folder(tiny_trained: PipelineTraining, tmp_path_factory: pytest.TempPathFactory) -> Path:
     folder = tmp_path_factory.mktemp("batch")
-    rows = tiny_trained["rows"]
+    rows = tiny_trained.rows
     for i in range(8):
         shutil.copy(rows[i % len(rows)].image, folder / f"case{i:02d}.nii.gz")
     return folder

@@ -20,6 +20,7 @@ from statsmodels.stats.multitest import multipletests
 from livercad.config import Config, load_config
 from livercad.io.manifest import ManifestRow
 from livercad.pipeline.study.ablation import arm_classify_config, arm_grid, run_ablation
+from livercad.pipeline.training.orchestrate import PipelineTraining
 from livercad.types import CaseSlices, Stage1Case
 
 
@@ -52,7 +53,8 @@ def _config(classes: list[str], seeds: int, extra: list[str] | None = None) -> C
         "ablation.regions=[full, mask]", "ablation.strategies=[frozen]", "ablation.backbones=[resnet18]",
         f"ablation.seeds={seeds}", "ablation.n_boot=200", "ablation.saliency_cases=2",
         "ablation.mask_quality_targets=[1.0, 0.8]", f"classify.classes={json.dumps(classes)}",
-        "classify.image_size=32", "classify.train.max_epochs=2", "classify.train.steps_per_epoch=2",
+        "classify.weights=none", "classify.image_size=32", "classify.train.max_epochs=2",
+        "classify.train.steps_per_epoch=2",
         "classify.train.batch_size=8", *(extra or [])])
 
 
@@ -217,7 +219,7 @@ def test_multiclass_run_uses_the_ablation_overrides(tmp_path: Path, monkeypatch:
     assert all(s[:3] == (32, 1, 32) and s[3] <= 1 for s in seen), seen
 
 
-def test_from_config_reuses_a_given_segmenter(tiny_trained: dict, tiny_bundle: Path, tmp_path: Path,
+def test_from_config_reuses_a_given_segmenter(tiny_trained: PipelineTraining, tiny_bundle: Path, tmp_path: Path,
                                               monkeypatch: pytest.MonkeyPatch) -> None:
     """``--segmenter``: no stage-1 training; the given model segments every case of the cohort once."""
     import livercad.pipeline.study.ablation as ablation
@@ -230,11 +232,12 @@ def test_from_config_reuses_a_given_segmenter(tiny_trained: dict, tiny_bundle: P
     monkeypatch.setattr(train, "train_stage1", no_training)
     monkeypatch.setattr(ablation, "_run", lambda cfg, stage1, out, progress, timing: seen.update(
         stage1=stage1, timing=timing) or {"report": str(out / "ablation.html")})
-    manifest = Path(tiny_trained["rows"][0].image).parents[1] / "manifest.csv"
+    manifest = Path(tiny_trained.rows[0].image).parents[1] / "manifest.csv"
     res = ablation.run_ablation_from_config(
-        load_config(None, [f"data.manifest={manifest}", "classify.classes=[normal, cirrhosis]"]), tmp_path,
+        load_config(None, [f"data.manifest={manifest}", "classify.classes=[normal, cirrhosis]",
+                           "classify.weights=none"]), tmp_path,
         progress=False, segmenter=tiny_bundle)
     assert res["report"].endswith("ablation.html") and "stage1_inference_s" in seen["timing"]
     ids = sorted(s.row.case_id for s in seen["stage1"])
-    assert ids == sorted(r.case_id for r in tiny_trained["rows"])
+    assert ids == sorted(r.case_id for r in tiny_trained.rows)
     assert all(0.0 <= s.seg_metrics["dice"] <= 1.0 for s in seen["stage1"])

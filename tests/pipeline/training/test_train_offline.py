@@ -35,4 +35,4 @@ def test_training_never_touches_the_network(tmp_path: Path, monkeypatch: pytest.
     assert cfg.segment.model.encoder_weights == "none" and cfg.classify.weights == "none"
     res = train_pipeline(cfg, tmp_path, progress=False)
     assert attempts == []
-    assert (Path(res["bundle"]) / "bundle.json").is_file() and res["classifier"].meta["steps"] == 2
+    assert (Path(res.bundle) / "bundle.json").is_file() and res.classifier.meta["steps"] == 2

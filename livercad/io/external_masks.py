@@ -15,13 +15,14 @@ are never resampled, so a mismatch is a one-line :class:`~livercad.errors.InputE
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
 from livercad.errors import ConfigError, InputError
+from livercad.io.manifest import ManifestRow
 from livercad.io.nifti import load_mask
 from livercad.types import Volume
 
@@ -101,8 +102,10 @@ class ExternalMasks:
 
     def _value(self, path: Path, structure: str, *, binary_ok: bool) -> int | None:
         if self.labels is None:
-            if binary_ok:
+            if binary_ok and structure == "liver":  # a binary file given for a case is its liver
                 return None
+            if binary_ok:
+                raise InputError(path, f"a binary mask holds the liver only, not {structure!r}")
             raise InputError(path, f"a multi-label file needs a label map to find {structure!r} "
                                    f"(built-in: {', '.join(LABEL_MAPS)}, or an nnU-Net dataset.json)")
         if structure not in self.labels:
@@ -145,12 +148,25 @@ def external_masks(root: str | Path | None = None, *, labels: str | Path | None 
                          files={k: Path(v) for k, v in (files or {}).items()} or None, tool=tool)
 
 
-def masks_from_config(spec: str | None, labels: str | None) -> ExternalMasks | None:
-    """The external masks a config names (``data.external_masks``): ``None`` when unset or ``degraded:<dice>``
-    (made from the ground truth by the ablation, not read from files)."""
+def masks_from_config(spec: str | Path | None, labels: str | Path | None, rows: Sequence[ManifestRow] = ()
+                      ) -> ExternalMasks | None:
+    """The external masks a setting names (``data.external_masks``, ``--masks``): a folder; ``manifest`` (each
+    row's ``external_mask`` column); ``None`` when unset or ``degraded:<dice>`` (made from the ground truth by
+    the ablation, not read from files).
+
+    Raises:
+        ConfigError: ``manifest`` but no row has an ``external_mask``; an unknown label map.
+        InputError: a folder that does not exist.
+    """
     if spec is None or str(spec).startswith("degraded:"):
         return None
-    return external_masks(spec, labels=labels)
+    if str(spec) == "manifest":
+        files = {r.case_id: r.extra["external_mask"] for r in rows if r.extra.get("external_mask")}
+        if not files:
+            raise ConfigError("external masks 'manifest': no row has an external_mask column value")
+        return external_masks(files=files, labels=labels, tool="manifest")
+    tool = "totalsegmentator" if str(labels) in ("total", "total_mr") else "external"
+    return external_masks(spec, labels=labels, tool=tool)
 
 
 __all__ = ["LABEL_MAPS", "ExternalMasks", "external_masks", "label_map", "masks_from_config"]

@@ -102,13 +102,18 @@ def _resolve(cell: str, base: Path) -> Path:
     return Path(os.path.normpath(base / Path(cell).expanduser()))
 
 
+#: Extra columns that hold paths (relative to the manifest, made absolute like ``image`` and ``mask``).
+PATH_EXTRAS = ("external_mask",)
+
+
 def _make_row(values: dict[str, str], base: Path) -> ManifestRow:
     case_id = values["case_id"] if "case_id" in values else case_id_from_path(values["image"])
     mask = values.get("mask", "")
     return ManifestRow(case_id=case_id, patient_id=values.get("patient_id") or case_id,
                        image=_resolve(values["image"], base), mask=_resolve(mask, base) if mask else None,
                        label=values.get("label") or None, split=values.get("split", "").lower() or None,
-                       extra={k: v for k, v in values.items() if k not in STANDARD_COLUMNS})
+                       extra={k: (str(_resolve(v, base)) if k in PATH_EXTRAS and v else v)
+                              for k, v in values.items() if k not in STANDARD_COLUMNS})
 
 
 def read_manifest(path: str | Path, *, classes: Sequence[str] | None = None,

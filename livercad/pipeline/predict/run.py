@@ -110,9 +110,9 @@ def run_pipeline(inputs: str | Path | Sequence[str | Path], output_dir: str | Pa
             masks, with a note, for other input) or ``both``.
         spacing: ``(sx, sy)`` pixel spacing in mm for 2-D images that give none (PNG/JPEG, DICOM without
             PixelSpacing); without it their sizes are not reported (``spacing_known`` false).
-        masks: another tool's masks as stage 1 (nothing is segmented): a folder in TotalSegmentator's layout
-            (``<case_id>/liver.nii.gz``) or of multi-label files (``<case_id>.nii.gz``), or an
-            :class:`~livercad.io.external_masks.ExternalMasks`; each must lie on its image's grid.
+        masks: another tool's masks as stage 1 (nothing is segmented), each on its image's grid: a folder
+            (``<case_id>/liver.nii.gz`` as TotalSegmentator writes, or multi-label ``<case_id>.nii.gz``),
+            ``manifest`` (its ``external_mask`` column) or an :class:`~livercad.io.external_masks.ExternalMasks`.
         mask_labels: the label map of multi-label files (``total``, ``total_mr``, an nnU-Net ``dataset.json``);
             a spleen in it adds spleen volume, attenuation and liver − spleen to each case.
 
@@ -127,9 +127,9 @@ def run_pipeline(inputs: str | Path | Sequence[str | Path], output_dir: str | Pa
     _check_modality(modality)
     bundle, inference = _bundle_and_inference(model, config)
     engine = engine or inference.engine
-    ext = _external(masks, mask_labels, engine)  # another tool's masks as stage 1, or None
     cases, problems = discover_inputs(inputs, split=split, modality=modality, spacing=spacing,
                                       output_format=output_format)
+    ext = _external(masks, mask_labels, engine, cases)  # another tool's masks as stage 1, or None
     with RunFolder(output_dir, output_format=output_format) as folder:
         done, todo = _plan(folder, cases, problems, resume)
         log.info("%d cases: %d to run, %d already done, %d input problems", len(cases) + len(problems),
@@ -156,10 +156,10 @@ def _run_cases(engine: str, todo: Sequence[CaseInput], predictor_args: tuple[Bun
     return _run_local(todo, predictor_args, folder, bar, masks)
 
 
-def _external(masks: str | Path | ExternalMasks | None, labels: str | Path | None, engine: str
-              ) -> ExternalMasks | None:
-    """The external stage-1 source of a run, or ``None`` (the segmenter)."""
-    from livercad.io.external_masks import ExternalMasks, external_masks
+def _external(masks: str | Path | ExternalMasks | None, labels: str | Path | None, engine: str,
+              cases: Sequence[CaseInput]) -> ExternalMasks | None:
+    """The external stage-1 source of a run (a folder, ``manifest``: the ``external_mask`` column), or ``None``."""
+    from livercad.io.external_masks import ExternalMasks, masks_from_config
 
     if masks is None:
         if labels is not None:
@@ -169,8 +169,7 @@ def _external(masks: str | Path | ExternalMasks | None, labels: str | Path | Non
         raise ConfigError("external masks (--masks) run on the local engine, not on Ray")
     if isinstance(masks, ExternalMasks):
         return masks
-    return external_masks(masks, labels=labels, tool="totalsegmentator" if labels in ("total", "total_mr")
-                          else "external")
+    return masks_from_config(masks, labels, [c.row for c in cases])
 
 
 def _source_record(masks: ExternalMasks | None) -> dict[str, Any]:

@@ -56,10 +56,14 @@ def cohort_metrics(results: Sequence[CaseResult], classes: Sequence[str], *, n_b
     """
     ok = [r for r in results if r.ok]
     out: dict[str, Any] = {"n_cases": len(results), "n_ok": len(ok), "n_failed": len(results) - len(ok)}
-    for key in ("liver_volume_ml", "liver_area_cm2"):
+    for key in ("liver_volume_ml", "liver_area_cm2", "spleen_volume_ml", "liver_minus_spleen"):
         values = _finite([getattr(r, key) for r in ok])
         if values:
             out[key] = _describe(values)
+    for unit in ("HU", "au"):  # liver intensity (eroded mask) per unit: HU for CT
+        values = _finite([r.liver_mean for r in ok if r.intensity_unit == unit])
+        if values:
+            out[f"liver_mean_{unit.lower()}"] = _describe(values)
     unknown = sum(r.spacing_known is False for r in ok)
     if unknown:
         out["n_spacing_unknown"] = unknown
@@ -79,6 +83,11 @@ def cohort_metrics(results: Sequence[CaseResult], classes: Sequence[str], *, n_b
 
             out["classification_by_mask_quality"] = stratify_by_dice(
                 y, proba, np.array(dice, dtype=float), class_names=list(classes))
+    from livercad.pipeline.predict.attenuation_eval import attenuation_metrics
+
+    rule = attenuation_metrics(results, classes, n_boot=n_boot, seed=seed)
+    if rule is not None:
+        out["attenuation"] = rule
     return out
 
 

@@ -115,7 +115,8 @@ def stage1_cache(segmenter: Segmenter, rows: list[ManifestRow], cfg: Config) -> 
     from livercad.pipeline.predict.inputs import case_from_row
     from livercad.pipeline.stage1 import Stage1Options, open_case, run_stage1
 
-    masks, source = masks_from_config(cfg.data.external_masks, cfg.data.external_labels), cfg.classify.mask_source
+    masks = masks_from_config(cfg.data.external_masks, cfg.data.external_labels, rows)
+    source = cfg.classify.mask_source
     if source == "external" and masks is None:
         raise ConfigError("classify.mask_source: external needs data.external_masks (a folder of masks)")
     options = Stage1Options(batch_size=cfg.inference.batch_size, postprocess=cfg.segment.postprocess,

@@ -87,7 +87,9 @@ def _case_rows(results: Sequence[CaseResult], classes: Sequence[str]) -> list[di
     rows = [{"case": r.case_id, "prediction": r.predicted_label, "verdict": r.verdict_status,
              **{f"p({c})": r.probabilities.get(c) for c in classes},
              "liver mL": r.liver_volume_ml, "liver cm²": r.liver_area_cm2, "liver mean": r.liver_mean,
-             "liver SD": r.liver_sd, "unit": r.intensity_unit, "modality": r.modality,
+             "liver SD": r.liver_sd, "unit": r.intensity_unit, "spleen mL": r.spleen_volume_ml,
+             "spleen mean": r.spleen_mean, "liver − spleen": r.liver_minus_spleen, "masks": r.mask_source,
+             "modality": r.modality,
              "modality from": r.modality_source, "input": r.input_format, "series": r.series_description,
              "phase": r.contrast_phase, "spacing known": r.spacing_known, "DICOM-SEG": _seg_cell(r),
              "image": r.image_domain, "true": r.true_label, "Dice": r.dice, "note": r.note, "error": r.error}
@@ -97,7 +99,25 @@ def _case_rows(results: Sequence[CaseResult], classes: Sequence[str]) -> list[di
 
 
 #: Case-table columns left out when no case fills them (NIfTI-only runs look as before).
-OPTIONAL_COLUMNS = ("liver cm²", "series", "phase", "spacing known", "DICOM-SEG", "note")
+OPTIONAL_COLUMNS = ("liver cm²", "series", "phase", "spacing known", "DICOM-SEG", "note", "spleen mL", "spleen mean",
+                    "liver − spleen")
+
+
+def _attenuation_section(page: Any, att: dict[str, Any]) -> None:
+    """The CT attenuation rule beside the classifier (metrics.json ``attenuation``)."""
+    page.heading("CT attenuation rule")
+    page.paragraph(f"{att['n']} labelled CT cases ({att['n_phase_unknown']} of unknown phase; "
+                   f"{att['n_refused_enhanced']} contrast-enhanced left out). Positive: steatosis.")
+    rows = []
+    for name, rule in att["rules"].items():
+        rep, vs = rule["report"], rule.get("vs_classifier", {})
+        auc, acc = rep["roc_auc"], rep["accuracy"]
+        rows.append({"rule": f"{name} HU", "AUC [95% CI]": f"{auc['value']:.3f} [{auc['ci_low']:.3f}, "
+                     f"{auc['ci_high']:.3f}]", "accuracy [95% CI]": f"{acc['value']:.3f} [{acc['ci_low']:.3f}, "
+                     f"{acc['ci_high']:.3f}]",
+                     "McNemar p vs classifier": vs.get("mcnemar", {}).get("pvalue"),
+                     "DeLong p vs classifier": vs.get("auc_diff_deep_minus_rule", {}).get("pvalue")})
+    page.table(rows)
 
 
 def _seg_cell(result: CaseResult) -> str | None:
@@ -123,6 +143,8 @@ def write_pipeline_report(path: Path, results: Sequence[CaseResult], metrics: di
         _classification_section(page, results, metrics, classes)
     else:
         page.paragraph("The bundle has no classifier (segmentation only): no verdicts.")
+    if "attenuation" in metrics:
+        _attenuation_section(page, metrics["attenuation"])
     qc = [r for r in results if r.ok][:12]
     if qc:
         page.heading("Quality control")

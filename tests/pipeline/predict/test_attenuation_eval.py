@@ -43,3 +43,13 @@ def test_enhanced_ct_is_left_out_unless_forced_and_metrics_json_carries_it() -> 
         unknown["rules"]["liver_hu < 40"]
     metrics = cohort_metrics(_results(), ["normal", "steatosis"], n_boot=200)
     assert metrics["attenuation"]["n"] == 24 and metrics["liver_mean_hu"]["n"] == 24
+
+
+def test_the_report_shows_the_rule_and_the_spleen(tmp_path) -> None:
+    from livercad.report.pipeline_page import write_pipeline_report
+
+    results = [CaseResult(**{**r.__dict__, "spleen_mean": 50.0, "spleen_volume_ml": 200.0}) for r in _results()]
+    metrics = cohort_metrics(results, ["normal", "steatosis"], n_boot=200)
+    html = write_pipeline_report(tmp_path / "r.html", results, metrics, ["normal", "steatosis"],
+                                 {"bundle": "b", "stages": ["segment", "classify"]}).read_text()
+    assert "CT attenuation rule" in html and "liver_hu &lt; 40 HU" in html and "spleen mL" in html

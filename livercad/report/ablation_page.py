@@ -252,7 +252,9 @@ def build_page(result: dict[str, Any]) -> HtmlReport:
     """The ablation report page of a :func:`~livercad.pipeline.study.ablation.run_ablation` result."""
     page = HtmlReport("Segmentation-impact ablation")
     n, seeds = result["n"], len(result["arms"][0]["seeds"]) if result["arms"] else 0
-    page.paragraph(f"{len(result['arms'])} arms × {seeds} seeds; patient-level split train {n['train']} / "
+    rules = sum(a.get("strategy") == "rule" for a in result["arms"])
+    arms = f"{len(result['arms']) - rules} arms × {seeds} seeds" + (f" + {rules} rule arms" if rules else "")
+    page.paragraph(f"{arms}; patient-level split train {n['train']} / "
                    f"val {n['val']} / test {n['test']} cases; classes {', '.join(result['classes'])}; reference "
                    f"region '{result['reference']}'. Pooled = seed-averaged probabilities per case (one verdict "
                    "per case, so the paired tests stay valid); CIs by patient bootstrap; p-values raw (Holm).")

@@ -22,14 +22,12 @@ from livercad.io.manifest import ManifestRow
 from livercad.pipeline.study.ablation import arm_classify_config, arm_grid, run_ablation
 from livercad.pipeline.training.orchestrate import PipelineTraining
 from livercad.types import CaseSlices, Stage1Case
+from tests.pipeline.study.synthetic import delong_reference, liver_discs
 
 
 def _case(i: int, label: int, split: str, rng: np.random.Generator, classes: list[str]) -> Stage1Case:
     s, z = 32, 6
-    yy, xx = np.mgrid[:s, :s]
-    gt = np.zeros((z, s, s), np.uint8)
-    for k in range(1, z - 1):
-        gt[k] = ((yy - 14) ** 2 + (xx - 13) ** 2) < (8 + int(rng.integers(-1, 2))) ** 2
+    gt = liver_discs(rng, s, z)
     img = rng.normal(0, 0.4, (z, s, s)).astype(np.float32)
     img[gt > 0] += 0.3 * label  # a weak cue inside the liver ...
     img[:, 26:, 26:] += 0.3 * label  # ... and one outside it
@@ -75,21 +73,6 @@ def binary(tmp_path_factory: pytest.TempPathFactory) -> tuple[dict[str, Any], di
     return res, json.loads(Path(res["json"]).read_text(encoding="utf-8")), out
 
 
-def _delong_reference(y: np.ndarray, a: np.ndarray, b: np.ndarray) -> tuple[float, float]:
-    """DeLong (1988) from its structural components, O(m n): (AUC_a - AUC_b, two-sided p)."""
-    pos, neg = y == 1, y == 0
-
-    def components(s: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        psi = (s[pos][:, None] > s[neg][None, :]) + 0.5 * (s[pos][:, None] == s[neg][None, :])
-        return psi.mean(1), psi.mean(0)
-
-    (v10a, v01a), (v10b, v01b) = components(a), components(b)
-    s10, s01 = np.cov(np.stack([v10a, v10b])), np.cov(np.stack([v01a, v01b]))
-    var = (s10[0, 0] + s10[1, 1] - 2 * s10[0, 1]) / pos.sum() + (s01[0, 0] + s01[1, 1] - 2 * s01[0, 1]) / neg.sum()
-    diff = v10a.mean() - v10b.mean()
-    return diff, (1.0 if var <= 0 else float(2 * stats.norm.sf(abs(diff) / np.sqrt(var))))
-
-
 def _yates_chi2_p(table: np.ndarray) -> float:
     expected = table.sum(1, keepdims=True) * table.sum(0, keepdims=True) / table.sum()
     dev = np.abs(table - expected)
@@ -128,7 +111,7 @@ def test_p_values_match_independent_references(binary: tuple[dict[str, Any], dic
     chi_table = np.array([[ca.sum(), (~ca).sum()], [cr.sum(), (~cr).sum()]], dtype=float)
     if (chi_table.sum(0) > 0).all():
         assert comp["chi2"]["pvalue"] == pytest.approx(_yates_chi2_p(chi_table), abs=1e-12)
-    diff, p = _delong_reference(y, pa[:, 1], pr[:, 1])
+    diff, _, p = delong_reference(y, pa[:, 1], pr[:, 1])
     assert comp["auc_diff"]["diff"] == pytest.approx(diff, abs=1e-12)
     assert comp["auc_diff"]["diff"] == pytest.approx(roc_auc_score(y, pa[:, 1]) - roc_auc_score(y, pr[:, 1]))
     assert comp["auc_diff"]["pvalue"] == pytest.approx(p, abs=1e-9)

@@ -22,6 +22,7 @@ from livercad.pipeline.study.ablation_stats import (
     mean_sd,
     scalar_metrics,
 )
+from tests.pipeline.study.synthetic import delong_reference
 
 CLASSES = ["normal", "cirrhosis"]
 Y = np.array([0] * 10 + [1] * 10)
@@ -35,21 +36,6 @@ def _proba(s: np.ndarray) -> np.ndarray:
     return np.column_stack([1 - s, s])
 
 
-def _delong_reference(y: np.ndarray, a: np.ndarray, b: np.ndarray) -> tuple[float, float, float]:
-    """DeLong (1988) from its structural components, O(m n): (AUC_a - AUC_b, variance, two-sided p)."""
-    pos, neg = y == 1, y == 0
-
-    def components(s: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        psi = (s[pos][:, None] > s[neg][None, :]) + 0.5 * (s[pos][:, None] == s[neg][None, :])
-        return psi.mean(1), psi.mean(0)
-
-    (v10a, v01a), (v10b, v01b) = components(a), components(b)
-    s10, s01 = np.cov(np.stack([v10a, v10b])), np.cov(np.stack([v01a, v01b]))
-    var = (s10[0, 0] + s10[1, 1] - 2 * s10[0, 1]) / pos.sum() + (s01[0, 0] + s01[1, 1] - 2 * s01[0, 1]) / neg.sum()
-    diff = v10a.mean() - v10b.mean()
-    return diff, var, float(2 * stats.norm.sf(abs(diff) / np.sqrt(var)))
-
-
 def test_binary_compare_equals_statsmodels_scipy_and_delong() -> None:
     c = compare(Y, _proba(S_ARM), _proba(S_REF))
     ca, cr = (S_ARM > 0.5) == Y, (S_REF > 0.5) == Y
@@ -60,7 +46,7 @@ def test_binary_compare_equals_statsmodels_scipy_and_delong() -> None:
                                                         abs=1e-12)
     table = np.array([[ca.sum(), (~ca).sum()], [cr.sum(), (~cr).sum()]])
     assert c["chi2"]["pvalue"] == pytest.approx(stats.chi2_contingency(table, correction=True).pvalue, abs=1e-12)
-    diff, var, p = _delong_reference(Y, S_ARM, S_REF)
+    diff, var, p = delong_reference(Y, S_ARM, S_REF)
     auc = c["auc_diff"]
     assert auc["method"] == "delong" and c["note"] is None
     assert auc["diff"] == pytest.approx(roc_auc_score(Y, S_ARM) - roc_auc_score(Y, S_REF), abs=1e-12)

@@ -16,16 +16,14 @@ from livercad.pipeline.study import baselines
 from livercad.pipeline.study.ablation import run_ablation
 from livercad.pipeline.study.ablation_data import AblationSplit
 from livercad.types import CaseSlices, Stage1Case
+from tests.pipeline.study.synthetic import liver_discs
 
 CLASSES = ["normal", "steatosis"]
 
 
 def _case(i: int, label: int, split: str, rng: np.random.Generator, phase: str) -> Stage1Case:
     s, z = 32, 6
-    yy, xx = np.mgrid[:s, :s]
-    gt = np.zeros((z, s, s), np.uint8)
-    for k in range(1, z - 1):
-        gt[k] = ((yy - 14) ** 2 + (xx - 13) ** 2) < (8 + int(rng.integers(-1, 2))) ** 2
+    gt = liver_discs(rng, s, z)
     img = rng.normal(0, 0.4, (z, s, s)).astype(np.float32)
     img[gt > 0] -= 0.3 * label  # fat darkens the liver
     ext = gt.copy()
@@ -74,6 +72,7 @@ def test_external_and_attenuation_arms_have_cis_and_paired_tests(result: dict[st
     assert {"external-mask/frozen", "attenuation/youden", "attenuation/40HU"} <= compared
     assert all(0.0 <= c["mcnemar"]["pvalue"] <= 1.0 and "pvalue_holm" in c["auc_diff"] for c in result["comparisons"])
     assert {c["reference"] for c in result["comparisons"]} == {"full/frozen"}
+    assert "2 arms × 1 seeds + 3 rule arms" in Path(result["report"]).read_text()
     assert any("attenuation/youden: liver_hu <" in n and "HU (youden, 12 training cases)" in n for n in result["notes"])
 
 

@@ -27,7 +27,7 @@ from livercad.io.nifti import load_mask
 from livercad.types import Volume
 
 #: The label values shared by TotalSegmentator v2's ``total`` (CT) and ``total_mr`` tasks for the abdominal
-#: organs livercad uses (checked on the tool's own outputs in ``../shared/realdata``: liver 5, spleen 1,
+#: organs livercad uses (checked on outputs of the tool itself: liver 5, spleen 1,
 #: kidneys 2 and 3). Other structures are reached through a ``dataset.json`` label map or a per-structure file.
 _TOTALSEG_ABDOMEN = {"spleen": 1, "kidney_right": 2, "kidney_left": 3, "gallbladder": 4, "liver": 5,
                      "stomach": 6, "pancreas": 7}

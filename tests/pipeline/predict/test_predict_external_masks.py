@@ -67,3 +67,12 @@ def test_per_structure_folders_and_a_mask_off_the_grid(folders: Path, tmp_path: 
     assert by["mr"].error is not None and "affine differs" in by["mr"].error and "\n" not in by["mr"].error
     failures = list(csv.DictReader((tmp_path / "o" / "failures.csv").open()))
     assert [f["case_id"] for f in failures] == ["mr"]
+
+
+def test_mask_options_that_cannot_work_are_one_line_usage_errors(folders: Path, tmp_path: Path) -> None:
+    for args, message in ((["--mask-labels", "total"], "needs external masks"),
+                          (["--masks", str(folders / "multi"), "--engine", "ray"], "local engine"),
+                          (["--masks", str(tmp_path / "none")], "external mask folder not found"),
+                          (["--masks", "manifest"], "no row has an external_mask")):
+        res = CliRunner().invoke(app, ["predict", "-i", str(folders / "scans"), "-o", str(tmp_path / "o"), *args])
+        assert res.exit_code == 2 and message in res.output, (args, res.output)

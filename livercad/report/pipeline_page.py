@@ -116,7 +116,7 @@ def _attenuation_section(page: Any, att: dict[str, Any]) -> None:
                      f"{auc['ci_high']:.3f}]", "accuracy [95% CI]": f"{acc['value']:.3f} [{acc['ci_low']:.3f}, "
                      f"{acc['ci_high']:.3f}]",
                      "McNemar p vs classifier": vs.get("mcnemar", {}).get("pvalue"),
-                     "DeLong p vs classifier": vs.get("auc_diff_deep_minus_rule", {}).get("pvalue")})
+                     "DeLong p vs classifier": vs.get("auc_diff", {}).get("pvalue")})
     page.table(rows)
 
 

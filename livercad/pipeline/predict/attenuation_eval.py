@@ -3,10 +3,11 @@
 For the labelled CT cases of a run (true label ``steatosis`` = positive, any other label negative), the
 literature's rules (:mod:`livercad.classify.attenuation`: liver ≤ 40 HU, and liver − spleen < −10 HU where
 another tool's spleen mask is there) are scored with the same patient-bootstrap CIs as the classifier, and,
-when the bundle's classifier decides steatosis too, compared with it on the same cases (exact McNemar,
-DeLong). Contrast-enhanced cases are left out (counted) unless forced; cases of unknown phase are kept and
-counted. The threshold is the literature's here: fitting one (Youden) needs training cases, which the
-ablation has (:mod:`livercad.pipeline.study.baselines`).
+when the bundle's classifier decides steatosis too, compared with it on the same cases by the ablation's
+paired tests (:func:`livercad.metrics.paired.compare`: exact McNemar, χ², DeLong). Contrast-enhanced cases are
+left out (counted) unless forced; cases of unknown phase are kept and counted. The threshold is the
+literature's here: fitting one (Youden) needs training cases, which the ablation has
+(:mod:`livercad.pipeline.study.baselines`).
 """
 
 from __future__ import annotations
@@ -32,19 +33,6 @@ def _phase_ok(phase: str | None, force: bool) -> str | None:
         return None
 
 
-def _paired(y: np.ndarray, proba_rule: np.ndarray, proba_deep: np.ndarray) -> dict[str, Any]:
-    from livercad.errors import InputError
-    from livercad.metrics.stats import delong_test, mcnemar_exact
-
-    out: dict[str, Any] = {"mcnemar": mcnemar_exact(proba_deep.argmax(1) == y, proba_rule.argmax(1) == y)}
-    try:
-        d = delong_test(y, proba_deep[:, 1], proba_rule[:, 1])
-        out["auc_diff_deep_minus_rule"] = {"diff": d["diff"], "pvalue": d["pvalue"], "method": "delong"}
-    except InputError as exc:
-        out["auc_diff_deep_minus_rule"] = {"note": f"DeLong skipped: {exc}"}
-    return out
-
-
 def attenuation_metrics(results: Sequence[CaseResult], classes: Sequence[str], *, force: bool = False,
                         n_boot: int = 1000, seed: int = 0) -> dict[str, Any] | None:
     """metrics.json's ``attenuation``: each rule's classification report (with CIs) and the paired tests.
@@ -53,6 +41,7 @@ def attenuation_metrics(results: Sequence[CaseResult], classes: Sequence[str], *
     """
     from livercad.classify.attenuation import literature_rule
     from livercad.metrics.classification import classification_report
+    from livercad.metrics.paired import compare
 
     ct = [r for r in results if r.ok and r.modality == "ct" and r.true_label and r.liver_mean is not None]
     status = [_phase_ok(r.contrast_phase, force) for r in ct]
@@ -74,8 +63,8 @@ def attenuation_metrics(results: Sequence[CaseResult], classes: Sequence[str], *
         entry = {"threshold_hu": rule.threshold, "source": rule.source,
                  "report": classification_report(y, proba, class_names=["other", POSITIVE], groups=groups,
                                                   n_boot=n_boot, seed=seed)}
-        if deep is not None:
-            entry["vs_classifier"] = _paired(y, proba, deep)
+        if deep is not None:  # the classifier against the rule: diff = AUC(classifier) - AUC(rule)
+            entry["vs_classifier"] = compare(y, deep, proba, groups=groups, n_boot=n_boot, seed=seed)
         out["rules"][f"{feature} < {rule.threshold:g}"] = entry
     return out
 

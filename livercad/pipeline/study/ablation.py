@@ -25,8 +25,9 @@ import numpy as np
 
 from livercad.config import ClassifyConfig, Config
 from livercad.errors import ConfigError
+from livercad.metrics.paired import compare
 from livercad.pipeline.study.ablation_data import AblationSplit, saliency_cases, split_cohort
-from livercad.pipeline.study.ablation_stats import SCALARS, arm_statistics, compare, compare_to_reference
+from livercad.pipeline.study.ablation_stats import SCALARS, arm_statistics, compare_to_reference
 from livercad.pipeline.study.baselines import EXTERNAL, external_split, external_view, rule_statistics
 from livercad.runtime.progress import Progress
 from livercad.types import Stage1Case

@@ -7,10 +7,10 @@ only turns predicted probabilities into numbers:
       their mean ± SD over seeds (:func:`mean_sd`, single-model variability);
     * **pooled = seed-averaged probabilities** (a seed ensemble: one prediction per case keeps the paired
       tests valid), with patient-bootstrap 95 % CIs (:func:`arm_statistics`);
-    * vs the reference arm, on the pooled predictions (:func:`compare`, :func:`compare_to_reference`): exact
-      McNemar on per-case correctness, Nowak's χ² on the arm × (right, wrong) table, DeLong for the AUC
-      difference (binary; multi-class: paired patient bootstrap of the macro AUC difference,
-      :func:`macro_auc_diff`), each family Holm-adjusted across comparisons.
+    * vs the reference arm, on the pooled predictions (:func:`compare_to_reference`, each pair by
+      :func:`livercad.metrics.paired.compare`): exact McNemar on per-case correctness, Nowak's χ² on the arm ×
+      (right, wrong) table, DeLong for the AUC difference (binary; multi-class: paired patient bootstrap of
+      the macro AUC difference), each family Holm-adjusted across comparisons.
 
 A *run* (one trained seed of an arm) is a mapping with ``seed``, ``proba_test`` (``(n_test, K)``),
 ``proba_val`` (``(n_val, K)`` or None), ``val_best`` (``accuracy``/``roc_auc`` of the best epoch, may be
@@ -24,11 +24,10 @@ from typing import Any
 
 import numpy as np
 
-from livercad.errors import InputError
+from livercad.metrics.paired import compare
 
 SCALARS = ("accuracy", "balanced_accuracy", "sensitivity", "specificity", "f1", "roc_auc", "brier")
 """The metrics reported per seed and as mean ± SD over seeds."""
-Z_95 = 1.959963984540054  # standard normal 97.5 % quantile
 
 
 def scalar_metrics(y: np.ndarray, proba: np.ndarray, classes: Sequence[str]) -> dict[str, float]:
@@ -131,60 +130,6 @@ def _dice_strata(y: np.ndarray, pooled: np.ndarray, dice: np.ndarray, classes: l
                             groups=[g for g, o in zip(groups, ok, strict=True) if o], n_boot=n_boot, seed=seed)
 
 
-def macro_auc_diff(y: np.ndarray, pa: np.ndarray, pb: np.ndarray, groups: Sequence[str] | None = None,
-                   n_boot: int = 1000, seed: int = 0) -> dict[str, float]:
-    """Macro one-vs-rest AUC difference (a − b) with a paired patient-bootstrap CI and p-value (vectorised).
-
-    Same resamples for both arms, equal to
-    :func:`~livercad.metrics.stats.paired_bootstrap_diff` with scikit-learn's macro AUC (skipping replicates
-    where it is undefined); CI and p-value by :func:`~livercad.metrics.stats.bootstrap_diff_summary`.
-
-    Returns:
-        ``diff``, ``ci_low``, ``ci_high`` (95 % percentile interval), ``pvalue``, ``n_valid``.
-    """
-    from livercad.metrics.stats import bootstrap_diff_summary, bootstrap_weights, weighted_auc
-
-    k = pa.shape[1]
-    w = np.vstack([np.ones(len(y)), bootstrap_weights(len(y), groups=groups, n_boot=n_boot, seed=seed)])
-    d = (np.mean([weighted_auc(y == c, pa[:, c], w)[0] for c in range(k)], axis=0)
-         - np.mean([weighted_auc(y == c, pb[:, c], w)[0] for c in range(k)], axis=0))
-    return bootstrap_diff_summary(float(d[0]), d[1:])
-
-
-def compare(y: np.ndarray, proba_arm: np.ndarray, proba_ref: np.ndarray, *, groups: Sequence[str] | None = None,
-            n_boot: int = 1000, seed: int = 0) -> dict[str, Any]:
-    """Paired tests of one arm against the reference on the same test cases.
-
-    Returns:
-        ``mcnemar`` (exact), ``mcnemar_chi2``, ``chi2`` (Nowak), ``auc_diff`` with ``diff``, ``ci_low``,
-        ``ci_high``, ``pvalue`` and ``method`` (``delong`` for 2 classes, else ``bootstrap``), ``note``.
-
-    Example:
-        >>> y = np.array([0, 0, 1, 1, 0, 1]); a = np.eye(2)[y] * 0.8 + 0.1; b = np.full((6, 2), 0.5)
-        >>> compare(y, a, b, n_boot=100)["auc_diff"]["diff"]
-        0.5
-    """
-    from livercad.metrics.stats import chi2_accuracy, delong_test, mcnemar_chi2, mcnemar_exact
-
-    ca, cb = proba_arm.argmax(1) == y, proba_ref.argmax(1) == y
-    out: dict[str, Any] = {"mcnemar": mcnemar_exact(ca, cb), "mcnemar_chi2": mcnemar_chi2(ca, cb),
-                           "chi2": chi2_accuracy(ca, cb), "note": None}
-    if proba_arm.shape[1] == 2:
-        try:
-            d = delong_test(y, proba_arm[:, 1], proba_ref[:, 1])
-            half = Z_95 * np.sqrt(max(d["var"], 0.0))
-            out["auc_diff"] = {"method": "delong", "diff": d["diff"], "ci_low": d["diff"] - half,
-                               "ci_high": d["diff"] + half, "pvalue": d["pvalue"], "z": d["z"]}
-        except InputError as exc:
-            out["auc_diff"] = {"method": "delong", "diff": float("nan"), "ci_low": float("nan"),
-                               "ci_high": float("nan"), "pvalue": float("nan")}
-            out["note"] = f"DeLong skipped: {exc}"
-    else:
-        out["auc_diff"] = {"method": "bootstrap", **macro_auc_diff(y, proba_arm, proba_ref, groups, n_boot, seed)}
-        out["note"] = "multi-class: DeLong skipped; macro-AUC difference by paired patient bootstrap"
-    return out
-
-
 def compare_to_reference(arms: Sequence[Mapping[str, Any]], reference: str, y: np.ndarray,
                          groups: Sequence[str] | None = None, *, n_boot: int = 1000,
                          seed: int = 0) -> list[dict[str, Any]]:
@@ -222,5 +167,5 @@ def compare_to_reference(arms: Sequence[Mapping[str, Any]], reference: str, y: n
     return comps
 
 
-__all__ = ["SCALARS", "arm_statistics", "compare", "compare_to_reference", "macro_auc_diff", "mean_sd",
+__all__ = ["SCALARS", "arm_statistics", "compare_to_reference", "mean_sd",
            "scalar_metrics"]

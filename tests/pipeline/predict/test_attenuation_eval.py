@@ -31,7 +31,7 @@ def test_rules_are_scored_with_cis_and_compared_with_the_classifier() -> None:
     auc = rule["report"]["roc_auc"]
     assert auc["value"] > 0.9 and auc["ci_low"] <= auc["value"] <= auc["ci_high"]
     assert 0.0 <= rule["vs_classifier"]["mcnemar"]["pvalue"] <= 1.0
-    assert "pvalue" in rule["vs_classifier"]["auc_diff_deep_minus_rule"]
+    assert rule["vs_classifier"]["auc_diff"]["method"] == "delong" and "pvalue" in rule["vs_classifier"]["auc_diff"]
 
 
 def test_enhanced_ct_is_left_out_unless_forced_and_metrics_json_carries_it() -> None:

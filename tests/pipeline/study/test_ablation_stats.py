@@ -12,12 +12,12 @@ from sklearn.metrics import accuracy_score, balanced_accuracy_score, brier_score
 from statsmodels.stats.contingency_tables import mcnemar
 from statsmodels.stats.multitest import multipletests
 
+from livercad.metrics.paired import compare
 from livercad.metrics.stats import paired_bootstrap_diff
 from livercad.pipeline.study import ablation
 from livercad.pipeline.study.ablation_stats import (
     SCALARS,
     arm_statistics,
-    compare,
     compare_to_reference,
     mean_sd,
     scalar_metrics,

@@ -208,6 +208,7 @@ def run_ablation(cfg: Config, stage1: list[Stage1Case], out_dir: str | Path, *, 
 
 def _run(cfg: Config, stage1: list[Stage1Case], out_dir: Path, progress: bool, timing: dict[str, float]
          ) -> dict[str, Any]:
+    from livercad.pipeline.predict.inputs import case_from_row
     from livercad.pipeline.study.saliency import arm_saliency
     from livercad.report.ablation_page import write_ablation_outputs
 
@@ -242,7 +243,8 @@ def _run(cfg: Config, stage1: list[Stage1Case], out_dir: Path, progress: bool, t
                 timing["saliency_s"] += time.perf_counter() - t
             if arm.region != _quality_region(arms):
                 trained[arm.name]["classifier"] = None  # free memory; only the mask-quality arms are reused
-    rules, rule_notes = rule_statistics(cfg, data, {_phase(s.row.extra) for s in stage1}, y, groups)
+    phases = {case_from_row(s.row).contrast_phase for s in stage1}  # the manifest's, as prediction reads it
+    rules, rule_notes = rule_statistics(cfg, data, phases, y, groups)
     stats, notes = stats + rules, notes + rule_notes
     comps = compare_to_reference(stats, cfg.ablation.reference, y, groups, n_boot=cfg.ablation.n_boot, seed=cfg.seed)
     t = time.perf_counter()
@@ -257,11 +259,6 @@ def _run(cfg: Config, stage1: list[Stage1Case], out_dir: Path, progress: bool, t
               "n": {"train": len(data.train), "val": len(data.val), "test": len(data.test)}, "config": cfg}
     result.update(write_ablation_outputs(result, out_dir))
     return result
-
-
-def _phase(extra: dict[str, str]) -> str | None:
-    """A case's contrast phase from its manifest columns (``contrast_phase``, ``phase``), else ``None``."""
-    return extra.get("contrast_phase") or extra.get("phase") or None
 
 
 def run_ablation_from_config(cfg: Config, out_dir: str | Path, *, progress: bool = True,

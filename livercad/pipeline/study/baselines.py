@@ -124,13 +124,11 @@ def attenuation_arms(cfg: Config, data: AblationSplit, phases: set[str | None]
         status = {check_phase(p, force=cfg.ablation.attenuation_force) for p in phases or {None}}
     except ConfigError as exc:
         return {}, [f"attenuation arms skipped: {exc}"]
+    from livercad.classify.data import resolve_labels
+
     pos = classes.index(POSITIVE)
-
-    def name(c: CaseSlices) -> str | None:
-        return c.label_name if c.label_name is not None else (classes[c.label] if c.label is not None else None)
-
-    train = [c for c in data.train if name(c) in classes]
-    y_train = np.array([int(name(c) == POSITIVE) for c in train])
+    train, _ = resolve_labels(data.train, classes)  # train labels by name, as the classifier's training maps them
+    y_train = np.array([int(c.label == pos) for c in train])
     if not all("mask" in c.attenuation for c in train + data.test):
         return {}, ["attenuation arms skipped: some cases have no CT liver attenuation (not CT, or empty mask)"]
     notes = [f"attenuation arms: CT phase {', '.join(sorted(status))}"]

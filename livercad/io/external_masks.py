@@ -23,7 +23,7 @@ import numpy as np
 
 from livercad.errors import ConfigError, InputError
 from livercad.io.manifest import ManifestRow
-from livercad.io.nifti import load_mask
+from livercad.io.nifti import load_labels, select_labels
 from livercad.types import Volume
 
 #: The label values shared by TotalSegmentator v2's ``total`` (CT) and ``total_mr`` tasks for the abdominal
@@ -119,16 +119,29 @@ class ExternalMasks:
             InputError: naming the mask file when it is missing or unreadable, or its shape or affine differs
                 from the image's.
         """
-        path, value = self.source(case_id, structure)
-        return load_mask(path, volume, liver_labels=None if value is None else (value,))
+        return self.structures(case_id, volume, (structure,))[structure]  # type: ignore[return-value]
 
-    def load_optional(self, case_id: str, volume: Volume, structure: str) -> np.ndarray | None:
-        """Like :meth:`load`, but ``None`` when this source has no such structure (a spleen, for statistics)."""
-        try:
-            path, value = self.source(case_id, structure)
-        except InputError:
-            return None
-        return load_mask(path, volume, liver_labels=None if value is None else (value,))
+    def structures(self, case_id: str, volume: Volume, names: Sequence[str] = ("liver", "spleen")
+                   ) -> dict[str, np.ndarray | None]:
+        """The masks of ``names`` for ``case_id``, each file read once (one multi-label file holds them all).
+
+        The first name is required (as :meth:`load`); a later one this source does not have is ``None`` (a
+        spleen, for statistics).
+
+        Raises:
+            InputError: as :meth:`load`, for the first name, or for any file that is there but unusable.
+        """
+        sources: dict[str, tuple[Path, int | None] | None] = {}
+        for i, name in enumerate(names):
+            try:
+                sources[name] = self.source(case_id, name)
+            except InputError:
+                if i == 0:
+                    raise
+                sources[name] = None
+        files = {s[0]: load_labels(s[0], volume) for s in sources.values() if s is not None}
+        return {name: None if s is None else select_labels(files[s[0]], None if s[1] is None else (s[1],))
+                for name, s in sources.items()}
 
 
 def external_masks(root: str | Path | None = None, *, labels: str | Path | None = None,

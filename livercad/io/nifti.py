@@ -257,6 +257,16 @@ def load_mask(path: str | Path, like: Volume, *, liver_labels: Sequence[int] | N
         >>> int(load_mask(save_mask(labels, vol, d / "m.nii"), vol, liver_labels=[2]).sum())
         1
     """
+    return select_labels(load_labels(path, like), liver_labels)
+
+
+def load_labels(path: str | Path, like: Volume) -> np.ndarray:
+    """The label values of a label image that lies on ``like``'s grid (float32, ``like.shape``).
+
+    Raises:
+        InputError: naming the file when it cannot be read or its shape or affine differs from the image's
+            (affines compared with ``np.allclose(..., atol=1e-4)``).
+    """
     labels = load_volume(path)
     if labels.shape != like.shape:
         raise InputError(path, f"mask shape {labels.shape} differs from image shape {like.shape} "
@@ -265,9 +275,14 @@ def load_mask(path: str | Path, like: Volume, *, liver_labels: Sequence[int] | N
         diff = float(np.max(np.abs(labels.affine - like.affine)))
         raise InputError(path, f"mask affine differs from the affine of image {like.path} "
                                f"(max difference {diff:.3g}); resample the mask onto the image grid")
-    if liver_labels is None:
-        return labels.data > 0
-    return np.isin(labels.data, np.asarray(list(liver_labels), dtype=np.float32))
+    return labels.data
+
+
+def select_labels(labels: np.ndarray, values: Sequence[int] | None) -> np.ndarray:
+    """A bool mask of the voxels whose label is one of ``values`` (``None``: every value > 0)."""
+    if values is None:
+        return labels > 0
+    return np.isin(labels, np.asarray(list(values), dtype=np.float32))
 
 
 __all__ = ["load_volume", "save_mask", "save_volume", "load_mask"]

@@ -152,7 +152,8 @@ def run_stage1(segmenter: Segmenter, case: Stage1Input, options: Stage1Options |
     from livercad.segment.infer import segment_volume
 
     opts = options or Stage1Options()
-    external = opts.masks.load(str(case.row.case_id), case.volume) if opts.masks is not None else None
+    found = opts.masks.structures(str(case.row.case_id), case.volume) if opts.masks is not None else {}
+    external, spleen = found.get("liver"), found.get("spleen")
     if opts.source == "external":
         if external is None:
             raise InputError(case.row.image, "stage-1 source 'external' without external masks")
@@ -163,7 +164,6 @@ def run_stage1(segmenter: Segmenter, case: Stage1Input, options: Stage1Options |
     mask = out.segmentation.mask
     spacing_known = bool(getattr(case.volume.header, "spacing_known", True))
     scores = segmentation_scores(mask, case.reference, case.volume.spacing, spacing_known=spacing_known)
-    spleen = opts.masks.load_optional(str(case.row.case_id), case.volume, "spleen") if opts.masks else None
     slices = case_slices(case.row, out, classes=opts.classes, reference=case.reference, external=external,
                          attenuation=attenuation(case, mask, external, spleen))
     source = "segmenter" if opts.source != "external" or opts.masks is None else opts.masks.tool

@@ -33,8 +33,8 @@ def test_totalsegmentator_outputs_of_the_real_scans(tmp_path: Path) -> None:
     per_structure = external_masks(tmp_path / "folders").load("crop", ct)
     (tmp_path / "ml").mkdir()
     shutil.copy(REAL / "ct_abdomen_3mm_crop_totalseg.nii.gz", tmp_path / "ml" / "crop.nii.gz")
-    multi = external_masks(tmp_path / "ml", labels="total").load("crop", ct)
-    spleen = external_masks(tmp_path / "ml", labels="total").load_optional("crop", ct, "spleen")
+    found = external_masks(tmp_path / "ml", labels="total").structures("crop", ct)  # one file, read once
+    multi, spleen = found["liver"], found["spleen"]
     labels = np.asarray(nib.load(REAL / "ct_abdomen_3mm_crop_totalseg.nii.gz").dataobj)
     np.testing.assert_array_equal(multi, labels == 5)
     assert spleen is not None and int(spleen.sum()) == int((labels == 1).sum()) > 0
@@ -71,7 +71,7 @@ def test_missing_unnamed_and_misplaced_masks_are_one_line_errors(tmp_path: Path)
     nib.save(nib.Nifti1Image(labels, np.eye(4)), tmp_path / "out" / "c1.nii.gz")
     with pytest.raises(InputError, match="needs a label map"):
         external_masks(tmp_path / "out").load("c1", vol)
-    assert int(external_masks(tmp_path / "out", labels="total").load_optional("c1", vol, "liver").sum()) == 0
+    assert int(external_masks(tmp_path / "out", labels="total").load("c1", vol).sum()) == 0
     (tmp_path / "dj.json").write_text(json.dumps({"labels": {"liver": 7}}))
     assert int(external_masks(tmp_path / "out", labels=tmp_path / "dj.json").load("c1", vol).sum()) == 8
     with pytest.raises(InputError, match="no liver.nii.gz in the case folder"):

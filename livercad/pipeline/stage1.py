@@ -81,6 +81,8 @@ class Stage1Options:
             ``segmenter`` they are kept beside the segmenter's (``CaseSlices.external``, the ablation's
             ``external-mask`` arm), with ``external`` they replace it.
         source: ``segmenter`` or ``external`` (the mask comes from ``masks``; nothing is segmented).
+        attenuation: compute ``CaseSlices.attenuation`` (CT: liver HU per mask, for the ablation's rule arms);
+            prediction does not need it and computes its own intensity statistics.
     """
 
     batch_size: int = 4
@@ -90,6 +92,7 @@ class Stage1Options:
     keep_mask: bool = True
     masks: ExternalMasks | None = None
     source: str = "segmenter"
+    attenuation: bool = True
 
 
 def open_case(case: CaseInput, *, trained: Sequence[str] | None = None, liver_labels: Sequence[int] | None = None,
@@ -164,8 +167,12 @@ def run_stage1(segmenter: Segmenter, case: Stage1Input, options: Stage1Options |
     mask = out.segmentation.mask
     spacing_known = bool(getattr(case.volume.header, "spacing_known", True))
     scores = segmentation_scores(mask, case.reference, case.volume.spacing, spacing_known=spacing_known)
+    own = opts.source == "external"  # then the mask is the external one: its HU is measured once
+    att = attenuation(case, mask, None if own else external, spleen) if opts.attenuation else {}
+    if own and "mask" in att:
+        att["external-mask"] = att["mask"]
     slices = case_slices(case.row, out, classes=opts.classes, reference=case.reference, external=external,
-                         attenuation=attenuation(case, mask, external, spleen))
+                         attenuation=att)
     source = "segmenter" if opts.source != "external" or opts.masks is None else opts.masks.tool
     return Stage1Case(case.row, slices, scores, case.modality, mask if opts.keep_mask else None, source, spleen)
 

@@ -124,7 +124,8 @@ class Predictor:
         self.stage1_options = Stage1Options(batch_size=inference.batch_size,
                                             postprocess=bundle.config.segment.postprocess,
                                             coarse_to_fine=inference.coarse_to_fine, classes=tuple(self.classes),
-                                            masks=masks, source="segmenter" if masks is None else "external")
+                                            masks=masks, source="segmenter" if masks is None else "external",
+                                            attenuation=False)  # liver/spleen statistics: computed below, once
         self.used = StagesUsed(self.segmenter.precision, inference.backend, self.segmenter.backend,
                                self.classifier.backend if self.classifier is not None else None,
                                tuple(self.segmenter.modalities))

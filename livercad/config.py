@@ -134,6 +134,11 @@ class SegmentConfig(_Section):
     postprocess: PostprocessConfig = PostprocessConfig()
     liver_slice_fraction: float = Field(0.5, ge=0, le=1)  # share of liver-bearing slices per batch
     crop_size: int | None = Field(None, ge=16)  # train on random square crops of this size (None = whole slice)
+    # random gamma, histogram remapping and blur of the normalised slices (segment.data.intensity_augment)
+    intensity_augment: bool = False
+    # decay of an exponential moving average of the weights (e.g. 0.999): validation and the exported
+    # segmenter use the averaged weights, which swing less from one checkpoint to the next; None = off
+    ema: float | None = Field(None, gt=0, lt=1)
     # validation volumes used while training (evenly spaced over the val split; None = all): the wall-clock
     # budget reserves the closing validation, which grows with the number of volumes
     max_val_cases: int | None = Field(24, ge=1)

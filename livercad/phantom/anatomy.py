@@ -8,7 +8,7 @@ them into a label map is :mod:`livercad.phantom.paint`.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 
@@ -88,6 +88,7 @@ class Patient:
     liver_vessels: tuple[Tube, ...]
     ascites: float  # thickness of the fluid rim in mm
     pelvis: np.ndarray | None = None  # bladder (x, y, z, radius scale) and iliac wing scale; None: no pelvis
+    collapsed_bowel: tuple[Tube, ...] = ()  # solid (collapsed) small-bowel loops, painted as bowel wall
 
     @property
     def cavity(self) -> tuple[float, float]:
@@ -215,6 +216,39 @@ def _liver_variants(v: np.random.Generator, parts: tuple[Ellipsoid, ...]) -> tup
     return (right, left, caudate)
 
 
+def _bowel_variants(v: np.random.Generator, loops: tuple[Tube, ...], ac: float, bc: float, y_vb: float
+                    ) -> tuple[tuple[Tube, ...], tuple[Tube, ...]]:
+    """Bowel as real scans show it: (fluid-filled loops, collapsed loops).
+
+    A random share (10-70 %) of the small-bowel loops is collapsed: a solid tube of bowel wall, which
+    enhances like parenchyma on CT and is what a liver model most easily confuses with liver. Further
+    loops (fluid, gas or collapsed) fill the lower abdomen and the pelvis down to the bladder, where real
+    abdominal CT continues for 20 cm below the liver.
+    """
+    share = v.uniform(0.1, 0.7)
+    fluid: list[Tube] = []
+    collapsed: list[Tube] = []
+    per_loop = 6  # _sample_bowel draws each loop as 6 consecutive tubes
+    for i in range(0, len(loops), per_loop):
+        if v.uniform() < share:
+            collapsed += [Tube(t.a, t.b, 0.7 * t.ra, 0.7 * t.rb) for t in loops[i:i + per_loop]]
+        else:
+            fluid += loops[i:i + per_loop]
+    for _ in range(int(v.integers(6, 14))):
+        p = np.array([v.uniform(-0.65 * ac, 0.65 * ac), v.uniform(y_vb + 5, 0.85 * bc), v.uniform(-285, -150)])
+        d, r = v.normal(size=3), v.uniform(7, 14)
+        kind = v.uniform()
+        for _ in range(int(v.integers(3, 7))):
+            d = d / np.linalg.norm(d) + 0.9 * v.normal(size=3) * np.array([1, 1, 0.6])
+            q = p + 25 * d / np.linalg.norm(d)
+            if kind < share:
+                collapsed.append(Tube(p, q, 0.7 * r, 0.7 * r))
+            else:
+                fluid.append(Tube(p, q, r, r, NO_GAS if kind < 0.8 else v.uniform(0.1, 0.8)))
+            p = q
+    return tuple(fluid), tuple(collapsed)
+
+
 def sample_patient(rng: np.random.Generator, steatosis: float = 0.0, cirrhosis: float = 0.0,
                    variants: np.random.Generator | None = None) -> Patient:
     """Draw one patient's anatomy; disease scores in [0, 1] shape the liver, spleen, fat and ascites.
@@ -246,7 +280,7 @@ def sample_patient(rng: np.random.Generator, steatosis: float = 0.0, cirrhosis: 
     dome_r = parts[0].center[2] + parts[0].radii[2] - u(0, 8)
     dome = np.array([dome_r, dome_r - u(10, 25), 0.45 * ac, -0.45 * ac, u(90, 130)])
     organs = _sample_organs(rng, ac, bc, y_vb, float(dome[1]), cirrhosis)
-    return Patient(
+    patient = Patient(
         steatosis=float(steatosis), cirrhosis=float(cirrhosis), body=body, body_harm=harm, dome=dome,
         spine=spine, ribs=np.array([u(26, 32), u(0.45, 0.6), u(0, 30)]), liver_parts=parts, liver_cut=cut,
         liver_shape=WaveField.random(rng, 6, (70, 150)), liver_nodules=WaveField.random(rng, 16, (10, 18), True),
@@ -254,3 +288,7 @@ def sample_patient(rng: np.random.Generator, steatosis: float = 0.0, cirrhosis: 
         **organs, **_sample_bowel(rng, ac, bc, y_vb, float(dome[1])),  # type: ignore[arg-type]
         **_sample_vessels(rng, ac, bc, y_vb, float(dome_r), organs["spleen"], organs["heart"]),  # type: ignore[arg-type]
     )
+    if variants is None:
+        return patient
+    fluid, collapsed = _bowel_variants(variants, patient.small_bowel, ac, bc, y_vb)
+    return replace(patient, small_bowel=fluid, collapsed_bowel=collapsed)

@@ -158,6 +158,7 @@ def _organs(pt: Painter, p: Patient) -> None:
     """Bowel, stomach, pancreas, veins, liver, gallbladder, spleen, kidneys, vessels, ascites."""
     abd = pt.abdomen
     pt.tubes(p.small_bowel, _O["bowel_fluid"], 3.0, abd)
+    pt.tubes(p.collapsed_bowel, _O["bowel_wall"], 0.0, abd)
     pt.tubes(p.colon, _O["stool"], 3.0, abd)
     pt.tubes(p.stomach, _O["bowel_fluid"], 4.0, abd)
     pt.tubes(p.pancreas, _O["pancreas"], 0.0, abd)

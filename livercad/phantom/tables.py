@@ -3,14 +3,15 @@
 Each table maps every tissue of :data:`~livercad.phantom.anatomy.ORGANS` to ``(mean, texture SD)``.
 CT tables are in Hounsfield units and follow the physiology of a contrast phase (:data:`CT_PHASE_TABLES`:
 non-contrast, arterial, portal-venous, delayed), blended towards the unenhanced values by a random
-enhancement factor, with per-tissue jitter and, in a share of cases, a fatty liver (down to about -10 HU).
+enhancement factor, with per-tissue jitter, random bowel content and, in a share of cases, a fatty liver
+(down to about -10 HU); a share of CT tables is fully random for the soft tissues (phase ``random``).
 MR tables are T1-like (pre- or post-contrast), T2-like, or fully random (every tissue uniform in
 [0, 1000], air kept dark), with per-tissue multiplicative jitter and, sometimes, inverted contrast.
 
 Example:
     >>> rng = np.random.default_rng(0)
     >>> kind, table = random_ct_table(rng)
-    >>> kind in CT_PHASE_TABLES and set(table) == set(CT_TISSUE)
+    >>> (kind in CT_PHASE_TABLES or kind == "random") and set(table) == set(CT_TISSUE)
     True
 """
 
@@ -59,8 +60,30 @@ MR_KINDS: dict[str, float] = {"t1": 0.3, "t1-post": 0.15, "t2": 0.25, "random": 
 _DARK = ("background", "gas", "lung", "bone_cortical", "table")  # no MR signal in most images
 
 
+#: Share of CT cases whose soft tissues (the liver included) all get random HU (``random`` contrast).
+CT_RANDOM_SHARE = 0.15
+#: Tissues a ``random`` CT keeps physical: air, lung, fat and bone (the context a CT window shows).
+_CT_PHYSICAL = ("background", "gas", "lung", "subcutaneous_fat", "visceral_fat", "bone_cortical", "bone_marrow",
+                "table", "renal_sinus")
+
+
+def _bowel_content(table: Table, rng: np.random.Generator) -> None:
+    """Random bowel content: water (as drawn), chyme as dense as soft tissue, or positive oral contrast."""
+    kind, tex = rng.uniform(), table["bowel_fluid"][1]
+    if kind < 0.3:
+        table["bowel_fluid"] = (rng.uniform(120, 350), tex * 2)
+    elif kind < 0.6:
+        table["bowel_fluid"] = (rng.uniform(25, 90), tex * 1.5)
+    table["stool"] = (rng.uniform(-60, 80), table["stool"][1])
+
+
 def random_ct_table(rng: np.random.Generator) -> tuple[str, Table]:
-    """A CT table of a random phase: enhancement factor, per-tissue jitter, sometimes a fatty liver."""
+    """A CT table of a random phase: enhancement factor, per-tissue jitter, sometimes a fatty liver.
+
+    The bowel's content is random too (:func:`_bowel_content`), and in :data:`CT_RANDOM_SHARE` of the draws
+    every soft tissue, the liver included, gets a random value in [-20, 250] HU (phase ``random``): the
+    liver is then only recognisable by its shape and place, which is what a model must learn to transfer.
+    """
     phase = str(rng.choice(list(CT_PHASE_TABLES)))
     base, plain = CT_PHASE_TABLES[phase], CT_TISSUE_NONCONTRAST
     gain = rng.uniform(0.6, 1.4)
@@ -72,6 +95,10 @@ def random_ct_table(rng: np.random.Generator) -> tuple[str, Table]:
     if rng.uniform() < 0.3:  # fatty liver: attenuation down to about -10 HU
         m, t = table["liver"]
         table["liver"] = (m - rng.uniform(10, 70), t)
+    _bowel_content(table, rng)
+    if rng.uniform() < CT_RANDOM_SHARE:
+        phase = "random"
+        table = {k: (v if k in _CT_PHYSICAL else (float(rng.uniform(-20, 250)), v[1])) for k, v in table.items()}
     return phase, table
 
 

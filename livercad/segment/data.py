@@ -29,8 +29,11 @@ import numpy as np
 import torch
 from monai.transforms import (
     Compose,
+    RandAdjustContrastd,
     RandAffined,
     RandGaussianNoised,
+    RandGaussianSmoothd,
+    RandHistogramShiftd,
     RandScaleIntensityd,
     RandShiftIntensityd,
     RandSpatialCropd,
@@ -137,14 +140,16 @@ def load_cases(rows: Sequence[ManifestRow], cfg: Config) -> list[TrainingSlices]
     return cases
 
 
-def anatomy_augment(seed: int = 0, *, prob: float = 0.8, crop_size: int | None = None) -> Compose:
+def anatomy_augment(seed: int = 0, *, prob: float = 0.8, crop_size: int | None = None,
+                    intensity: bool = False) -> Compose:
     """Augmentation suited to anatomy, applied jointly to ``{"image", "mask"}`` (channel-first tensors).
 
     Small rotations (±10°) and scales (±10 %) with the same parameters for image and mask (mask
     resampled with nearest neighbour), intensity scale/shift jitter and Gaussian noise on the image.
     No left-right (or any) flips. ``crop_size`` adds a random square crop of that size (MONAI
     ``RandSpatialCropd``; slices smaller than it are left whole): the fully convolutional network then
-    trains on fewer pixels per step and still predicts whole slices.
+    trains on fewer pixels per step and still predicts whole slices. ``intensity`` adds the contrast
+    randomisation of :func:`intensity_augment` (``segment.intensity_augment``).
 
     Example:
         >>> aug = anatomy_augment(0)
@@ -159,10 +164,27 @@ def anatomy_augment(seed: int = 0, *, prob: float = 0.8, crop_size: int | None =
         RandScaleIntensityd("image", factors=0.1, prob=0.5),
         RandShiftIntensityd("image", offsets=0.1, prob=0.5),
         RandGaussianNoised("image", std=0.05, prob=0.3),
+        *(intensity_augment() if intensity else []),
         *([RandSpatialCropd(keys, roi_size=(crop_size, crop_size), random_size=False)] if crop_size else []),
     ])
     t.set_random_state(seed=seed)
     return t
+
+
+def intensity_augment() -> list[Any]:
+    """Random contrast of the normalised image on top of the phantom's own randomisation (MONAI transforms).
+
+    A random gamma (0.6-1.6), a random monotone remapping of the intensity histogram (MONAI
+    ``RandHistogramShiftd``, 4-8 control points) and random in-plane blur (sigma 0.3-1.0 px), each in a
+    share of the samples. They change how tissues look relative to each other, not where they are, so
+    the network leans on shape and context (SynthSeg's argument) rather than on one rendering's grey
+    levels. The mask is untouched.
+    """
+    return [
+        RandAdjustContrastd("image", gamma=(0.6, 1.6), prob=0.3),
+        RandHistogramShiftd("image", num_control_points=(4, 8), prob=0.25),
+        RandGaussianSmoothd("image", sigma_x=(0.3, 1.0), sigma_y=(0.3, 1.0), prob=0.2),
+    ]
 
 
 def _plain(t: Any) -> torch.Tensor:
@@ -228,4 +250,4 @@ def balanced_sampler(flags: torch.Tensor, liver_fraction: float, num_samples: in
 
 
 __all__ = ["model_space_mask", "row_liver_labels", "row_modality", "TrainingSlices", "SliceDataset", "load_case",
-           "load_cases", "anatomy_augment", "balanced_sampler"]
+           "load_cases", "anatomy_augment", "intensity_augment", "balanced_sampler"]

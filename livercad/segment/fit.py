@@ -60,7 +60,7 @@ def _loaders(cfg: Config, rows: Sequence[Any]) -> tuple[DataLoader, DataLoader, 
         if not part:
             raise InputError(None, f"no '{name}' cases among {len(rows)} manifest rows; set split to train/val/test")
     t, ctx = cfg.segment.train, cfg.segment.model.context
-    augment = anatomy_augment(t.seed, crop_size=cfg.segment.crop_size)
+    augment = anatomy_augment(t.seed, crop_size=cfg.segment.crop_size, intensity=cfg.segment.intensity_augment)
     train_ds = SliceDataset(load_cases(train_rows, cfg), context=ctx, augment=augment)
     val_ds = SliceDataset(load_cases(val_rows, cfg), context=ctx)
     steps = t.steps_per_epoch or max(len(train_ds) // t.batch_size, 1)
@@ -81,6 +81,7 @@ def run_fingerprint(cfg: Config, rows: Sequence[Any]) -> dict[str, Any]:
     seg = cfg.segment.model_dump(mode="json")
     return fingerprint(preprocess=cfg.preprocess.model_dump(mode="json"), model=seg["model"], train=seg["train"],
                        postprocess=seg["postprocess"], liver_slice_fraction=seg["liver_slice_fraction"],
+                       **{k: seg[k] for k in ("intensity_augment", "ema") if seg[k]},
                        liver_labels=cfg.data.liver_labels,
                        cases={s: [str(r.case_id) for r in _split(rows, s, cap)]
                               for s, cap in (("train", None), ("val", cfg.segment.max_val_cases))})
@@ -160,7 +161,7 @@ def train_segmenter(rows: Sequence[Any], cfg: Config, out_dir: Path, *, progress
     trainer = make_trainer(cfg, out_dir, budget, steps, progress, max_steps, fp, checkpoint_every_s)
     trainer.fit(module, train_dataloaders=train_dl, val_dataloaders=val_dl, ckpt_path=ckpt, weights_only=True)
     history = _history(trainer, module, budget, time.monotonic() - start, len(train_dl.dataset.cases))
-    state = module.best["state"] if module.best["state"] is not None else module.model.state_dict()
+    state = module.best["state"] if module.best["state"] is not None else module.evaluated.state_dict()
     if trainer.is_global_zero:
         meta = segmenter_meta(cfg, module, history, trained_modalities(rows, cfg), fingerprint_hash(fp))
         save_checkpoint(path, state, meta.to_dict())

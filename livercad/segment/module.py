@@ -12,6 +12,7 @@ import torch
 from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint
 from lightning.pytorch.loggers import CSVLogger
 from monai.losses import DiceCELoss
+from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 
 from livercad.config import Config
 from livercad.runtime.budget import TimeBudget, lr_factor
@@ -36,6 +37,10 @@ class SegmentationModule(L.LightningModule):
         self.model, self.weights_info = build_segmenter_with_info(net)
         self.init = load_init_weights(self.model, cfg.segment.init) if cfg.segment.init else None
         self.model = self.model.to(memory_format=torch.channels_last)
+        # segment.ema: an exponential moving average of the weights (torch's AveragedModel, buffers included);
+        # a submodule, so Lightning checkpoints (and resumes) it with the rest
+        self.ema = (AveragedModel(self.model, multi_avg_fn=get_ema_multi_avg_fn(cfg.segment.ema), use_buffers=True)
+                    if cfg.segment.ema else None)
         self.loss_fn = DiceCELoss(sigmoid=True, batch=True)
         self.history: list[dict[str, float]] = []
         self.best: dict[str, Any] = {"dice": -1.0, "epoch": None, "step": None, "state": None}
@@ -62,12 +67,22 @@ class SegmentationModule(L.LightningModule):
         self._loss = [self._loss[0] + float(loss.detach()), self._loss[1] + 1]
         return loss
 
+    def on_train_batch_end(self, outputs: Any, batch: Any, batch_idx: int) -> None:
+        if self.ema is not None:
+            self.ema.update_parameters(self.model)
+
+    @property
+    def evaluated(self) -> torch.nn.Module:
+        """The network validation measures and the export keeps: the EMA weights when ``segment.ema`` is set."""
+        return self.ema.module if self.ema is not None else self.model
+
     def on_validation_epoch_start(self) -> None:
         self._sums = torch.zeros(3, self.n_val_cases, device=self.device)
 
     def validation_step(self, batch: Sequence[torch.Tensor], batch_idx: int) -> None:
         x, y, case = batch
-        pred = (self(x) > 0).float()  # logit > 0  <=>  probability > 0.5
+        logits = self.evaluated(x.contiguous(memory_format=torch.channels_last))
+        pred = (logits > 0).float()  # logit > 0  <=>  probability > 0.5
         per_slice = torch.stack([(pred * y).flatten(1).sum(1), pred.flatten(1).sum(1), y.flatten(1).sum(1)])
         self._sums.index_add_(1, case.to(self.device).long(), per_slice)
 
@@ -82,7 +97,7 @@ class SegmentationModule(L.LightningModule):
         self.history.append({"epoch": int(self.current_epoch), "step": int(self.global_step), "val_dice": dice,
                              "train_loss": loss, "seconds": round(self.budget.elapsed(), 2)})
         if dice > self.best["dice"]:
-            state = {k: v.detach().cpu().clone() for k, v in self.model.state_dict().items()}
+            state = {k: v.detach().cpu().clone() for k, v in self.evaluated.state_dict().items()}
             self.best = {"dice": dice, "epoch": int(self.current_epoch), "step": int(self.global_step), "state": state}
 
     def configure_optimizers(self) -> dict[str, Any]:

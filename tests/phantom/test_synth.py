@@ -90,3 +90,29 @@ def test_the_randomised_pelvis_has_bladder_and_iliac_bone_and_the_classic_phanto
     assert (labels == ORGANS["bladder"]).sum() > 100 and (labels == ORGANS["bone_marrow"]).sum() > 100
     classic = make_case("c", seed=1, shape=(48, 48, 16))
     assert not (classic.labels == ORGANS["bladder"]).any() and sample_patient(rng).pelvis is None
+
+
+def test_randomised_bowel_has_collapsed_and_pelvic_loops_and_the_classic_phantom_none():
+    from livercad.phantom.paint import paint_labels
+    from livercad.phantom.shapes import GridSampler
+
+    patient = sample_patient(np.random.default_rng(4), variants=np.random.default_rng(5))
+    assert patient.collapsed_bowel and min(t.a[2] for t in patient.small_bowel + patient.collapsed_bowel) < -220
+    affine = np.diag([4.0, 4.0, 6.0, 1.0])
+    affine[:3, 3] = [-190.0, -150.0, -220.0]
+    labels = paint_labels(GridSampler((96, 76, 20), affine), patient)
+    # collapsed loops are solid bowel wall: far more wall than the 3-mm rims of the fluid loops alone
+    assert (labels == ORGANS["bowel_wall"]).sum() > (labels == ORGANS["bowel_fluid"]).sum() / 4
+    assert sample_patient(np.random.default_rng(4)).collapsed_bowel == ()
+
+
+def test_ct_bowel_content_and_random_soft_tissue_contrast():
+    rng = np.random.default_rng(2)
+    draws = [random_ct_table(rng) for _ in range(300)]
+    fluid = np.array([t["bowel_fluid"][0] for _, t in draws])
+    assert fluid.min() < 30 and fluid.max() > 150  # water to positive oral contrast
+    random = [t for phase, t in draws if phase == "random"]
+    assert 20 < len(random) < 80
+    livers = np.array([t["liver"][0] for t in random])
+    assert livers.min() < 40 and livers.max() > 180  # the liver is not recognisable by its grey level
+    assert all(t["visceral_fat"][0] < -50 and t["lung"][0] < -500 for t in random)  # the physical context stays

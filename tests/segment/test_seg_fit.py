@@ -99,6 +99,46 @@ def test_crop_size_crops_image_and_mask_alike():
     assert tuple(torch.as_tensor(small["image"]).shape) == (3, 64, 64)  # slices smaller than the crop stay whole
 
 
+def test_intensity_augmentation_changes_contrast_not_the_mask():
+    ramp = torch.linspace(0, 1, 64).repeat(64, 1)[None].repeat(3, 1, 1)
+    mask = (ramp[:1] > 0.5).float()
+    aug = anatomy_augment(seed=2, prob=0.0, intensity=True)  # no affine: only intensity transforms move pixels
+    changed = 0
+    for _ in range(20):
+        out = aug({"image": ramp.clone(), "mask": mask.clone()})
+        img, m = torch.as_tensor(out["image"]), torch.as_tensor(out["mask"])
+        assert torch.equal(m, mask)
+        ranks = torch.corrcoef(torch.stack([img[1].flatten().argsort().argsort().float(),
+                                            ramp[1].flatten().argsort().argsort().float()]))[0, 1]
+        assert ranks > 0.95  # the same anatomy, brighter or darker
+        profile = img[1, 32]
+        changed += int(not torch.allclose(profile - profile.mean(), ramp[1, 32] - ramp[1, 32].mean(), atol=0.02))
+    assert changed >= 5  # the contrast itself changes, not only its scale and offset
+
+
+def test_ema_validates_and_exports_the_averaged_weights():
+    from livercad.runtime.budget import TimeBudget
+    from livercad.segment.fit import run_fingerprint
+    from livercad.segment.module import SegmentationModule
+
+    cfg = _cfg()
+    cfg.segment.ema = 0.5
+    module = SegmentationModule(cfg, n_val_cases=1, budget=TimeBudget(60.0, 1, 10))
+    assert module.ema is not None and any(k.startswith("ema.") for k in module.state_dict())  # checkpointed
+    first = next(module.model.parameters())
+    module.on_train_batch_end(None, None, 0)  # the first update copies the weights
+    p0 = first.detach().clone()
+    with torch.no_grad():
+        first.add_(1.0)
+    module.on_train_batch_end(None, None, 1)
+    averaged = next(module.evaluated.parameters())
+    assert module.evaluated is module.ema.module and torch.allclose(averaged, p0 + 0.5)
+    plain = _cfg()
+    assert "ema" in run_fingerprint(cfg, []) and "ema" not in run_fingerprint(plain, [])
+    without = SegmentationModule(plain, n_val_cases=1, budget=TimeBudget(60.0, 1, 10))
+    assert without.ema is None and without.evaluated is without.model
+
+
 @pytest.fixture(scope="module")
 def trained(tiny_rows, tmp_path_factory):
     out = tmp_path_factory.mktemp("run")

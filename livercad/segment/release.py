@@ -60,8 +60,10 @@ def build(cfg: Config, work: Path, out: Path, root: Path, infer_size: int | None
     """Train stage 1 as ``cfg`` says (in ``work``) and write the float16 bundle with its card to ``out``."""
     from livercad.pipeline.bundle import write_bundle
     from livercad.pipeline.training.orchestrate import cohort_rows
+    from livercad.pipeline.training.preflight import ensure_run_weights
     from livercad.segment.fit import train_segmenter
 
+    ensure_run_weights(cfg, segment=True)  # offline without cached encoder weights: fail before the cohort is made
     commit = git_commit(root)
     t0 = time.perf_counter()
     rows = cohort_rows(cfg, work)

@@ -98,3 +98,17 @@ def test_train_stage1_uses_an_init_model_as_it_is_without_training(tmp_path, mon
     cfg = load_config(None, [f"segment.init={pt}", "segment.finetune=false", "inference.backend=torch"])
     out = ptrain.train_stage1(cfg, tmp_path / "run", progress=False)
     assert out.checkpoint == pt and out.segmenter.meta["training_domain"] == "phantom"
+
+
+def test_the_model_build_checks_encoder_weights_before_making_the_cohort(tmp_path, monkeypatch):
+    from livercad.errors import WeightsUnavailableError
+    from livercad.segment import release
+
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))  # nothing cached; conftest sets LIVERCAD_OFFLINE=1
+    cfg = load_config(Path(__file__).resolve().parents[2] / "configs" / "model.yaml")
+    cfg.segment.model.encoder_weights = "imagenet"
+    made: list[str] = []
+    monkeypatch.setattr("livercad.pipeline.training.orchestrate.cohort_rows", lambda *a: made.append("cohort"))
+    with pytest.raises(WeightsUnavailableError):
+        release.build(cfg, tmp_path / "work", tmp_path / "out", tmp_path)
+    assert made == [] and not (tmp_path / "work").exists()

@@ -79,6 +79,8 @@ def phantom(
     sites: Annotated[int, typer.Option(help="Number of scanner sites (intensity/noise/artifact).")] = 1,
     shortcut: Annotated[bool, typer.Option(help="Site artifact correlated with the label in train only.")] = False,
     ct_phase: Annotated[str, typer.Option(help="CT contrast phase: portal-venous | non-contrast.")] = "portal-venous",
+    phases: Annotated[str, typer.Option(help="Further CT phases of each case, comma-separated (non-contrast, "
+                                        "arterial, portal-venous, delayed): manifest columns image_<phase>.")] = "",
     quiet: QuietOpt = False, verbose: VerboseOpt = False,
 ) -> None:
     """Generate a synthetic abdominal cohort with liver masks and disease labels."""
@@ -88,8 +90,10 @@ def phantom(
         shape = tuple(int(x) for x in size.lower().split("x"))
         if len(shape) != 3:
             raise ConfigError(f"--size must look like 128x128x48, got '{size}'")
+        extra = tuple(p.strip() for p in phases.split(",") if p.strip())
         path = generate_cohort(out, n=n, modality=modality, seed=seed, shape=shape,  # type: ignore[arg-type]
-                               orientations=orientations, sites=sites, shortcut=shortcut, ct_phase=ct_phase)
+                               orientations=orientations, sites=sites, shortcut=shortcut, ct_phase=ct_phase,
+                               phases=extra)
     except (LivercadError, ValueError) as exc:
         _fail(exc if isinstance(exc, LivercadError) else ConfigError(str(exc)))
     typer.echo(f"wrote {n} cases; manifest: {path}")
@@ -110,6 +114,9 @@ def predict(
     engine: Annotated[str | None, typer.Option(help="local | ray")] = None,
     address: Annotated[str | None, typer.Option(help="Ray cluster address (with --engine ray).")] = None,
     masks: MasksOpt = None, mask_labels: MaskLabelsOpt = None,
+    channels_axis: Annotated[bool | None, typer.Option(
+        "--channels-axis/--no-channels-axis", help="A 4-D NIfTI holds a multi-phase model's images along its 4th "
+        "axis (default: the bundle's data.channels_axis).")] = None,
     config: ConfigOpt = None, quiet: QuietOpt = False, verbose: VerboseOpt = False,
 ) -> None:
     """Segment (and classify, when the bundle has a classifier) every case; masks keep each input's exact grid."""
@@ -118,7 +125,8 @@ def predict(
 
         res = run_pipeline(input_, out, model=model, config=config, resume=resume, progress=not quiet,
                            split=split, engine=engine, address=address, modality=modality,
-                           output_format=output_format, spacing=spacing, masks=masks, mask_labels=mask_labels)
+                           output_format=output_format, spacing=spacing, masks=masks, mask_labels=mask_labels,
+                           channels_axis=channels_axis)
     _summary(res, out)
 
 

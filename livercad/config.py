@@ -12,6 +12,7 @@ Example:
 from __future__ import annotations
 
 import logging
+import re
 from pathlib import Path
 from typing import Any, Literal
 
@@ -27,6 +28,9 @@ log = logging.getLogger(__name__)
 CT_WINDOW: tuple[float, float] = (-160.0, 240.0)
 #: Clip percentiles of MR/US intensity normalisation.
 PERCENTILES: tuple[float, float] = (0.5, 99.5)
+
+#: A manifest column holding one of a case's co-registered images: ``image`` or ``image_<phase>``.
+IMAGE_COLUMN = re.compile(r"image(_[A-Za-z0-9][A-Za-z0-9_-]*)?")
 
 Modality = Literal["ct", "mr", "mr-t2", "us"]
 Precision = Literal["auto", "fp32", "bf16"]
@@ -53,6 +57,9 @@ class PhantomConfig(_Section):
     # modalities in turn; labels, sites, shortcut, shape and orientations do not apply then
     randomise: bool = False
     modalities: list[Literal["ct", "mr"]] = ["ct", "mr"]
+    # further CT phases rendered from each case's label map, written as image_<phase> manifest columns
+    # (livercad.phantom.phases); the `image` column keeps ct_phase. Empty: one image per case
+    phases: list[Literal["non-contrast", "arterial", "portal-venous", "delayed"]] = []
 
 
 class DataConfig(_Section):
@@ -71,6 +78,9 @@ class DataConfig(_Section):
     liver_labels: list[int] | None = None
     external_masks: str | None = None
     external_labels: str | None = None
+    # the 4th axis of a 4-D NIfTI `image` holds the co-registered input images (segment.model.images, in
+    # that order) instead of time points; without it a true 4-D file is refused (livercad.io.channels)
+    channels_axis: bool = False
 
 
 class PreprocessConfig(_Section):
@@ -90,6 +100,18 @@ class SegmentModelConfig(_Section):
     encoder_weights: str = "imagenet"  # downloaded on first use (livercad.runtime.weights); `none`: random init
     context: int = Field(1, ge=0, le=4)  # neighbours each side: 1 -> 3 input channels (2.5-D)
     decoder_channels: list[int] | None = None  # U-Net decoder widths, deepest first; None = smp's (256..16)
+    # the co-registered images of a case, in channel order, by manifest column: `image` first, then
+    # `image_<phase>` columns (livercad.io.channels); input channels = (2*context + 1) * len(images)
+    images: list[str] = ["image"]
+
+    @field_validator("images")
+    @classmethod
+    def _image_columns(cls, v: list[str]) -> list[str]:
+        bad = [n for n in v if not IMAGE_COLUMN.fullmatch(n)]
+        if not v or v[0] != "image" or bad or len(set(v)) != len(v):
+            raise ValueError(f"images must be distinct manifest columns, 'image' first, then image_<phase> "
+                             f"(letters, digits, '-', '_'), got {v}")
+        return v
 
     @field_validator("decoder_channels")
     @classmethod

@@ -32,6 +32,9 @@ class Volume:
         spacing: voxel size in mm along I, J, K.
         path: the file it came from (``None`` for in-memory volumes).
         original_shape: the data shape as stored in the file (what a saved mask must have).
+        channels: the case's further co-registered images on this very grid (float32, ``data``'s shape), the
+            input channels after ``data`` in the order the model takes them (``image_<phase>`` manifest
+            columns or the 4th axis of a 4-D NIfTI: :mod:`livercad.io.channels`); empty for one image.
     """
 
     data: np.ndarray
@@ -40,6 +43,7 @@ class Volume:
     spacing: tuple[float, float, float]
     path: Path | None = None
     original_shape: tuple[int, ...] = ()
+    channels: tuple[np.ndarray, ...] = ()
 
     @property
     def shape(self) -> tuple[int, int, int]:
@@ -73,7 +77,8 @@ class CaseSlices:
     Attributes:
         case_id, patient_id: identifiers (bootstrap CIs resample by patient).
         label: class index into the class list it was built with, or ``None`` (unlabelled / not a class).
-        image: ``(Z, S, S)`` float16/32 normalised canonical slices.
+        image: ``(Z, S, S)`` float16/32 normalised canonical slices; ``(Z, n, S, S)`` for a case of ``n``
+            co-registered images (``images``).
         prob: ``(Z, S, S)`` float16 predicted liver probability.
         mask: ``(Z, S, S)`` uint8 predicted (post-processed) mask.
         gt: ``(Z, S, S)`` uint8 ground-truth mask or ``None`` (brought to model space the one way,
@@ -86,6 +91,8 @@ class CaseSlices:
         attenuation: CT only: mean HU inside each liver mask eroded by 2 voxels, on the input's own grid, keyed
             by the region whose mask it is (``mask``, ``oracle-mask``, ``external-mask``), and ``spleen`` when
             another tool's spleen mask is there (the attenuation-rule arms).
+        images: the names (manifest columns) of the images stacked in ``image``, in order (stage 2 records them
+            and refuses a case whose images differ).
     """
 
     case_id: str
@@ -99,6 +106,7 @@ class CaseSlices:
     label_name: str | None = None
     external: torch.Tensor | None = None
     attenuation: dict[str, float] = field(default_factory=dict)
+    images: tuple[str, ...] = ("image",)
 
 
 @dataclass(frozen=True)

@@ -100,6 +100,25 @@ def case_inputs(case: CaseSlices, *, region: str, size: int, margin: float = 0.1
     return out, sel.areas
 
 
+def case_images(cases: list[CaseSlices]) -> tuple[str, ...]:
+    """The co-registered images every case carries (``CaseSlices.images``), the same for all.
+
+    A classifier takes ``2*CONTEXT + 1`` channels of each (before the region mode's own channels).
+
+    Raises:
+        InputError: two cases carry different images.
+
+    Example:
+        >>> m = torch.zeros(2, 4, 4, dtype=torch.uint8)
+        >>> case_images([CaseSlices("a", "a", 0, torch.zeros(2, 2, 4, 4), m.half(), m, images=("image", "image_art"))])
+        ('image', 'image_art')
+    """
+    found = {c.images for c in cases}
+    if len(found) > 1:
+        raise InputError(None, f"stage-2 cases carry different images: {sorted(found)}; train on one kind of case")
+    return next(iter(found), ("image",))
+
+
 def stack_inputs(cases: list[CaseSlices], cfg: ClassifyConfig) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
     """:func:`case_inputs` of every case with a ``ClassifyConfig``'s region settings (inputs as float16)."""
     xs, areas = [], []
@@ -180,5 +199,5 @@ def sample_weights(case_of_slice: np.ndarray, labels: np.ndarray, balance_classe
     return torch.as_tensor(w / w.sum(), dtype=torch.float64)
 
 
-__all__ = ["CONTEXT", "SliceSelection", "augment_batch", "case_inputs", "resolve_labels", "sample_weights",
-           "select_slices", "slice_labels", "stack_inputs"]
+__all__ = ["CONTEXT", "SliceSelection", "augment_batch", "case_images", "case_inputs", "resolve_labels",
+           "sample_weights", "select_slices", "slice_labels", "stack_inputs"]

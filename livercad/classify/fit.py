@@ -1,8 +1,9 @@
 """Stage-2 training on Lightning: liver-bearing slices of the train cases, case-level validation.
 
 * Data: every selected slice (:func:`~livercad.classify.data.select_slices`) of every labelled train
-  case, label from the case; region inputs are computed once per case. Cases whose label is not one of
-  ``cfg.classes`` are skipped and counted (``meta["skipped"]``).
+  case, label from the case; region inputs are computed once per case. Cases of ``n`` co-registered images
+  (multi-phase) give ``n`` times the 2.5-D channels; their names are recorded as ``images``. Cases whose label
+  is not one of ``cfg.classes`` are skipped and counted (``meta["skipped"]``).
 * Sampling: each case is equally likely whatever its number of slices; with ``cfg.class_weighting``
   each *class* is too. That is the class weighting (equal in expectation to inverse-frequency weights
   in the cross entropy, which is therefore left unweighted: no double correction).
@@ -41,6 +42,7 @@ from torch import nn
 
 from livercad.classify.data import (
     CONTEXT,
+    case_images,
     resolve_labels,
     sample_weights,
     slice_labels,
@@ -148,6 +150,7 @@ class _Data:
     vcase: torch.Tensor
     varea: torch.Tensor
     standardise: tuple[torch.Tensor, torch.Tensor] | None = None
+    images: tuple[str, ...] = ("image",)  # the co-registered images of every case (classify.data.case_images)
 
 
 def _data(net: ClassifierNet, train: list[CaseSlices], val: list[CaseSlices], cfg: ClassifyConfig,
@@ -157,12 +160,14 @@ def _data(net: ClassifierNet, train: list[CaseSlices], val: list[CaseSlices], cf
     y, case = slice_labels(train, xs)
     vy, vcase = slice_labels(val, vxs)
     varea = torch.cat(vareas) if vareas else torch.zeros(0)
+    images = case_images([*train, *val])
     if net.strategy != "frozen":
-        return _Data(torch.cat(xs), y, case, torch.cat(vxs) if vxs else torch.zeros(0), vy, vcase, varea)
+        return _Data(torch.cat(xs), y, case, torch.cat(vxs) if vxs else torch.zeros(0), vy, vcase, varea,
+                     images=images)
     x = torch.cat(_features(net, train, xs, cfg, cache))
     mu, sd = x.mean(0), x.std(0).clamp_min(1e-6)
     vx = (torch.cat(_features(net, val, vxs, cfg, cache)) - mu) / sd if val else torch.zeros(0)
-    return _Data((x - mu) / sd, y, case, vx, vy, vcase, varea, (mu, sd))
+    return _Data((x - mu) / sd, y, case, vx, vy, vcase, varea, (mu, sd), images)
 
 
 def _fit(net: ClassifierNet, d: _Data, val_y: np.ndarray, cfg: ClassifyConfig, minutes: float, seed: int,
@@ -174,7 +179,7 @@ def _fit(net: ClassifierNet, d: _Data, val_y: np.ndarray, cfg: ClassifyConfig, m
     t = cfg.train
     steps = t.steps_per_epoch or math.ceil(len(d.y) / t.batch_size)
     budget = TimeBudget(max(minutes, 0.05) * 60, math.ceil(len(d.vy) / max(t.batch_size, 64)), t.max_epochs * steps)
-    aug = None if frozen or cfg.augment == "none" else 2 * CONTEXT + 1
+    aug = None if frozen or cfg.augment == "none" else (2 * CONTEXT + 1) * len(d.images)
     lit = ClassifierModule(trainee, groups, cfg, aug, d.vcase, d.varea, val_y, budget)
     keep = KeepBest()
     callbacks: list[pl.Callback] = [keep, budget]
@@ -254,7 +259,7 @@ def train_classifier(train: list[CaseSlices], val: list[CaseSlices], cfg: Classi
     if done is not None:
         return done
     pl.seed_everything(seed, verbose=False)
-    in_ch = region_channels(cfg.region, 2 * CONTEXT + 1)
+    in_ch = region_channels(cfg.region, (2 * CONTEXT + 1) * len(case_images([*train_l, *val_l])))
     net = build_classifier(cfg.backbone, weights=cfg.weights, num_classes=len(cfg.classes), in_channels=in_ch,
                            strategy=cfg.strategy, image_size=cfg.image_size)
     d = _data(net, train_l, val_l, cfg, feature_cache)
@@ -282,7 +287,8 @@ def _classifier_meta(cfg: ClassifyConfig, net: ClassifierNet, seed: int, lit: Cl
     """The metadata of ``classifier.pt`` (:meth:`ClassifierMeta.build`): settings, decision, training record."""
     return ClassifierMeta.build(
         cfg, backbone=net.name, family=net.family, weights=net.weights, in_channels=region_channels(cfg.region,
-        2 * CONTEXT + 1), context=CONTEXT, seed=seed, decision=decision, history=lit.history, best_epoch=keep.epoch,
+        (2 * CONTEXT + 1) * len(d.images)), context=CONTEXT, seed=seed, images=list(d.images), decision=decision,
+        history=lit.history, best_epoch=keep.epoch,
         best_val_score=keep.best if keep.state is not None else None, n_train_slices=int(len(d.y)),
         feature_cache=d.standardise is not None, versions=versions(), resumed_from_step=lit.resumed_step,
         steps_run=lit.budget.run_steps, steps=int(lit.global_step),

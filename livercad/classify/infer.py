@@ -38,7 +38,7 @@ from sklearn.metrics import balanced_accuracy_score, log_loss
 from livercad.classify.data import CONTEXT, case_inputs
 from livercad.classify.model import ClassifierNet, build_classifier
 from livercad.classify.regions import region_channels
-from livercad.errors import CheckpointError, ConfigError, did_you_mean
+from livercad.errors import CheckpointError, ConfigError, InputError, did_you_mean
 from livercad.metrics.classification import auc_with_ci
 from livercad.runtime.backend import resolve_precision, select_backend
 from livercad.runtime.checkpoint_meta import ClassifierMeta, load_stage, read_meta
@@ -98,7 +98,7 @@ class Classifier:
     Attributes:
         model: the network (eval mode, channels-last); meta: the checkpoint metadata (read by
         :func:`livercad.runtime.checkpoint_meta.read_meta`, defaults filled);
-        classes, region, image_size, aggregation, top_k, min_liver_fraction, crop_margin: from meta;
+        classes, region, image_size, aggregation, top_k, min_liver_fraction, crop_margin, images: from meta;
         precision: ``fp32`` | ``bf16`` (resolved); device: where it runs;
         backend: ``torch`` | ``onnx`` (resolved, see :func:`livercad.runtime.backend.select_backend`).
     """
@@ -117,6 +117,7 @@ class Classifier:
         self.region, self.image_size, self.top_k = info.region, info.image_size, info.top_k
         self.aggregation: str = check_aggregation(info.aggregation)
         self.min_liver_fraction, self.crop_margin = info.min_liver_fraction, info.crop_margin
+        self.images: tuple[str, ...] = tuple(info.images)
         shape = (1, info.in_channels, self.image_size, self.image_size)
         self.backend, self.runner = select_backend(backend, self.model, shape, device=self.device,
                                                    precision=self.precision, what="classifier",
@@ -205,6 +206,10 @@ def case_logits(clf: Classifier, case: CaseSlices, *, aggregation: str | None = 
     """Aggregated case logits ``(K,)`` (before the softmax)."""
     clf = _unwrap(clf)
     mode = check_aggregation(aggregation or clf.aggregation)
+    want = tuple(getattr(clf, "images", ("image",)))
+    if tuple(case.images) != want:
+        raise InputError(None, f"case '{case.case_id}': images {', '.join(case.images)} differ from the "
+                               f"classifier's {', '.join(want)}")
     x, areas = case_inputs(case, region=clf.region, size=clf.image_size, margin=clf.crop_margin,
                            min_fraction=clf.min_liver_fraction)
     idx = slices_used(areas, mode, clf.top_k)

@@ -1,7 +1,9 @@
 """CSV manifests: one row per case, validated on load.
 
 Columns: ``case_id, patient_id, image, mask, label, split`` plus any free extra columns (``modality``,
-``site``, ``severity``, ``liver_labels`` ...), kept as strings in :attr:`ManifestRow.extra`.
+``site``, ``severity``, ``liver_labels`` ...), kept as strings in :attr:`ManifestRow.extra`. Extra columns
+named ``image_<phase>`` (``image_arterial``, ``image_noncontrast`` ...) hold further co-registered images of
+the case (:mod:`livercad.io.channels`): paths, resolved like ``image``.
 
 * ``image`` is the only required column. Without a ``case_id`` column, ids are the image file names
   without ``.nii``/``.nii.gz``; with one, every cell must hold a safe id (see
@@ -102,8 +104,23 @@ def _resolve(cell: str, base: Path) -> Path:
     return Path(os.path.normpath(base / Path(cell).expanduser()))
 
 
-#: Extra columns that hold paths (relative to the manifest, made absolute like ``image`` and ``mask``).
+#: Extra columns that hold paths (relative to the manifest, made absolute like ``image`` and ``mask``); so do
+#: the ``image_<phase>`` columns (:func:`is_image_column`).
 PATH_EXTRAS = ("external_mask",)
+
+
+def is_image_column(name: str) -> bool:
+    """True for an ``image_<phase>`` column: a further co-registered image of the case (:mod:`livercad.io.channels`).
+
+    Example:
+        >>> is_image_column("image_arterial"), is_image_column("Image_PV"), is_image_column("site")
+        (True, True, False)
+    """
+    return name.lower().startswith("image_") and len(name) > len("image_")
+
+
+def _is_path_column(name: str) -> bool:
+    return name in PATH_EXTRAS or is_image_column(name)
 
 
 def _make_row(values: dict[str, str], base: Path) -> ManifestRow:
@@ -112,7 +129,7 @@ def _make_row(values: dict[str, str], base: Path) -> ManifestRow:
     return ManifestRow(case_id=case_id, patient_id=values.get("patient_id") or case_id,
                        image=_resolve(values["image"], base), mask=_resolve(mask, base) if mask else None,
                        label=values.get("label") or None, split=values.get("split", "").lower() or None,
-                       extra={k: (str(_resolve(v, base)) if k in PATH_EXTRAS and v else v)
+                       extra={k: (str(_resolve(v, base)) if _is_path_column(k) and v else v)
                               for k, v in values.items() if k not in STANDARD_COLUMNS})
 
 
@@ -196,4 +213,5 @@ def write_manifest(rows: Sequence[ManifestRow], path: str | Path) -> Path:
     return atomic_write_text(file, buffer.getvalue())
 
 
-__all__ = ["ManifestRow", "STANDARD_COLUMNS", "case_id_from_path", "read_manifest", "write_manifest"]
+__all__ = ["ManifestRow", "STANDARD_COLUMNS", "case_id_from_path", "is_image_column", "read_manifest",
+           "write_manifest"]

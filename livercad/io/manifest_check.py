@@ -4,7 +4,7 @@
 * ``split``: one of :data:`SPLITS` or empty.
 * ``label``: one of the configured classes, when given (a close match is suggested).
 * ``liver_labels`` (an extra column): comma-separated integers or empty (:func:`parse_liver_labels`).
-* ``image`` / ``mask`` files exist (``check_files``); case ids are unique.
+* ``image`` / ``mask`` files, and those of ``image_<phase>`` columns, exist (``check_files``); case ids are unique.
 
 :func:`livercad.io.manifest.read_manifest` runs these checks on every file it reads; converters run
 :func:`validate_rows` on the rows they build before writing a manifest.
@@ -83,6 +83,8 @@ def parse_liver_labels(text: str | None) -> tuple[int, ...] | None:
 
 
 def _one_row_problems(row: ManifestRow, classes: Sequence[str] | None, check_files: bool) -> list[str]:
+    from livercad.io.manifest import is_image_column
+
     problems = [p for p in [_case_id_problem(row.case_id)] if p]
     if row.split is not None and row.split not in SPLITS:
         problems.append(f"split {row.split!r} (expected train, val, test or empty)")
@@ -93,6 +95,8 @@ def _one_row_problems(row: ManifestRow, classes: Sequence[str] | None, check_fil
     if check_files:
         problems += [f"{what} file not found: {p}" for what, p in (("image", row.image), ("mask", row.mask))
                      if p is not None and not (Path(p).is_file() or (what == "image" and Path(p).is_dir()))]
+        problems += [f"{k} file not found: {v}" for k, v in row.extra.items()
+                     if v and is_image_column(k) and not (Path(v).is_file() or Path(v).is_dir())]
     try:
         parse_liver_labels(row.extra.get("liver_labels"))
     except InputError as exc:

@@ -9,7 +9,8 @@ naming the file; :func:`load_mask` reads a label image onto an image's grid. :fu
 Policies:
     * NaN/Inf voxels are **rejected** (``InputError: ... contains N NaN/Inf voxels``), never replaced.
     * 2-D files become ``(I, J, 1)``; trailing size-1 dimensions beyond the third are squeezed; any
-      other 4-D (or higher) file is rejected.
+      other 4-D (or higher) file is rejected, except by :func:`load_channels`, which reads a 4th axis of
+      co-registered images (``data.channels_axis``) as one volume per channel.
     * gzip is read with python-isal (``isal.igzip``) when installed (about twice as fast as the
       standard library), with a stdlib fallback.
 """
@@ -110,17 +111,32 @@ def _as_3d(shape: tuple[int, ...], path: Path) -> tuple[int, int, int]:
     if len(dims) == 2:
         dims.append(1)
     if len(dims) != 3:
-        raise InputError(path, f"expected a 2-D or 3-D image, got {len(shape)}-D shape {tuple(shape)}")
+        hint = (" (set data.channels_axis, or --channels-axis, when its 4th axis holds co-registered images)"
+                if len(dims) == 4 else "")
+        raise InputError(path, f"expected a 2-D or 3-D image, got {len(shape)}-D shape {tuple(shape)}{hint}")
     return dims[0], dims[1], dims[2]
 
 
-def _check_layout(img: nib.Nifti1Image, n_bytes: int, path: Path) -> tuple[int, int, int]:
-    """Validate shape, voxel type and that the file holds all the voxels the header promises."""
+def _channel_layout(shape: tuple[int, ...], path: Path) -> tuple[tuple[int, int, int], int]:
+    """``(3-D shape, number of channels)`` of a stored shape whose 4th axis holds channels."""
+    dims = list(shape)
+    while len(dims) > 4 and dims[-1] == 1:
+        dims.pop()
+    if len(dims) == 4:
+        return (dims[0], dims[1], dims[2]), dims[3]
+    return _as_3d(shape, path), 1
+
+
+def _check_layout(img: nib.Nifti1Image, n_bytes: int, path: Path, *, channels: bool = False) -> tuple[int, int, int]:
+    """Validate shape, voxel type and that the file holds all the voxels the header promises.
+
+    ``channels``: a 4th axis of channels is accepted (the 3-D shape of one channel is returned).
+    """
     proxy = img.dataobj
     shape, dtype, offset = tuple(int(d) for d in proxy.shape), np.dtype(proxy.dtype), int(proxy.offset)
     if any(d <= 0 for d in shape) or not shape:
         raise InputError(path, f"zero-sized or negative dimension in shape {shape}")
-    shape3 = _as_3d(shape, path)
+    shape3 = _channel_layout(shape, path)[0] if channels else _as_3d(shape, path)
     if dtype.fields is not None or dtype.kind not in "biuf":
         raise InputError(path, f"unsupported voxel type {dtype} (expected integer or float voxels)")
     minimum = type(img.header).single_vox_offset
@@ -166,15 +182,19 @@ def _affine(img: nib.Nifti1Image, ndim: int, spacing: Sequence[float], path: Pat
     return affine
 
 
-def _voxels(raw: bytes, img: nib.Nifti1Image, shape3: tuple[int, int, int], path: Path) -> np.ndarray:
-    """Scaled float32 voxels read straight from ``raw``.
+def _voxels(raw: bytes, img: nib.Nifti1Image, shape3: tuple[int, int, int], path: Path,
+            channel: tuple[int, int] | None = None) -> np.ndarray:
+    """Scaled float32 voxels read straight from ``raw`` (``channel``: ``(index, count)`` along a 4th axis).
 
     Reading from the buffer avoids nibabel's extra copy of the raw voxels; scaling is computed in
     float64 (one rounding to float32, as nibabel's ``get_fdata``) in slabs to bound memory.
     """
     proxy = img.dataobj
     stored = np.frombuffer(raw, dtype=proxy.dtype, count=math.prod(proxy.shape), offset=int(proxy.offset))
-    stored = stored.reshape(shape3, order="F")
+    if channel is None:
+        stored = stored.reshape(shape3, order="F")
+    else:
+        stored = stored.reshape((*shape3, channel[1]), order="F")[..., channel[0]]
     slope, inter = np.float64(proxy.slope), np.float64(proxy.inter)
     scaled = slope != 1.0 or inter != 0.0
     with np.errstate(all="ignore"):  # overflow to Inf is reported below as an InputError
@@ -232,6 +252,37 @@ def load_volume(path: str | Path) -> Volume:
                   original_shape=original)
 
 
+def load_channels(path: str | Path) -> list[Volume]:
+    """Read a NIfTI whose 4th axis holds co-registered images: one 3-D :class:`Volume` per channel.
+
+    Every channel has the file's affine, spacing and header; its ``original_shape`` is the 3-D one (what a mask
+    of it is written with). A 2-D or 3-D file (or a 4th axis of size 1) gives one volume, as :func:`load_volume`.
+    The checks of :func:`load_volume` apply to each channel.
+
+    Raises:
+        InputError: one line naming the file (see :func:`load_volume`); 5-D data.
+
+    Example:
+        >>> import tempfile, numpy as np
+        >>> p = Path(tempfile.mkdtemp()) / "a.nii.gz"
+        >>> nib.save(nib.Nifti1Image(np.zeros((4, 5, 3, 2), np.float32), np.eye(4)), p)
+        >>> [v.shape for v in load_channels(p)]
+        [(4, 5, 3), (4, 5, 3)]
+    """
+    file = Path(path)
+    raw = _read_file(file)
+    img = _parse(raw, file)
+    shape3 = _check_layout(img, len(raw), file, channels=True)
+    n = _channel_layout(tuple(int(d) for d in img.dataobj.shape), file)[1]
+    ndim = 2 if shape3[2] == 1 else 3
+    spacing = _spacing(raw, img, ndim, file)
+    affine = _affine(img, ndim, spacing, file)
+    original = tuple(int(d) for d in img.header.get_data_shape())[:3] if n > 1 else (
+        tuple(int(d) for d in img.header.get_data_shape()))
+    return [Volume(data=_voxels(raw, img, shape3, file, (c, n) if n > 1 else None), affine=affine,
+                   header=img.header, spacing=spacing, path=file, original_shape=original) for c in range(n)]
+
+
 
 def load_mask(path: str | Path, like: Volume, *, liver_labels: Sequence[int] | None = None) -> np.ndarray:
     """Load a label image as a boolean liver mask on ``like``'s grid.
@@ -285,4 +336,4 @@ def select_labels(labels: np.ndarray, values: Sequence[int] | None) -> np.ndarra
     return np.isin(labels, np.asarray(list(values), dtype=np.float32))
 
 
-__all__ = ["load_volume", "save_mask", "save_volume", "load_mask"]
+__all__ = ["load_channels", "load_volume", "save_mask", "save_volume", "load_mask"]

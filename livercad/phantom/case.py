@@ -6,6 +6,7 @@ See :mod:`livercad.phantom` for what the phantom contains.
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -15,6 +16,7 @@ from livercad.phantom.anatomy import LIVER_LABELS, sample_patient
 from livercad.phantom.contrast import CT_PHASES, SiteEffect, bias_field, render_ct, render_mr
 from livercad.phantom.geometry import ORIENTATIONS, canonical_affine, reorient, tilt
 from livercad.phantom.paint import artifact_weight, paint_labels
+from livercad.phantom.phases import check_phases, phase_seed, render_ct_phase
 from livercad.phantom.shapes import GridSampler
 
 logger = logging.getLogger(__name__)
@@ -41,6 +43,8 @@ class PhantomCase:
         severity: the case's disease score in [0, 1] (for normals the larger subclinical score).
         meta: manifest extras (modality, steatosis, cirrhosis, site effects, spacing, orientation).
         labels: uint8 tissue map with the ids of :data:`ORGANS`, same shape.
+        phases: further CT phases of the same anatomy on the same grid (:mod:`livercad.phantom.phases`):
+            phase name -> float32 image in HU; empty unless asked for.
     """
 
     case_id: str
@@ -51,6 +55,7 @@ class PhantomCase:
     severity: float
     meta: dict[str, float | str] = field(default_factory=dict)
     labels: np.ndarray | None = None
+    phases: dict[str, np.ndarray] = field(default_factory=dict)
 
 
 def check_ct_phase(ct_phase: str) -> str:
@@ -87,9 +92,14 @@ def disease_scores(label: str, severity: float | None, rng: np.random.Generator)
 
 def build_case(case_id: str, modality: str, label: str, scores: tuple[float, float], seed: int,
                shape: tuple[int, int, int], site: SiteEffect, orientation: str,
-               ct_phase: str = "portal-venous") -> PhantomCase:
-    """Build one case from explicit disease scores (the engine behind :func:`make_case`)."""
+               ct_phase: str = "portal-venous", phases: Sequence[str] = ()) -> PhantomCase:
+    """Build one case from explicit disease scores (the engine behind :func:`make_case`).
+
+    ``phases``: further CT phases rendered from the same label map (:mod:`livercad.phantom.phases`), each with
+    its own random draws after the case's image, which they leave unchanged.
+    """
     check_ct_phase(ct_phase)
+    phases = check_phases(phases, ct_phase, modality)
     rng = np.random.default_rng(seed)
     patient = sample_patient(rng, *scores)
     severity = {"normal": max(scores), "steatosis": scores[0], "cirrhosis": scores[1]}[label]
@@ -97,6 +107,7 @@ def build_case(case_id: str, modality: str, label: str, scores: tuple[float, flo
                                     "cirrhosis": round(scores[1], 6), "site": site.name,
                                     "site_scale": site.scale, "site_offset": site.offset,
                                     "site_noise": site.noise, "site_artifact": site.artifact}
+    extra: list[np.ndarray] = []
     if modality == "us":
         from livercad.phantom.us import make_us_frame
 
@@ -116,18 +127,22 @@ def build_case(case_id: str, modality: str, label: str, scores: tuple[float, flo
             meta["ct_phase"] = ct_phase
         else:
             image = render_mr(labels, patient, rng, vox, site, artifact, bias_field(x, y, z, rng))
-        (image, labels), affine = reorient([image, labels], affine, orientation)
+        extra = [render_ct_phase(labels, patient, np.random.default_rng(phase_seed(seed, ph)), vox, site,
+                                 artifact, ph) for ph in phases]
+        (image, labels, *extra), affine = reorient([image, labels, *extra], affine, orientation)
     spacing = np.sqrt((affine[:3, :3] ** 2).sum(axis=0))
     meta.update({"spacing_x": round(float(spacing[0]), 4), "spacing_y": round(float(spacing[1]), 4),
                  "spacing_z": round(float(spacing[2]), 4), "orientation": orientation})
     mask = np.isin(labels, LIVER_LABELS).astype(np.uint8)
-    return PhantomCase(case_id, image.astype(np.float32), mask, affine, label, round(severity, 6), meta, labels)
+    others = {ph: im.astype(np.float32) for ph, im in zip(phases, extra, strict=True)}
+    return PhantomCase(case_id, image.astype(np.float32), mask, affine, label, round(severity, 6), meta, labels,
+                       others)
 
 
 def make_case(case_id: str, *, modality: str = "ct", label: str = "normal", severity: float | None = None,
               seed: int = 0, shape: tuple[int, int, int] = (128, 128, 48), site: str | None = None,
               orientation: str | None = None, site_artifact_strength: float = 0.0,
-              ct_phase: str = "portal-venous") -> PhantomCase:
+              ct_phase: str = "portal-venous", phases: Sequence[str] = ()) -> PhantomCase:
     """Generate one phantom case in memory.
 
     Args:
@@ -142,6 +157,7 @@ def make_case(case_id: str, *, modality: str = "ct", label: str = "normal", seve
         orientation: One of :data:`ORIENTATIONS` (``None`` = ``"RAS"``); ignored for ultrasound.
         site_artifact_strength: Strength of the site artifact outside the body edge (0 = none).
         ct_phase: CT contrast phase, ``"portal-venous"`` (default) or ``"non-contrast"`` (CT only).
+        phases: further CT phases of the same anatomy (:attr:`PhantomCase.phases`; CT only).
 
     Returns:
         The :class:`PhantomCase`.
@@ -161,5 +177,5 @@ def make_case(case_id: str, *, modality: str = "ct", label: str = "normal", seve
     scores = disease_scores(label, severity, np.random.default_rng([seed, 3]))
     effect = site_effect(site, site_artifact_strength)
     return build_case(case_id, modality, label, scores, seed, tuple(int(s) for s in shape), effect,
-                      orientation, ct_phase)
+                      orientation, ct_phase, phases)
 

@@ -3,6 +3,8 @@
 Layout: ``out_dir/images/<case_id>.nii.gz`` (CT int16 HU, MR/US float32; ultrasound frames as 2-D
 NIfTI), ``out_dir/masks/<case_id>.nii.gz`` (uint8 liver mask on the same grid) and
 ``out_dir/manifest.csv`` with the columns of :data:`MANIFEST_COLUMNS`. Every case is its own patient.
+A multi-phase CT cohort (``phases``) adds each further phase's image and its ``image_<phase>`` column
+(:mod:`livercad.phantom.phases`).
 
 Shortcut cohorts (``shortcut=True``) fill the ``split`` column (60/20/20 per label) and put a bright
 artifact outside the body edge (site ``B``) on 90 % of the diseased and 10 % of the normal cases in
@@ -38,6 +40,7 @@ from livercad.phantom.case import (
     site_effect,
 )
 from livercad.phantom.geometry import ORIENTATION_WEIGHTS, ORIENTATIONS
+from livercad.phantom.phases import check_phases, phase_column
 
 logger = logging.getLogger(__name__)
 
@@ -112,13 +115,14 @@ def _plan(n: int, seed: int, classes: Sequence[str], class_probs: Sequence[float
 
 
 def _make_and_write(item: dict[str, Any], out: Path, modality: str, seed: int,
-                    shape: tuple[int, int, int], ct_phase: str = "portal-venous") -> dict[str, str]:
-    """Generate one planned case, write its image and mask, return its manifest row."""
+                    shape: tuple[int, int, int], ct_phase: str = "portal-venous",
+                    phases: tuple[str, ...] = ()) -> dict[str, str]:
+    """Generate one planned case, write its image(s) and mask, return its manifest row."""
     i = item["index"]
     case_seed = int(np.random.SeedSequence([seed, i]).generate_state(1)[0])
     effect = site_effect(item["site"], SITES[item["site"]][3])
     case: PhantomCase = build_case(f"case_{i:04d}", modality, item["label"], item["scores"], case_seed, shape,
-                                   effect, item["orientation"], ct_phase)
+                                   effect, item["orientation"], ct_phase, phases)
     image, mask = case.image, case.mask
     if modality == "us":
         image, mask = image[..., 0], mask[..., 0]
@@ -128,14 +132,20 @@ def _make_and_write(item: dict[str, Any], out: Path, modality: str, seed: int,
     row = {"case_id": case.case_id, "patient_id": f"P{i:04d}", "image": f"images/{name}",
            "mask": f"masks/{name}", "label": case.label, "split": item["split"], "severity": case.severity,
            "domain": "phantom", "contrast_phase": case.meta.get("ct_phase", "")}
+    for phase, other in case.phases.items():  # further phases: images/<case_id>_<phase>.nii.gz
+        column = phase_column(phase)
+        file = f"{case.case_id}_{column.removeprefix('image_')}.nii.gz"
+        _write_nifti(other, case.affine, out / "images" / file, np.int16)
+        row[column] = f"images/{file}"
     row.update(case.meta)
-    return {k: str(row[k]) for k in MANIFEST_COLUMNS}
+    return {k: str(row[k]) for k in (*MANIFEST_COLUMNS, *map(phase_column, phases))}
 
 
 def generate_cohort(out_dir: str | Path, *, n: int = 60, modality: str = "ct", seed: int = 0,
                     shape: tuple[int, int, int] = (128, 128, 48), classes: Sequence[str] = CLASSES,
                     class_probs: Sequence[float] | None = None, sites: int = 1, shortcut: bool = False,
-                    orientations: str = "mixed", workers: int = 1, ct_phase: str = "portal-venous") -> Path:
+                    orientations: str = "mixed", workers: int = 1, ct_phase: str = "portal-venous",
+                    phases: Sequence[str] = ()) -> Path:
     """Generate ``n`` phantom cases into ``out_dir`` and return the manifest path.
 
     Args:
@@ -153,6 +163,10 @@ def generate_cohort(out_dir: str | Path, *, n: int = 60, modality: str = "ct", s
         orientations: ``"mixed"`` (varied storage orientations, some oblique) or ``"canonical"`` (RAS).
         workers: Processes to use (results do not depend on it).
         ct_phase: CT contrast phase, ``"portal-venous"`` (default) or ``"non-contrast"``.
+        phases: further CT phases of each case (:data:`~livercad.phantom.phases.PHASES` other than ``ct_phase``),
+            rendered from the same label map and written as ``images/<case_id>_<phase>.nii.gz`` in manifest
+            columns ``image_<phase>`` (:func:`~livercad.phantom.phases.phase_column`, e.g. ``image_arterial``),
+            after the other columns. Empty (default): the files and manifest are those of a one-image cohort.
 
     Returns:
         Path of ``out_dir/manifest.csv``.
@@ -174,19 +188,20 @@ def generate_cohort(out_dir: str | Path, *, n: int = 60, modality: str = "ct", s
     if n < 1 or not 1 <= sites <= len(SITES) or orientations not in ("mixed", "canonical"):
         raise ConfigError(f"expected n >= 1, sites in 1..{len(SITES)}, orientations mixed|canonical; got "
                           f"n={n}, sites={sites}, orientations={orientations!r}")
+    extra = check_phases(phases, check_ct_phase(ct_phase), modality)
     out = Path(out_dir)
     for sub in ("images", "masks"):
         (out / sub).mkdir(parents=True, exist_ok=True)
     plan = _plan(n, seed, list(classes), class_probs, sites, shortcut, orientations, modality)
     shape3 = tuple(int(s) for s in shape)
-    job = partial(_make_and_write, out=out, modality=modality, seed=seed, shape=shape3,
-                  ct_phase=check_ct_phase(ct_phase))
+    job = partial(_make_and_write, out=out, modality=modality, seed=seed, shape=shape3, ct_phase=ct_phase,
+                  phases=extra)
     if workers > 1:
         with ProcessPoolExecutor(max_workers=workers) as pool:
             rows = list(pool.map(job, plan))
     else:
         rows = [job(item) for item in plan]
-    manifest = write_manifest(out, rows, MANIFEST_COLUMNS)
+    manifest = write_manifest(out, rows, (*MANIFEST_COLUMNS, *map(phase_column, extra)))
     logger.info("wrote %d %s phantom cases to %s", n, modality, out)
     return manifest
 

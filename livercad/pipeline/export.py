@@ -110,12 +110,15 @@ def _phantom_inputs(seg: Any, n_slices: int = 4) -> tuple[torch.Tensor, torch.Te
 
     case = make_case("export-check", shape=(96, 96, 24), seed=7)
     spacing = np.sqrt((np.asarray(case.affine)[:3, :3] ** 2).sum(axis=0))
-    volume = Volume(case.image.astype(np.float32), case.affine, None, tuple(float(s) for s in spacing))
+    data = case.image.astype(np.float32)
+    extra = (data,) * (len(seg.images) - 1)  # a multi-phase segmenter: the same image stands for every phase
+    volume = Volume(data, case.affine, None, tuple(float(s) for s in spacing), channels=extra)
     prepared = seg.prepare(volume, "ct")
     image = torch.as_tensor(np.asarray(prepared.image), dtype=torch.float32)
     centre = image.shape[0] // 2
     idx = torch.arange(max(centre - n_slices // 2, 0), min(centre + n_slices // 2, image.shape[0]))
-    return context_stack(image, idx, int(seg.meta["context"])), image[idx]
+    first = image[idx, 0] if image.ndim == 4 else image[idx]
+    return context_stack(image, idx, int(seg.meta["context"])), first
 
 
 def _classifier_input(slices: torch.Tensor, size: int, channels: int) -> torch.Tensor:

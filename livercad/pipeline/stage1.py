@@ -5,7 +5,8 @@ Prediction (:class:`~livercad.pipeline.predict.predictor.Predictor`), stage-2 tr
 :func:`evaluate_segmenter` take the same two steps:
 
 1. :func:`open_case` reads the image (NIfTI, DICOM series, PNG/JPEG:
-   :func:`~livercad.pipeline.predict.case_io.load_case_volume`), decides its modality (the case's own: the
+   :func:`~livercad.pipeline.predict.case_io.load_case_volume`; with a multi-phase segmenter also the case's
+   further images, :mod:`livercad.io.channels`), decides its modality (the case's own: the
    DICOM Modality tag, else the manifest column; else the run's, which for a training cohort is
    ``preprocess.modality``; else the intensity rule), refuses a family the segmenter was not trained on, and
    reads the reference mask with the label values of :func:`~livercad.segment.data.row_liver_labels`
@@ -96,7 +97,7 @@ class Stage1Options:
 
 
 def open_case(case: CaseInput, *, trained: Sequence[str] | None = None, liver_labels: Sequence[int] | None = None,
-              known: dict[str, Any] | None = None) -> Stage1Input:
+              known: dict[str, Any] | None = None, images: Sequence[str] = ("image",)) -> Stage1Input:
     """Read a case's image, decide its modality and read its reference mask (see the module docstring).
 
     Args:
@@ -106,16 +107,18 @@ def open_case(case: CaseInput, *, trained: Sequence[str] | None = None, liver_la
         known: filled as the case opens, with what a prediction record keeps of its image file
             (:func:`~livercad.pipeline.predict.case_io.case_fields`), then ``modality`` and ``modality_source``,
             so the record of a case failing later still has them.
+        images: the co-registered images the segmenter takes (:attr:`~livercad.segment.infer.Segmenter.images`);
+            the others than ``image`` become the volume's channels (:mod:`livercad.io.channels`).
 
     Raises:
         InputError: naming the image: unreadable, a modality that is contradictory, missing for a 2-D image
-            or not trained on, an unusable reference mask.
+            or not trained on, an unusable reference mask; a missing image of ``images`` or one off the grid.
     """
     from livercad.pipeline.predict.case_io import case_fields, load_case_volume, load_reference
     from livercad.segment.data import row_liver_labels
 
     facts = {} if known is None else known
-    volume = load_case_volume(case)
+    volume = load_case_volume(case, images)
     facts.update(case_fields(case, volume))
     modality = _modality(case, volume, trained, facts)
     reference = load_reference(case, volume, row_liver_labels(case.row, liver_labels))
@@ -172,7 +175,7 @@ def run_stage1(segmenter: Segmenter, case: Stage1Input, options: Stage1Options |
     if own and "mask" in att:
         att["external-mask"] = att["mask"]
     slices = case_slices(case.row, out, classes=opts.classes, reference=case.reference, external=external,
-                         attenuation=att)
+                         attenuation=att, images=segmenter.images)
     source = "segmenter" if opts.source != "external" or opts.masks is None else opts.masks.tool
     return Stage1Case(case.row, slices, scores, case.modality, mask if opts.keep_mask else None, source, spleen)
 
@@ -220,7 +223,7 @@ def attenuation(case: Stage1Input, mask: np.ndarray, external: np.ndarray | None
 
 def case_slices(row: ManifestRow, out: SegmentOutput, *, classes: Sequence[str] = (),
                 reference: np.ndarray | None = None, external: np.ndarray | None = None,
-                attenuation: dict[str, float] | None = None) -> CaseSlices:
+                attenuation: dict[str, float] | None = None, images: Sequence[str] = ("image",)) -> CaseSlices:
     """The stage-2 input of one case from its stage-1 output.
 
     Args:
@@ -232,6 +235,7 @@ def case_slices(row: ManifestRow, out: SegmentOutput, *, classes: Sequence[str] 
             :func:`~livercad.segment.data.model_space_mask`, as the predicted mask is.
         external: another tool's liver mask on the input's own grid (to model space the same way).
         attenuation: the case's liver (and spleen) HU per mask (:func:`attenuation`).
+        images: the names of the images stacked in the prepared slices (``(Z, n, S, S)`` for ``n > 1``).
 
     Raises:
         InputError: the stage-1 maps do not match the slices, or the reference does not match the input grid.
@@ -242,9 +246,10 @@ def case_slices(row: ManifestRow, out: SegmentOutput, *, classes: Sequence[str] 
     image = torch.as_tensor(out.prepared.image).to(torch.float16)
     prob = torch.as_tensor(np.asarray(out.prob_model)).to(torch.float16)
     mask = (torch.as_tensor(np.asarray(out.mask_model)) > 0).to(torch.uint8)
-    if prob.shape != image.shape or mask.shape != image.shape:
+    grid = (image.shape[0], *image.shape[-2:])
+    if prob.shape != grid or mask.shape != grid or (image.shape[1] if image.ndim == 4 else 1) != len(images):
         raise InputError(None, f"case '{case_id}': stage-1 maps {tuple(prob.shape)}/{tuple(mask.shape)} do not "
-                               f"match the slices {tuple(image.shape)}")
+                               f"match the slices {tuple(image.shape)} of the images {', '.join(images)}")
     gt = None
     if reference is not None:
         grid = tuple(out.segmentation.mask.shape)
@@ -255,16 +260,17 @@ def case_slices(row: ManifestRow, out: SegmentOutput, *, classes: Sequence[str] 
     ext = model_space_mask(out.prepared, external) if external is not None else None
     label = list(classes).index(row.label) if row.label in classes else None
     return CaseSlices(case_id, str(row.patient_id or case_id), label, image, prob, mask, gt,
-                      tuple(out.prepared.spacing), row.label, ext, dict(attenuation or {}))
+                      tuple(out.prepared.spacing), row.label, ext, dict(attenuation or {}), tuple(images))
 
 
 def evaluate_segmenter(seg: Segmenter, rows: Sequence[ManifestRow], *, batch_size: int = 4,
-                       liver_labels: Sequence[int] | None = None, postprocess: PostprocessConfig | None = None
-                       ) -> SegmentationEvaluation:
+                       liver_labels: Sequence[int] | None = None, postprocess: PostprocessConfig | None = None,
+                       channels_axis: bool = False) -> SegmentationEvaluation:
     """Per-case metrics on the ORIGINAL grid against each row's ground-truth mask, and a cohort summary.
 
     Each row runs stage 1 (:func:`open_case`, :func:`run_stage1`); its modality is its own, else the one the
-    segmenter was trained with first. Rows without a mask are skipped.
+    segmenter was trained with first; its images are the segmenter's (``channels_axis``: a 4-D NIfTI holds
+    them). Rows without a mask are skipped.
 
     Returns:
         The per-case metrics and their cohort summary over :data:`METRICS` (:class:`SegmentationEvaluation`).
@@ -279,8 +285,9 @@ def evaluate_segmenter(seg: Segmenter, rows: Sequence[ManifestRow], *, batch_siz
             log.info("case %s has no mask; skipped in evaluation", row.case_id)
             continue
         t0 = time.perf_counter()
-        case = case_from_row(row, run_modality=seg.preprocessing["modality"])
-        s1 = run_stage1(seg, open_case(case, trained=seg.modalities, liver_labels=liver_labels), options)
+        case = case_from_row(row, run_modality=seg.preprocessing["modality"], channels_axis=channels_axis)
+        opened = open_case(case, trained=seg.modalities, liver_labels=liver_labels, images=seg.images)
+        s1 = run_stage1(seg, opened, options)
         per_case.append({"case_id": str(row.case_id), **s1.seg_metrics, "seconds": time.perf_counter() - t0})
     summary = {k: summarize([c.get(k, float("nan")) for c in per_case]) for k in METRICS}
     return SegmentationEvaluation(per_case, summary)

@@ -27,7 +27,7 @@ Example:
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import nibabel as nib
 import numpy as np
@@ -57,7 +57,8 @@ class Prepared:
     """A volume ready for the 2-D models.
 
     Attributes:
-        image: float32 tensor ``(Z, S, S)``: normalised canonical axial slices, padded square, at model size.
+        image: float32 tensor ``(Z, S, S)``: normalised canonical axial slices, padded square, at model size;
+            ``(Z, n, S, S)`` for a volume with ``n - 1`` :attr:`~livercad.types.Volume.channels`.
         canonical_shape: ``(X, Y, Z)`` of the reoriented volume (before padding and resizing).
         ornt: nibabel orientation array mapping the file's axes to canonical.
         spacing: voxel size (mm) of the canonical axes.
@@ -209,7 +210,8 @@ def prepare(volume: Volume, *, modality: str = "ct", image_size: int = 256,
     """Reorient, normalise, pad square and resize a volume to ``(Z, S, S)`` model slices.
 
     Args:
-        volume: the loaded image.
+        volume: the loaded image; with :attr:`~livercad.types.Volume.channels` the result is ``(Z, n, S, S)``,
+            every image reoriented alike and normalised with its own statistics.
         modality: a name :func:`livercad.modality.family` knows (``ct`` | ``mr`` | ``mr-t2`` | ``us`` ...).
         image_size: the in-plane model size S.
         ct_window: HU window for CT (:data:`livercad.config.CT_WINDOW`).
@@ -217,6 +219,17 @@ def prepare(volume: Volume, *, modality: str = "ct", image_size: int = 256,
     """
     fam = family(modality)
     canon, ornt, spacing = reorient(volume)
+    out = _model_slices(canon, fam, image_size, ct_window, percentiles)
+    if volume.channels:  # further co-registered images: the same reorientation, each normalised on its own
+        others = [_model_slices(reorient(replace(volume, data=c, channels=()))[0], fam, image_size, ct_window,
+                                percentiles) for c in volume.channels]
+        out = torch.stack([out, *others], dim=1)
+    return Prepared(image=out, canonical_shape=tuple(canon.shape), ornt=ornt, spacing=spacing)
+
+
+def _model_slices(canon: np.ndarray, fam: str, image_size: int, ct_window: tuple[float, float],
+                  percentiles: tuple[float, float]) -> torch.Tensor:
+    """Normalised, square-padded ``(Z, S, S)`` model slices of one canonical ``(X, Y, Z)`` image."""
     x, y, n = canon.shape
     m, pad = square_pad(x, y)
     resize = Resize((image_size, image_size), mode="bilinear", align_corners=False)
@@ -232,19 +245,26 @@ def prepare(volume: Volume, *, modality: str = "ct", image_size: int = 256,
         if (x, y) != (m, m):
             part = pad_square(part, m, pad, -1.0 if fam == "ct" else float(part.min()))
         out[z0:z0 + step] = torch.as_tensor(resize(part)).as_subclass(torch.Tensor).float()
-    return Prepared(image=out, canonical_shape=tuple(canon.shape), ornt=ornt, spacing=spacing)
+    return out
 
 
 def context_stack(slices: torch.Tensor, index: torch.Tensor | list[int], context: int) -> torch.Tensor:
     """2.5-D input: for each slice index the slice and ``context`` neighbours each side as channels.
 
     Edge slices repeat the border slice. ``slices`` is ``(Z, S, S)``; returns ``(N, 2*context+1, S, S)``.
+    A case of ``n`` co-registered images, ``(Z, n, S, S)``, gives ``(N, n*(2*context+1), S, S)``: the stack of
+    the first image, then that of the second, and so on.
 
     Example:
         >>> context_stack(torch.arange(3.).view(3, 1, 1), [0, 2], 1)[:, :, 0, 0].tolist()
         [[0.0, 0.0, 1.0], [1.0, 2.0, 2.0]]
+        >>> two = torch.stack([torch.arange(3.), 10 + torch.arange(3.)], 1).view(3, 2, 1, 1)
+        >>> context_stack(two, [0], 1)[:, :, 0, 0].tolist()
+        [[0.0, 0.0, 1.0, 10.0, 10.0, 11.0]]
     """
     idx = torch.as_tensor(index, dtype=torch.long)
     offsets = torch.arange(-context, context + 1)
     nb = (idx[:, None] + offsets[None, :]).clamp(0, slices.shape[0] - 1)
+    if slices.ndim == 4:  # (N, 2c+1, n, S, S) -> per image its slice stack
+        return slices[nb].transpose(1, 2).flatten(1, 2)
     return slices[nb]

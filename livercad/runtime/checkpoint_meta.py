@@ -77,7 +77,11 @@ class Preprocessing(_Meta):
 
 
 class SegmenterMeta(_Meta):
-    """Metadata of a ``segmenter.pt``: the network, its preprocessing and post-processing, provenance."""
+    """Metadata of a ``segmenter.pt``: the network, its preprocessing and post-processing, provenance.
+
+    ``images``: the co-registered images a case gives, in channel order (manifest columns, ``image`` first;
+    checkpoints written before it take ``["image"]``); ``in_channels`` is ``(2*context + 1) * len(images)``.
+    """
 
     KIND: ClassVar[str] = "segmenter"
     REQUIRED: ClassVar[tuple[str, ...]] = ("arch", "encoder", "context", "preprocessing")
@@ -88,6 +92,7 @@ class SegmenterMeta(_Meta):
     decoder_channels: list[int] | None = None
     context: int = Field(ge=0)
     in_channels: int | None = None
+    images: list[str] = Field(default_factory=lambda: ["image"])
     preprocessing: Preprocessing
     postprocess: PostprocessConfig = Field(default_factory=PostprocessConfig)
     training_domain: str | None = None
@@ -108,20 +113,22 @@ class SegmenterMeta(_Meta):
     @classmethod
     def _slice_stack(cls, data: Any) -> Any:
         if isinstance(data, Mapping) and data.get("in_channels") is None and isinstance(data.get("context"), int):
-            return {**data, "in_channels": 2 * data["context"] + 1}
+            n = len(data.get("images") or ["image"])
+            return {**data, "in_channels": (2 * data["context"] + 1) * n}
         return data
 
     @model_validator(mode="after")
     def _slice_stack_only(self) -> SegmenterMeta:
-        if self.in_channels != 2 * self.context + 1:
+        stack = (2 * self.context + 1) * len(self.images)
+        if self.in_channels != stack:
             raise ValueError(f"in_channels {self.in_channels} is not the 2.5-D stack of context {self.context} "
-                             f"({2 * self.context + 1}); extra input channels are not supported")
+                             f"of {len(self.images)} image(s) ({stack}); extra input channels are not supported")
         return self
 
     def network(self) -> SegmentModelConfig:
         """The ``segment.model`` section that rebuilds this network (weights come from the checkpoint)."""
         return SegmentModelConfig(arch=self.arch, encoder=self.encoder, encoder_weights="none", context=self.context,
-                                  decoder_channels=self.decoder_channels)
+                                  decoder_channels=self.decoder_channels, images=list(self.images))
 
     @classmethod
     def build(cls, cfg: Config, *, modalities: list[str], weights: dict[str, Any], **record: Any) -> SegmenterMeta:
@@ -140,13 +147,16 @@ class SegmenterMeta(_Meta):
         phantom = cfg.data.phantom.model_dump(mode="json") if cfg.data.manifest is None else None
         pp = Preprocessing(**cfg.preprocess.model_dump(), context=m.context, modalities=modalities)
         return cls(arch=m.arch, encoder=m.encoder, decoder_channels=m.decoder_channels, context=m.context,
-                   preprocessing=pp, postprocess=cfg.segment.postprocess, training_domain=config_domain(
-                       cfg.data.manifest), phantom=phantom, weights=weights, seed=cfg.segment.train.seed,
-                   config=config_to_dict(cfg), **record)
+                   images=list(m.images), preprocessing=pp, postprocess=cfg.segment.postprocess,
+                   training_domain=config_domain(cfg.data.manifest), phantom=phantom, weights=weights,
+                   seed=cfg.segment.train.seed, config=config_to_dict(cfg), **record)
 
 
 class ClassifierMeta(_Meta):
-    """Metadata of a ``classifier.pt``: the network, the inputs it was trained on, the decision, provenance."""
+    """Metadata of a ``classifier.pt``: the network, the inputs it was trained on, the decision, provenance.
+
+    ``images``: the co-registered images of the cases it was trained on, in channel order (as the segmenter's).
+    """
 
     KIND: ClassVar[str] = "livercad-classifier"
     REQUIRED: ClassVar[tuple[str, ...]] = ("backbone", "classes", "region", "image_size", "in_channels")
@@ -161,6 +171,7 @@ class ClassifierMeta(_Meta):
     image_size: int = Field(ge=8)
     in_channels: int = Field(ge=1)
     context: int = 1
+    images: list[str] = Field(default_factory=lambda: ["image"])
     aggregation: str = _CLASSIFY.aggregation
     top_k: int = _CLASSIFY.top_k
     min_liver_fraction: float = _CLASSIFY.min_liver_fraction
@@ -187,7 +198,7 @@ class ClassifierMeta(_Meta):
 
     @classmethod
     def build(cls, cfg: ClassifyConfig, *, backbone: str, family: str, weights: dict[str, Any], in_channels: int,
-              context: int, seed: int, **record: Any) -> ClassifierMeta:
+              context: int, seed: int, images: list[str] | None = None, **record: Any) -> ClassifierMeta:
         """The metadata of a classifier trained with the ``classify`` section ``cfg``.
 
         Args:
@@ -195,11 +206,12 @@ class ClassifierMeta(_Meta):
             backbone, family, weights: the network built (name, ``torchvision`` | ``timm``, initial weights).
             in_channels, context: its input channels and 2.5-D context.
             seed: the training seed.
+            images: the co-registered images of its cases, in channel order (``None``: ``["image"]``).
             record: what the training adds (``history``, ``decision``, counts, ``versions``, ``resume_key``...).
         """
         return cls(backbone=backbone, family=family, classes=list(cfg.classes), region=cfg.region,
                    strategy=cfg.strategy, weights=weights, image_size=cfg.image_size, in_channels=in_channels,
-                   context=context, aggregation=cfg.aggregation, top_k=cfg.top_k,
+                   context=context, images=list(images or ["image"]), aggregation=cfg.aggregation, top_k=cfg.top_k,
                    min_liver_fraction=cfg.min_liver_fraction, crop_margin=cfg.crop_margin, seed=seed,
                    config=cfg.model_dump(mode="json"), **record)
 

@@ -56,7 +56,7 @@ class TrainingSlices:
 
     Attributes:
         case_id: the manifest's case id.
-        image: float16 ``(Z, S, S)`` normalised canonical slices.
+        image: float16 ``(Z, S, S)`` normalised canonical slices (``(Z, n, S, S)`` for ``n`` co-registered images).
         mask: uint8 ``(Z, S, S)`` liver mask (0/1).
     """
 
@@ -115,17 +115,19 @@ def load_case(row: ManifestRow, cfg: Config) -> TrainingSlices:
 
     Args:
         row: a manifest row with a mask (its ``liver_labels`` and ``modality`` columns are honoured).
-        cfg: the run config (``preprocess`` section, ``data.liver_labels``: :func:`row_liver_labels`).
+        cfg: the run config (``preprocess`` section, ``data.liver_labels``: :func:`row_liver_labels`; the case's
+            images ``segment.model.images`` and ``data.channels_axis``: :func:`livercad.io.channels.load_images`).
 
     Raises:
-        InputError: the row has no mask, or a file cannot be read.
+        InputError: the row has no mask, or a file cannot be read, or its images are missing or off the grid.
     """
+    from livercad.io.channels import load_images
     from livercad.io.image import load_image
     from livercad.io.nifti import load_mask
 
     if row.mask is None:
         raise InputError(row.image, f"case '{row.case_id}' has no ground-truth mask; segmentation training needs one")
-    volume = load_image(row.image)
+    volume = load_images(row, cfg.segment.model.images, load_image, channels_axis=cfg.data.channels_axis)
     ref = load_mask(row.mask, volume, liver_labels=row_liver_labels(row, cfg.data.liver_labels))
     pp = cfg.preprocess
     prepared = prepare(volume, modality=row_modality(row, pp.modality), image_size=pp.image_size,
@@ -198,7 +200,8 @@ class SliceDataset(Dataset):
 
     Args:
         cases: the loaded cases.
-        context: neighbours each side (``C = 2*context + 1``; edges repeat the border slice).
+        context: neighbours each side (``C = 2*context + 1``, times the number of images of a multi-image
+            case; edges repeat the border slice).
         augment: optional joint transform (e.g. :func:`anatomy_augment`).
     """
 

@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from contextlib import nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -34,7 +34,7 @@ from pydantic import ValidationError
 from torch import nn
 
 from livercad.config import PostprocessConfig, SegmentModelConfig
-from livercad.errors import CheckpointError, ConfigError
+from livercad.errors import CheckpointError, ConfigError, InputError
 from livercad.preprocess.prepare import Prepared, context_stack, prepare
 from livercad.runtime.backend import resolve_precision, select_backend
 from livercad.runtime.checkpoint_meta import Preprocessing, SegmenterMeta, load_stage, read_meta
@@ -124,12 +124,13 @@ class Segmenter:
 
     @classmethod
     def random(cls, *, image_size: int = 64, encoder: str = "resnet18", modality: str = "ct", context: int = 1,
-               seed: int = 0, **kwargs: Any) -> Segmenter:
-        """An untrained segmenter with random weights (tests, benchmarks, geometry checks)."""
+               seed: int = 0, images: Sequence[str] = ("image",), **kwargs: Any) -> Segmenter:
+        """An untrained segmenter with random weights (tests, benchmarks, geometry checks) for ``images``."""
         torch.manual_seed(seed)
-        model = build_segmenter(SegmentModelConfig(encoder=encoder, encoder_weights="none", context=context))
+        model = build_segmenter(SegmentModelConfig(encoder=encoder, encoder_weights="none", context=context,
+                                                   images=list(images)))
         pp = Preprocessing(modality=modality, image_size=image_size, context=context)
-        meta = SegmenterMeta(arch="Unet", encoder=encoder, context=context, preprocessing=pp,
+        meta = SegmenterMeta(arch="Unet", encoder=encoder, context=context, images=list(images), preprocessing=pp,
                              weights={"source": "random"})
         return cls.from_model(model, meta, **kwargs)
 
@@ -148,6 +149,11 @@ class Segmenter:
 
         pp = self.preprocessing
         return [family(m) for m in pp.get("modalities", [pp["modality"]])]
+
+    @property
+    def images(self) -> list[str]:
+        """The co-registered images a case gives, in channel order (manifest columns, ``image`` first)."""
+        return list(self.meta.get("images") or ["image"])
 
     @property
     def weights(self) -> dict[str, Any]:
@@ -171,7 +177,8 @@ class Segmenter:
         does not segment).
 
         Raises:
-            InputError: ``modality`` is of a family the network was not trained on (with ``check``).
+            InputError: ``modality`` is of a family the network was not trained on (with ``check``); the volume
+                does not carry one image per :attr:`images`.
         """
         from livercad.modality import check_trained_for, family
 
@@ -180,6 +187,10 @@ class Segmenter:
             modality = pp["modality"]
         if check:
             check_trained_for(family(modality), self.modalities, "the segmenter")
+        names = self.images
+        if 1 + len(volume.channels) != len(names):
+            raise InputError(volume.path, f"{1 + len(volume.channels)} image(s) given, the segmenter takes "
+                                          f"{len(names)} ({', '.join(names)})")
         return prepare(volume, modality=modality, image_size=int(pp["image_size"]), ct_window=tuple(pp["ct_window"]),
                        percentiles=tuple(pp["percentiles"]))
 
@@ -206,7 +217,7 @@ def segment_prepared(seg: Segmenter, prepared: Prepared, *, batch_size: int = 4,
         (3, 32, 32)
     """
     image, ctx = _plain(prepared.image), int(seg.meta["context"])
-    out = torch.zeros(image.shape, dtype=torch.float32)
+    out = torch.zeros((image.shape[0], *image.shape[-2:]), dtype=torch.float32)
     amp = torch.autocast(seg.device.type, dtype=torch.bfloat16) if seg.precision == "bf16" else nullcontext()
     fmt = torch.channels_last if seg.channels_last and seg.runner is None else torch.contiguous_format
     step = max(int(batch_size), 1)

@@ -29,8 +29,13 @@ logger = logging.getLogger(__name__)
 
 
 def in_channels_of(cfg: SegmentModelConfig) -> int:
-    """Number of input channels: the 2.5-D stack of ``2*context + 1`` slices."""
-    return 2 * cfg.context + 1
+    """Number of input channels: the 2.5-D stack of ``2*context + 1`` slices of each of the case's ``images``.
+
+    Example:
+        >>> in_channels_of(SegmentModelConfig(context=1, images=["image", "image_arterial"]))
+        6
+    """
+    return (2 * cfg.context + 1) * len(cfg.images)
 
 
 def check_encoder(name: str) -> None:

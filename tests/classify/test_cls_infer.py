@@ -127,3 +127,26 @@ def test_load_refuses_a_foreign_checkpoint(tmp_path: Path) -> None:
     path = save_checkpoint(tmp_path / "seg.pt", {"w": torch.zeros(1)}, {"arch": "Unet"})
     with pytest.raises(CheckpointError, match="not a livercad classifier"):
         Classifier.load(path)
+
+
+def test_a_multi_image_case_gives_each_image_s_slice_stack_and_must_match_the_classifier() -> None:
+    from dataclasses import replace
+
+    from livercad.classify.data import case_images
+
+    one = _case([16, 25, 36])
+    two = replace(one, image=torch.stack([one.image, -one.image], dim=1), images=("image", "image_arterial"))
+    x, _ = case_inputs(two, region="full", size=16)
+    x1, _ = case_inputs(one, region="full", size=16)
+    assert tuple(x.shape) == (3, 6, 16, 16) and torch.equal(x[:, :3], x1) and torch.equal(x[:, 3:], -x1)
+    assert case_images([two, two]) == ("image", "image_arterial")
+    with pytest.raises(InputError, match="different images"):
+        case_images([one, two])
+    torch.manual_seed(0)
+    net = build_classifier("resnet18", num_classes=2, in_channels=6)
+    meta = {"classes": ["normal", "cirrhosis"], "region": "mask", "image_size": 32, "in_channels": 6,
+            "images": ["image", "image_arterial"]}
+    clf = Classifier(net, meta, precision="fp32", device="cpu")
+    assert predict_case(clf, two).shape == (2,)
+    with pytest.raises(InputError, match="case 'c': images image differ from the classifier's image, image_arterial"):
+        predict_case(clf, one)

@@ -260,7 +260,7 @@ def test_public_names_stay_importable_from_nifti_and_io() -> None:
     assert nifti.save_mask is nifti_write.save_mask and nifti.save_volume is nifti_write.save_volume
     assert livercad.io.save_mask is save_mask and livercad.io.save_volume is save_volume
     assert livercad.io.load_volume is nifti.load_volume and livercad.io.load_mask is nifti.load_mask
-    assert set(nifti.__all__) == {"load_volume", "load_mask", "save_mask", "save_volume"}
+    assert set(nifti.__all__) == {"load_channels", "load_volume", "load_mask", "save_mask", "save_volume"}
     with pytest.raises(AttributeError, match="no attribute 'nope'"):
         livercad.io.nope  # noqa: B018
 

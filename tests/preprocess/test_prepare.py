@@ -184,3 +184,20 @@ def test_from_original_resizes_only_the_blocks_around_the_mask(mode: str, shape:
     got = p.from_original(mask, mode=mode)
     assert expected.abs().sum() > 0
     torch.testing.assert_close(got, expected, rtol=0, atol=0)
+
+
+@pytest.mark.parametrize("modality", ["ct", "mr"])
+def test_a_multi_image_volume_stacks_each_image_prepared_alone(modality: str) -> None:
+    rng = np.random.default_rng(3)
+    images = [rng.normal(50 + 40 * k, 30, (30, 22, 5)).astype(np.float32) for k in range(3)]
+    affine = AFFINES["PIR"]
+    vol = Volume(images[0], affine, None, (0.8, 0.8, 3.0), channels=tuple(images[1:]))
+    p = prepare(vol, modality=modality, image_size=32)
+    assert tuple(p.image.shape) == (22, 3, 32, 32)  # canonical Z of a PIR volume is its second axis
+    for k, data in enumerate(images):
+        alone = prepare(Volume(data, affine, None, (0.8, 0.8, 3.0)), modality=modality, image_size=32)
+        assert torch.equal(p.image[:, k], alone.image), k  # reoriented alike, normalised on its own
+        assert alone.canonical_shape == p.canonical_shape
+    stack = context_stack(p.image, [0, 7], 1)
+    assert tuple(stack.shape) == (2, 9, 32, 32)
+    assert torch.equal(stack[1, 3:6], context_stack(p.image[:, 1], [7], 1)[0])  # image 1's slices 6, 7, 8

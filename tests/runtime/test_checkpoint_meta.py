@@ -61,3 +61,25 @@ def test_classifier_meta_defaults_are_the_classify_section_defaults() -> None:
     assert (built.region, built.top_k, built.config["top_k"]) == ("crop", 5, 5)
     with pytest.raises(CheckpointError, match="not a livercad classifier checkpoint"):
         read_meta(ClassifierMeta, {"kind": "segmenter"}, "c.pt")
+
+
+def test_multi_image_networks_record_their_images_in_both_checkpoints() -> None:
+    cfg = Config(segment={"model": {"images": ["image", "image_noncontrast", "image_arterial"]}})
+    info = read_meta(SegmenterMeta, SegmenterMeta.build(cfg, modalities=["ct"], weights={}).to_dict(), "s.pt")
+    assert info.images == ["image", "image_noncontrast", "image_arterial"] and info.in_channels == 9
+    assert info.network().images == info.images  # Segmenter.load rebuilds the 9-channel network
+    assert read_meta(SegmenterMeta, _segmenter(), "s.pt").images == ["image"]  # older checkpoints: one image
+    with pytest.raises(CheckpointError, match="in_channels 3 is not the 2.5-D stack of context 1 of 2 image"):
+        read_meta(SegmenterMeta, _segmenter(images=["image", "image_pv"], in_channels=3), "s.pt")
+    clf = ClassifierMeta.build(ClassifyConfig(), backbone="resnet18", family="torchvision", weights={},
+                               in_channels=6, context=1, seed=0, images=["image", "image_pv"])
+    assert read_meta(ClassifierMeta, clf.to_dict(), "c.pt").images == ["image", "image_pv"]
+
+
+@pytest.mark.parametrize("images", [[], ["image_pv"], ["image", "image"], ["image", "phase"]])
+def test_segment_model_images_are_image_first_then_image_columns(images: list[str]) -> None:
+    from livercad.config import load_config
+    from livercad.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="segment.model.images"):
+        load_config(None, [f"segment.model.images={images}"])

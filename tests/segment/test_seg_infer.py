@@ -168,3 +168,24 @@ def test_postprocess_threshold_largest_component_and_holes():
     assert int(keep.sum()) == 125 - 1 + 1 and keep[3, 3, 3] == 0
     strict = postprocess_mask(prob, PostprocessConfig(threshold=0.95))
     assert int(strict.sum()) == 0
+
+
+def test_a_multi_image_segmenter_takes_each_image_s_slice_stack_and_refuses_a_missing_one(tmp_path):
+    from livercad.errors import InputError
+
+    names = ["image", "image_arterial"]
+    seg = Segmenter.random(image_size=32, encoder="resnet18", images=names, precision="fp32")
+    assert seg.images == names and seg.meta["in_channels"] == 6
+    rng = np.random.default_rng(0)
+    data, other = (rng.normal(40, 20, (36, 30, 5)).astype(np.float32) for _ in range(2))
+    vol = Volume(data, np.diag([-1.0, 1, 3, 1]), None, (1.0, 1, 3), channels=(other,))
+    out = segment_volume(seg, vol, keep_prob=True)
+    assert out.segmentation.mask.shape == data.shape and tuple(out.prepared.image.shape) == (5, 2, 32, 32)
+    x = context_stack(out.prepared.image, [2], 1)
+    with torch.inference_mode():
+        want = torch.sigmoid(seg.model(x.contiguous(memory_format=torch.channels_last)))[0, 0]
+    torch.testing.assert_close(out.prob_model[2], want, atol=1e-5, rtol=0)
+    path = save_checkpoint(tmp_path / "s.pt", seg.model.state_dict(), seg.meta)
+    assert Segmenter.load(path).images == names
+    with pytest.raises(InputError, match="1 image\\(s\\) given, the segmenter takes 2 \\(image, image_arterial\\)"):
+        segment_volume(seg, Volume(data, np.eye(4), None, (1.0, 1, 1)))

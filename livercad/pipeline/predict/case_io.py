@@ -4,6 +4,8 @@
   :func:`~livercad.io.dicom.load_dicom_series` (the series' files, or the manifest's file or folder), PNG/JPEG
   with :func:`~livercad.io.image2d.load_image2d`. The run's ``spacing`` applies to 2-D images that give none
   (every PNG/JPEG; a DICOM image without PixelSpacing or ultrasound regions); a file's own spacing wins.
+  A multi-phase model's further images come from the ``image_<phase>`` columns or a 4-D NIfTI
+  (:mod:`livercad.io.channels`).
 * :func:`record_modality`: the case's own modality is the DICOM Modality tag when it is CT, MR or US, else
   the manifest's ``modality`` column; the two must agree. A 2-D image file (PNG/JPEG, or DICOM whose tag is
   none of those) that names no modality, in a run without ``--modality``, is refused: the intensity rule
@@ -18,7 +20,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -50,8 +52,23 @@ def input_format(case: CaseInput) -> str:
     return case.kind
 
 
-def load_case_volume(case: CaseInput) -> Volume:
-    """The case's image as a :class:`~livercad.types.Volume` (InputError naming the file when unusable)."""
+def load_case_volume(case: CaseInput, images: Sequence[str] = ("image",)) -> Volume:
+    """The case's image as a :class:`~livercad.types.Volume` (InputError naming the file when unusable).
+
+    ``images``: the co-registered images the model takes (``image`` first); the others become the volume's
+    channels (:func:`livercad.io.channels.load_images`: ``image_<phase>`` columns, or a 4-D NIfTI's 4th axis
+    with the case's ``channels_axis``).
+    """
+    from livercad.io.channels import load_images
+
+    if case.channels_axis and case.kind == "nifti":
+        return load_images(case.row, images, _reader(case), channels_axis=True)
+    volume = _load_one(case)
+    return volume if len(images) == 1 else load_images(case.row, images, _reader(case), first=volume)
+
+
+def _load_one(case: CaseInput) -> Volume:
+    """The case's own image (``row.image``, or its DICOM series' files)."""
     if case.kind == "image2d":
         from livercad.io.image2d import load_image2d
 
@@ -63,6 +80,13 @@ def load_case_volume(case: CaseInput) -> Volume:
     from livercad.io.nifti import load_volume
 
     return load_volume(case.row.image)
+
+
+def _reader(case: CaseInput) -> Callable[[Path], Volume]:
+    """How a further image of the case is read: any image livercad reads, with the run's 2-D pixel spacing."""
+    from livercad.io.image import load_image
+
+    return lambda path: with_spacing(load_image(path, spacing=case.spacing), case.spacing)
 
 
 def with_spacing(volume: Volume, spacing: tuple[float, float] | None) -> Volume:

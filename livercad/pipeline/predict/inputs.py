@@ -8,12 +8,13 @@
 * **A manifest CSV** brings ground-truth masks and labels for evaluation, and per case a ``modality``
   (column ``modality``), a contrast phase (``contrast_phase`` or ``phase``) and the image domain
   (:func:`livercad.domain.case_domain`). Its ``image`` may be a NIfTI, PNG/JPEG or DICOM file or a folder of
-  one DICOM series; its ``mask`` a NIfTI label image or a DICOM-SEG.
+  one DICOM series; its ``mask`` a NIfTI label image or a DICOM-SEG; its ``image_<phase>`` columns the further
+  images of a multi-phase model (:mod:`livercad.io.channels`).
 
-Every case also carries the run's settings (``run_modality``, ``spacing``, ``output_format``), so a worker
-needs nothing else. Problems that concern one case only (a duplicate or unsafe id, an unreadable DICOM file)
-become that case's failure; problems that make the whole request meaningless (no such path, an invalid
-manifest, a folder without any image, an invalid run setting) raise.
+Every case also carries the run's settings (``run_modality``, ``spacing``, ``output_format``,
+``channels_axis``), so a worker needs nothing else. Problems that concern one case only (a duplicate or unsafe
+id, an unreadable DICOM file) become that case's failure; problems that make the whole request meaningless (no
+such path, an invalid manifest, a folder without any image, an invalid run setting) raise.
 """
 
 from __future__ import annotations
@@ -49,6 +50,8 @@ class CaseInput:
         run_modality: the run's ``--modality`` (used when the case names none), or ``None``.
         spacing: the run's pixel spacing ``(sx, sy)`` mm for 2-D images that give none.
         output_format: the run's ``nifti`` | ``dicom-seg`` | ``both``.
+        channels_axis: the run's ``--channels-axis``: a 4-D NIfTI image holds the model's images along its 4th
+            axis (:mod:`livercad.io.channels`).
     """
 
     row: ManifestRow
@@ -57,6 +60,7 @@ class CaseInput:
     run_modality: str | None = None
     spacing: tuple[float, float] | None = None
     output_format: str = "nifti"
+    channels_axis: bool = False
 
     @property
     def modality(self) -> str | None:
@@ -90,9 +94,10 @@ def file_case(case_id: str, image: Path, kind: str, files: tuple[Path, ...] = ()
     return CaseInput(ManifestRow(case_id, "", image), kind=kind, files=files)
 
 
-def case_from_row(row: ManifestRow, *, run_modality: str | None = None) -> CaseInput:
-    """The case of a manifest row, its reader chosen from the image path (``run_modality``: see :class:`CaseInput`)."""
-    return CaseInput(row, kind=input_kind(Path(row.image)), run_modality=run_modality)
+def case_from_row(row: ManifestRow, *, run_modality: str | None = None, channels_axis: bool = False) -> CaseInput:
+    """The case of a manifest row, its reader chosen from the image path (``run_modality``, ``channels_axis``:
+    see :class:`CaseInput`)."""
+    return CaseInput(row, kind=input_kind(Path(row.image)), run_modality=run_modality, channels_axis=channels_axis)
 
 
 @dataclass(frozen=True)
@@ -178,7 +183,8 @@ def _check_settings(spacing: Sequence[float] | None, output_format: str) -> tupl
 
 def discover_inputs(inputs: str | Path | Sequence[str | Path], *, split: str | None = None,
                     modality: str | None = None, spacing: Sequence[float] | None = None,
-                    output_format: str = "nifti") -> tuple[list[CaseInput], list[InputProblem]]:
+                    output_format: str = "nifti", channels_axis: bool = False
+                    ) -> tuple[list[CaseInput], list[InputProblem]]:
     """Resolve the user's inputs into cases.
 
     Args:
@@ -187,6 +193,7 @@ def discover_inputs(inputs: str | Path | Sequence[str | Path], *, split: str | N
         modality: the run's modality, given to every case (used where the case names none).
         spacing: the run's ``(sx, sy)`` pixel spacing in mm for 2-D images that give none.
         output_format: ``nifti`` | ``dicom-seg`` | ``both``, given to every case.
+        channels_axis: the 4th axis of a 4-D NIfTI holds the model's images (given to every case).
 
     Returns:
         (cases, problems) — problems are per-case and go to failures.csv.
@@ -197,7 +204,8 @@ def discover_inputs(inputs: str | Path | Sequence[str | Path], *, split: str | N
     """
     run_spacing, fmt = _check_settings(spacing, output_format)
     cases, problems = _discover(inputs, split)
-    cases = [replace(c, run_modality=modality or None, spacing=run_spacing, output_format=fmt) for c in cases]
+    cases = [replace(c, run_modality=modality or None, spacing=run_spacing, output_format=fmt,
+                     channels_axis=bool(channels_axis)) for c in cases]
     return cases, problems
 
 

@@ -5,6 +5,9 @@ mask -> preprocess -> segment -> metrics -> stage-2 input) -> save masks (NIfTI 
 statistics (:mod:`livercad.pipeline.predict.case_stats`) -> regions/classify (when the bundle has a classifier)
 -> QC -> record.
 
+A multi-phase bundle reads each case's further images (the segmenter's ``images``: ``image_<phase>`` manifest
+columns or a 4-D NIfTI, :mod:`livercad.io.channels`); a case that lacks one, or whose images lie on different
+grids, fails with a one-line reason naming the file.
 A case's modality comes from its record (the DICOM Modality tag, else the manifest column), else the run's
 ``--modality``, else the intensity rule (:func:`livercad.modality.resolve`; refused for 2-D image files, whose
 grey values it would misread); a modality family the segmenter was not trained on fails the case. The
@@ -148,7 +151,8 @@ class Predictor:
         """One case's flow (module docstring); ``known`` collects what a failed record keeps."""
         external = self.stage1_options.source == "external"
         opened = open_case(case, trained=None if external else self.segmenter.modalities,
-                           liver_labels=self.bundle.config.data.liver_labels, known=known)
+                           liver_labels=self.bundle.config.data.liver_labels, known=known,
+                           images=self.segmenter.images)
         s1 = run_stage1(self.segmenter, opened, self.stage1_options)
         volume, mask, row = opened.volume, s1.mask, case.row
         assert mask is not None  # kept: Stage1Options.keep_mask

@@ -87,8 +87,8 @@ def run_pipeline(inputs: str | Path | Sequence[str | Path], output_dir: str | Pa
                  config: Config | str | Path | None = None, resume: bool = False, progress: bool = True,
                  split: str | None = None, engine: str | None = None, address: str | None = None,
                  modality: str | None = None, output_format: str = "nifti", spacing: tuple[float, float] | None = None,
-                 masks: str | Path | ExternalMasks | None = None, mask_labels: str | Path | None = None
-                 ) -> PipelineResult:
+                 masks: str | Path | ExternalMasks | None = None, mask_labels: str | Path | None = None,
+                 channels_axis: bool | None = None) -> PipelineResult:
     """Segment (and, with a classifier in the bundle, classify) every input case.
 
     Args:
@@ -115,6 +115,9 @@ def run_pipeline(inputs: str | Path | Sequence[str | Path], output_dir: str | Pa
             ``manifest`` (its ``external_mask`` column) or an :class:`~livercad.io.external_masks.ExternalMasks`.
         mask_labels: the label map of multi-label files (``total``, ``total_mr``, an nnU-Net ``dataset.json``);
             a spleen in it adds spleen volume, attenuation and liver − spleen to each case.
+        channels_axis: a 4-D NIfTI input holds a multi-phase model's images along its 4th axis
+            (:mod:`livercad.io.channels`); ``None``: the bundle config's ``data.channels_axis``. Otherwise a
+            multi-phase model reads each case's further images from the manifest's ``image_<phase>`` columns.
 
     Returns:
         A :class:`PipelineResult`.
@@ -127,8 +130,9 @@ def run_pipeline(inputs: str | Path | Sequence[str | Path], output_dir: str | Pa
     _check_modality(modality)
     bundle, inference = _bundle_and_inference(model, config)
     engine = engine or inference.engine
+    axis = bundle.config.data.channels_axis if channels_axis is None else channels_axis
     cases, problems = discover_inputs(inputs, split=split, modality=modality, spacing=spacing,
-                                      output_format=output_format)
+                                      output_format=output_format, channels_axis=axis)
     ext = _external(masks, mask_labels, engine, cases)  # another tool's masks as stage 1, or None
     with RunFolder(output_dir, output_format=output_format) as folder:
         done, todo = _plan(folder, cases, problems, resume)

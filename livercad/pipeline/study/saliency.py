@@ -240,7 +240,8 @@ def case_saliency(clf: Classifier, case: CaseSlices, *, method: str = "gradient-
     heat = _to_model_space(heat_in, s, box)
     gt = None if case.gt is None else np.asarray(case.gt[z], dtype=np.uint8)
     frac = inside_fraction(heat, gt) if gt is not None else float("nan")
-    return CaseSaliency(str(case.case_id), z, heat, np.asarray(case.image[z], dtype=np.float32), gt,
+    shown = case.image[z] if case.image.ndim == 3 else case.image[z, 0]  # a multi-phase case: its first image
+    return CaseSaliency(str(case.case_id), z, heat, np.asarray(shown, dtype=np.float32), gt,
                         np.asarray(case.mask[z], dtype=np.uint8), frac)
 
 

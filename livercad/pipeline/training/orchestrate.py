@@ -76,6 +76,11 @@ def cohort_rows(cfg: Config, work_dir: Path) -> list[ManifestRow]:
 
     manifest = cfg.data.manifest
     ph = cfg.data.phantom
+    if manifest is None and ph.randomise and ph.phases:
+        from livercad.errors import ConfigError
+
+        raise ConfigError("data.phantom.phases: the randomised phantom (data.phantom.randomise) renders one image "
+                          "per case; set phases on the classic phantom")
     if manifest is None and ph.randomise:
         from livercad.phantom.synth import generate_randomised_cohort
 
@@ -85,7 +90,8 @@ def cohort_rows(cfg: Config, work_dir: Path) -> list[ManifestRow]:
 
         manifest = generate_cohort(work_dir / "data", n=ph.n, modality=ph.modality, seed=ph.seed,
                                    shape=ph.shape, classes=tuple(ph.classes), sites=ph.sites,
-                                   shortcut=ph.shortcut, orientations=ph.orientations, ct_phase=ph.ct_phase)
+                                   shortcut=ph.shortcut, orientations=ph.orientations, ct_phase=ph.ct_phase,
+                                   phases=tuple(ph.phases))
     rows = read_manifest(manifest)
     if any(not r.split for r in rows):
         rows = patient_split(rows, fractions=cfg.data.split_fractions, seed=cfg.data.split_seed)
@@ -109,6 +115,7 @@ def stage1_cache(segmenter: Segmenter, rows: list[ManifestRow], cfg: Config) -> 
     batch size and ``coarse_to_fine``, ``cfg.segment.postprocess`` the post-processing and
     ``cfg.classify.classes`` the label indices. With ``data.external_masks`` (a folder) another tool's masks are
     kept beside (``CaseSlices.external``) or, with ``classify.mask_source: external``, instead of the segmenter's.
+    A multi-phase segmenter reads each row's images (its ``images``; ``data.channels_axis``: a 4-D NIfTI).
     """
     from livercad.errors import ConfigError
     from livercad.io.external_masks import masks_from_config
@@ -125,9 +132,9 @@ def stage1_cache(segmenter: Segmenter, rows: list[ManifestRow], cfg: Config) -> 
     trained = None if source == "external" else segmenter.modalities
     out: list[Stage1Case] = []
     for row in rows:
-        case = open_case(case_from_row(row, run_modality=cfg.preprocess.modality), trained=trained,
-                         liver_labels=cfg.data.liver_labels)
-        out.append(run_stage1(segmenter, case, options))
+        case = case_from_row(row, run_modality=cfg.preprocess.modality, channels_axis=cfg.data.channels_axis)
+        opened = open_case(case, trained=trained, liver_labels=cfg.data.liver_labels, images=segmenter.images)
+        out.append(run_stage1(segmenter, opened, options))
     return out
 
 

@@ -67,7 +67,8 @@ def test_a_case_is_its_manifest_record_plus_how_to_read_it(tmp_path: Path) -> No
     assert (case.kind, case.run_modality, case.modality, case.contrast_phase, case.image_domain) == (
         "nifti", "ct", "MR", "portal-venous", "real")
     # what the record holds is read through it, never copied
-    assert {f.name for f in fields(CaseInput)} == {"row", "kind", "files", "run_modality", "spacing", "output_format"}
+    assert {f.name for f in fields(CaseInput)} == {"row", "kind", "files", "run_modality", "spacing", "output_format",
+                                                   "channels_axis"}
     (tmp_path / "a.nii.gz").write_bytes(b"x")
     [found], _ = discover_inputs([tmp_path / "a.nii.gz"])
     assert found.row == ManifestRow("a", "", tmp_path / "a.nii.gz")  # no patient id: records keep none

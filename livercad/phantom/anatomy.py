@@ -250,11 +250,12 @@ def _bowel_variants(v: np.random.Generator, loops: tuple[Tube, ...], ac: float, 
 
 
 def sample_patient(rng: np.random.Generator, steatosis: float = 0.0, cirrhosis: float = 0.0,
-                   variants: np.random.Generator | None = None) -> Patient:
+                   variants: np.random.Generator | None = None, bowel_variants: bool = False) -> Patient:
     """Draw one patient's anatomy; disease scores in [0, 1] shape the liver, spleen, fat and ascites.
 
     ``variants`` (a separate generator, so the default draws stay the same without it) widens body
-    habitus and fat and adds liver shape variants (:func:`_liver_variants`).
+    habitus and fat and adds liver shape variants (:func:`_liver_variants`); with ``bowel_variants`` too
+    (generator version 2) collapsed and pelvic bowel loops (:func:`_bowel_variants`).
 
     Example:
         >>> p = sample_patient(np.random.default_rng(0), cirrhosis=0.8)
@@ -288,7 +289,7 @@ def sample_patient(rng: np.random.Generator, steatosis: float = 0.0, cirrhosis: 
         **organs, **_sample_bowel(rng, ac, bc, y_vb, float(dome[1])),  # type: ignore[arg-type]
         **_sample_vessels(rng, ac, bc, y_vb, float(dome_r), organs["spleen"], organs["heart"]),  # type: ignore[arg-type]
     )
-    if variants is None:
+    if variants is None or not bowel_variants:
         return patient
     fluid, collapsed = _bowel_variants(variants, patient.small_bowel, ac, bc, y_vb)
     return replace(patient, small_bowel=fluid, collapsed_bowel=collapsed)

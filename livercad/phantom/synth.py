@@ -43,6 +43,14 @@ from livercad.phantom.tables import random_ct_table, random_mr_table
 
 #: CT padding values outside the reconstruction circle seen in clinical files.
 CT_PADDING = (-1024.0, -2048.0, -3024.0)
+#: Versions of the randomised generator (``data.phantom.version``). Version 1 is frozen: it is the data the
+#: shipped model was trained on (``make model`` reproduces it). Version 2 adds collapsed and pelvic bowel
+#: loops, random bowel content (water, chyme, positive oral contrast) and, in a share of CT cases, random
+#: soft-tissue HU for every organ including the liver; measured in one build, it did not improve the real scans.
+GENERATOR_VERSIONS: dict[int, str] = {
+    1: "random contrast, geometry, imaging, liver shape variants, habitus, upper pelvis",
+    2: "version 1 + collapsed and pelvic bowel loops, random bowel content, random soft-tissue CT contrast",
+}
 Z_LIMITS = (-285.0, 200.0)  # world z the phantom's anatomy covers well (mm)
 
 
@@ -72,8 +80,8 @@ def _blur_sigma(rng: np.random.Generator, vox: np.ndarray) -> tuple[float, float
 
 
 def _render_ct(labels: np.ndarray, p: Patient, rng: np.random.Generator, vox: np.ndarray,
-               xy: tuple[np.ndarray, np.ndarray]) -> tuple[np.ndarray, str]:
-    phase, table = random_ct_table(rng)
+               xy: tuple[np.ndarray, np.ndarray], extended: bool = False) -> tuple[np.ndarray, str]:
+    phase, table = random_ct_table(rng, extended=extended)
     image = tissue_image(labels, table, p, rng, vox, "ct")
     image = ndimage.gaussian_filter(image, _blur_sigma(rng, vox))
     image += np.float32(rng.uniform(4, 35)) * smooth_noise(rng, labels.shape, (rng.uniform(0.3, 1.0),) * 2 + (0.0,))
@@ -109,8 +117,11 @@ def _scores(rng: np.random.Generator) -> tuple[str, tuple[float, float]]:
     return label, scores[label]
 
 
-def random_case(case_id: str, *, seed: int, modality: str = "ct"):  # noqa: ANN201 - PhantomCase
-    """One domain-randomised case (``modality`` ``ct`` or ``mr``), stored RAS.
+def random_case(case_id: str, *, seed: int, modality: str = "ct", version: int = 1):  # noqa: ANN201 - PhantomCase
+    """One domain-randomised case (``modality`` ``ct`` or ``mr``), stored RAS, of generator ``version``.
+
+    ``version`` (:data:`GENERATOR_VERSIONS`): 1 draws what the shipped model was trained on; 2 adds bowel
+    variants and the extended CT contrast (the same case seed gives the same anatomy draws up to the bowel).
 
     Returns:
         A :class:`~livercad.phantom.case.PhantomCase`; ``meta`` records the contrast drawn
@@ -120,14 +131,17 @@ def random_case(case_id: str, *, seed: int, modality: str = "ct"):  # noqa: ANN2
 
     rng = np.random.default_rng([seed, 41])
     label, scores = _scores(rng)
-    patient = sample_patient(rng, *scores, variants=np.random.default_rng([seed, 43]))
+    if version not in GENERATOR_VERSIONS:
+        raise ConfigError(f"randomised phantom version must be one of {sorted(GENERATOR_VERSIONS)}, got {version}")
+    extended = version >= 2
+    patient = sample_patient(rng, *scores, variants=np.random.default_rng([seed, 43]), bowel_variants=extended)
     shape, affine = random_geometry(patient, rng)
     sampler = GridSampler(shape, affine)
     labels = paint_labels(sampler, patient, table=modality == "ct")
     _, x, y, z = sampler.region()  # type: ignore[misc]
     vox = np.sqrt((affine[:3, :3] ** 2).sum(axis=0))
     if modality == "ct":
-        image, contrast = _render_ct(labels, patient, rng, vox, (x, y))
+        image, contrast = _render_ct(labels, patient, rng, vox, (x, y), extended)
     else:
         image, contrast = _render_mr(labels, patient, rng, vox, (x, y, z))
     mask = np.isin(labels, LIVER_LABELS).astype(np.uint8)
@@ -143,13 +157,13 @@ SYNTH_COLUMNS: tuple[str, ...] = ("case_id", "patient_id", "image", "mask", "lab
                                   "contrast", "spacing_x", "spacing_z", "shape", "domain")
 
 
-def _write_random(index: int, out: Path, seed: int, modalities: tuple[str, ...]) -> dict[str, str]:
+def _write_random(index: int, out: Path, seed: int, modalities: tuple[str, ...], version: int = 1) -> dict[str, str]:
     """Generate one randomised case, write its image and mask, return its manifest row."""
     from livercad.phantom.cohort import _write_nifti
 
     modality = modalities[index % len(modalities)]
     case_seed = int(np.random.SeedSequence([seed, index, 17]).generate_state(1)[0])
-    case = random_case(f"synth_{index:05d}", seed=case_seed, modality=modality)
+    case = random_case(f"synth_{index:05d}", seed=case_seed, modality=modality, version=version)
     name = f"{case.case_id}.nii.gz"
     _write_nifti(case.image, case.affine, out / "images" / name, np.int16 if modality == "ct" else np.float32)
     _write_nifti(case.mask, case.affine, out / "masks" / name, np.uint8)
@@ -159,8 +173,8 @@ def _write_random(index: int, out: Path, seed: int, modalities: tuple[str, ...])
 
 
 def generate_randomised_cohort(out_dir: str | Path, *, n: int, seed: int = 0,
-                               modalities: Sequence[str] = ("ct", "mr"), workers: int = 1) -> Path:
-    """Write ``n`` domain-randomised cases (modalities in turn) and their manifest; return its path.
+                               modalities: Sequence[str] = ("ct", "mr"), workers: int = 1, version: int = 1) -> Path:
+    """Write ``n`` domain-randomised cases (modalities in turn, generator ``version``) and their manifest.
 
     Every case is its own patient; the ``split`` column is left empty (split by patient later).
 
@@ -178,7 +192,7 @@ def generate_randomised_cohort(out_dir: str | Path, *, n: int, seed: int = 0,
     out = Path(out_dir)
     for sub in ("images", "masks"):
         (out / sub).mkdir(parents=True, exist_ok=True)
-    job = partial(_write_random, out=out, seed=seed, modalities=tuple(modalities))
+    job = partial(_write_random, out=out, seed=seed, modalities=tuple(modalities), version=version)
     if workers > 1:
         with ProcessPoolExecutor(max_workers=workers) as pool:
             rows = list(pool.map(job, range(n)))
@@ -187,4 +201,5 @@ def generate_randomised_cohort(out_dir: str | Path, *, n: int, seed: int = 0,
     return write_manifest(out, rows, SYNTH_COLUMNS)
 
 
-__all__ = ["random_case", "random_geometry", "generate_randomised_cohort", "CT_PADDING", "ORGANS"]
+__all__ = ["random_case", "random_geometry", "generate_randomised_cohort", "CT_PADDING", "GENERATOR_VERSIONS",
+           "ORGANS"]

@@ -3,8 +3,9 @@
 Each table maps every tissue of :data:`~livercad.phantom.anatomy.ORGANS` to ``(mean, texture SD)``.
 CT tables are in Hounsfield units and follow the physiology of a contrast phase (:data:`CT_PHASE_TABLES`:
 non-contrast, arterial, portal-venous, delayed), blended towards the unenhanced values by a random
-enhancement factor, with per-tissue jitter, random bowel content and, in a share of cases, a fatty liver
-(down to about -10 HU); a share of CT tables is fully random for the soft tissues (phase ``random``).
+enhancement factor, with per-tissue jitter and, in a share of cases, a fatty liver (down to about -10 HU);
+the extended tables (generator version 2) add random bowel content and a share of fully random soft-tissue
+contrast (phase ``random``).
 MR tables are T1-like (pre- or post-contrast), T2-like, or fully random (every tissue uniform in
 [0, 1000], air kept dark), with per-tissue multiplicative jitter and, sometimes, inverted contrast.
 
@@ -77,12 +78,12 @@ def _bowel_content(table: Table, rng: np.random.Generator) -> None:
     table["stool"] = (rng.uniform(-60, 80), table["stool"][1])
 
 
-def random_ct_table(rng: np.random.Generator) -> tuple[str, Table]:
+def random_ct_table(rng: np.random.Generator, *, extended: bool = False) -> tuple[str, Table]:
     """A CT table of a random phase: enhancement factor, per-tissue jitter, sometimes a fatty liver.
 
-    The bowel's content is random too (:func:`_bowel_content`), and in :data:`CT_RANDOM_SHARE` of the draws
-    every soft tissue, the liver included, gets a random value in [-20, 250] HU (phase ``random``): the
-    liver is then only recognisable by its shape and place, which is what a model must learn to transfer.
+    ``extended`` (generator version 2): the bowel's content is random too (:func:`_bowel_content`), and in
+    :data:`CT_RANDOM_SHARE` of the draws every soft tissue, the liver included, gets a random value in
+    [-20, 250] HU (phase ``random``): the liver is then only recognisable by its shape and place.
     """
     phase = str(rng.choice(list(CT_PHASE_TABLES)))
     base, plain = CT_PHASE_TABLES[phase], CT_TISSUE_NONCONTRAST
@@ -95,6 +96,8 @@ def random_ct_table(rng: np.random.Generator) -> tuple[str, Table]:
     if rng.uniform() < 0.3:  # fatty liver: attenuation down to about -10 HU
         m, t = table["liver"]
         table["liver"] = (m - rng.uniform(10, 70), t)
+    if not extended:
+        return phase, table
     _bowel_content(table, rng)
     if rng.uniform() < CT_RANDOM_SHARE:
         phase = "random"

@@ -43,7 +43,7 @@ def test_geometry_keeps_the_anatomy_inside_its_limits():
 def test_ct_contrast_covers_phases_and_fatty_livers():
     rng = np.random.default_rng(1)
     draws = [random_ct_table(rng) for _ in range(200)]
-    assert {phase for phase, _ in draws} == set(CT_PHASE_TABLES) | {"random"}
+    assert {phase for phase, _ in draws} == set(CT_PHASE_TABLES)
     livers = np.array([t["liver"][0] for _, t in draws])
     assert livers.min() < 20 and livers.max() > 100  # fatty livers to enhanced parenchyma
 
@@ -96,7 +96,7 @@ def test_randomised_bowel_has_collapsed_and_pelvic_loops_and_the_classic_phantom
     from livercad.phantom.paint import paint_labels
     from livercad.phantom.shapes import GridSampler
 
-    patient = sample_patient(np.random.default_rng(4), variants=np.random.default_rng(5))
+    patient = sample_patient(np.random.default_rng(4), variants=np.random.default_rng(5), bowel_variants=True)
     assert patient.collapsed_bowel and min(t.a[2] for t in patient.small_bowel + patient.collapsed_bowel) < -220
     affine = np.diag([4.0, 4.0, 6.0, 1.0])
     affine[:3, 3] = [-190.0, -150.0, -220.0]
@@ -104,11 +104,12 @@ def test_randomised_bowel_has_collapsed_and_pelvic_loops_and_the_classic_phantom
     # collapsed loops are solid bowel wall: far more wall than the 3-mm rims of the fluid loops alone
     assert (labels == ORGANS["bowel_wall"]).sum() > (labels == ORGANS["bowel_fluid"]).sum() / 4
     assert sample_patient(np.random.default_rng(4)).collapsed_bowel == ()
+    assert sample_patient(np.random.default_rng(4), variants=np.random.default_rng(5)).collapsed_bowel == ()
 
 
 def test_ct_bowel_content_and_random_soft_tissue_contrast():
     rng = np.random.default_rng(2)
-    draws = [random_ct_table(rng) for _ in range(300)]
+    draws = [random_ct_table(rng, extended=True) for _ in range(300)]
     fluid = np.array([t["bowel_fluid"][0] for _, t in draws])
     assert fluid.min() < 30 and fluid.max() > 150  # water to positive oral contrast
     random = [t for phase, t in draws if phase == "random"]
@@ -116,3 +117,11 @@ def test_ct_bowel_content_and_random_soft_tissue_contrast():
     livers = np.array([t["liver"][0] for t in random])
     assert livers.min() < 40 and livers.max() > 180  # the liver is not recognisable by its grey level
     assert all(t["visceral_fat"][0] < -50 and t["lung"][0] < -500 for t in random)  # the physical context stays
+
+
+def test_generator_version_2_adds_bowel_on_the_grid_version_1_draws():
+    v1, v2 = (random_case("v", seed=11, modality="ct", version=v) for v in (1, 2))
+    assert v1.image.shape == v2.image.shape and not np.array_equal(v1.labels, v2.labels)  # same grid, more bowel
+    assert (v2.labels == ORGANS["bowel_wall"]).sum() > (v1.labels == ORGANS["bowel_wall"]).sum()
+    with pytest.raises(ConfigError, match="version must be one of"):
+        random_case("v", seed=11, version=3)

@@ -84,7 +84,8 @@ def cohort_rows(cfg: Config, work_dir: Path) -> list[ManifestRow]:
     if manifest is None and ph.randomise:
         from livercad.phantom.synth import generate_randomised_cohort
 
-        manifest = generate_randomised_cohort(work_dir / "data", n=ph.n, seed=ph.seed, modalities=ph.modalities)
+        manifest = generate_randomised_cohort(work_dir / "data", n=ph.n, seed=ph.seed, modalities=ph.modalities,
+                                              version=ph.version)
     elif manifest is None:
         from livercad.phantom import generate_cohort
 

@@ -137,14 +137,18 @@ def evaluate(
     out: Annotated[Path, typer.Option("--out", "-o", help="Output folder.")],
     model: ModelOpt = None, modality: ModalityOpt = None,
     split: Annotated[str | None, typer.Option(help="Only this split (e.g. test).")] = "test",
-    masks: MasksOpt = None, mask_labels: MaskLabelsOpt = None, quiet: QuietOpt = False, verbose: VerboseOpt = False,
+    masks: MasksOpt = None, mask_labels: MaskLabelsOpt = None,
+    attenuation_force: Annotated[bool, typer.Option(
+        "--attenuation-force", help="Score the attenuation rule on contrast-enhanced CT too (left out otherwise).")
+    ] = False,
+    quiet: QuietOpt = False, verbose: VerboseOpt = False,
 ) -> None:
     """Predict a manifest split and print its metrics (Dice, HD95, AUC… with 95 % CIs)."""
     with _exits_on_error():
         from livercad.pipeline.predict.run import run_pipeline
 
         res = run_pipeline(manifest, out, model=model, split=split, progress=not quiet, modality=modality,
-                           masks=masks, mask_labels=mask_labels)
+                           masks=masks, mask_labels=mask_labels, attenuation_force=attenuation_force or None)
     from livercad.pipeline.predict.summary import headline
 
     typer.echo(json.dumps(headline(res.metrics), indent=2))

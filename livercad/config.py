@@ -212,6 +212,9 @@ class InferenceConfig(_Section):
     engine: Literal["local", "ray"] = "local"
     qc_images: bool = True
     report: bool = True
+    # metrics.json's attenuation rule also scores contrast-enhanced CT (livercad.classify.attenuation.check_phase;
+    # `livercad evaluate --attenuation-force`); off: those cases are left out and counted
+    attenuation_force: bool = False
 
 
 class AblationConfig(_Section):

@@ -96,6 +96,23 @@ def test_predict_and_evaluate_take_modality_and_an_optional_model(cmd: str) -> N
     assert not params["model"].required and params["modality"].default is None
 
 
+def test_evaluate_attenuation_force_reaches_the_run(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import livercad.pipeline.predict.run as run
+    from livercad.pipeline.predict.run import PipelineResult
+
+    seen: list[object] = []
+
+    def fake(*args: object, **kwargs: object) -> PipelineResult:
+        seen.append(kwargs["attenuation_force"])
+        return PipelineResult(output_dir=tmp_path, cases=[], metrics={"n_ok": 0})
+
+    monkeypatch.setattr(run, "run_pipeline", fake)
+    for extra in ([], ["--attenuation-force"]):
+        res = runner.invoke(app, ["evaluate", "--manifest", str(tmp_path / "m.csv"), "-o", str(tmp_path / "o"), *extra])
+        assert res.exit_code == 0, res.output
+    assert seen == [None, True]  # None: the bundle's inference.attenuation_force
+
+
 def test_predict_without_model_and_no_default_installed(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
 
     monkeypatch.setattr(livercad.models, "DEFAULT_BUNDLE", tmp_path / "not_installed")

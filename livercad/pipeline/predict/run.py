@@ -88,7 +88,7 @@ def run_pipeline(inputs: str | Path | Sequence[str | Path], output_dir: str | Pa
                  split: str | None = None, engine: str | None = None, address: str | None = None,
                  modality: str | None = None, output_format: str = "nifti", spacing: tuple[float, float] | None = None,
                  masks: str | Path | ExternalMasks | None = None, mask_labels: str | Path | None = None,
-                 channels_axis: bool | None = None) -> PipelineResult:
+                 channels_axis: bool | None = None, attenuation_force: bool | None = None) -> PipelineResult:
     """Segment (and, with a classifier in the bundle, classify) every input case.
 
     Args:
@@ -118,6 +118,8 @@ def run_pipeline(inputs: str | Path | Sequence[str | Path], output_dir: str | Pa
         channels_axis: a 4-D NIfTI input holds a multi-phase model's images along its 4th axis
             (:mod:`livercad.io.channels`); ``None``: the bundle config's ``data.channels_axis``. Otherwise a
             multi-phase model reads each case's further images from the manifest's ``image_<phase>`` columns.
+        attenuation_force: metrics.json's attenuation rule also scores contrast-enhanced CT (which it leaves out
+            and counts otherwise); ``None``: the inference config's ``attenuation_force``.
 
     Returns:
         A :class:`PipelineResult`.
@@ -129,6 +131,8 @@ def run_pipeline(inputs: str | Path | Sequence[str | Path], output_dir: str | Pa
     t0, started = time.perf_counter(), datetime.now(timezone.utc).isoformat(timespec="seconds")
     _check_modality(modality)
     bundle, inference = _bundle_and_inference(model, config)
+    if attenuation_force is not None:
+        inference = inference.model_copy(update={"attenuation_force": attenuation_force})
     engine = engine or inference.engine
     axis = bundle.config.data.channels_axis if channels_axis is None else channels_axis
     cases, problems = discover_inputs(inputs, split=split, modality=modality, spacing=spacing,
@@ -229,7 +233,7 @@ def _write_outputs(folder: RunFolder, results: list[CaseResult], bundle: Bundle,
     classes = bundle.classes
     write_csv(folder.root / "predictions.csv", prediction_rows(results, classes), prediction_columns(classes))
     write_csv(folder.root / "failures.csv", failure_rows(results), ["case_id", "input", "reason"])
-    metrics = cohort_metrics(results, classes, seed=bundle.config.seed)
+    metrics = cohort_metrics(results, classes, seed=bundle.config.seed, attenuation_force=inference.attenuation_force)
     atomic_write_text(folder.root / "metrics.json", json.dumps(metrics, indent=2, default=_json_default))
     run_info = {**_run_info(results, bundle, inference, used=used, modality=modality, timing=timing),
                 "stage1": stage1}

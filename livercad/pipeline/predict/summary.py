@@ -48,8 +48,11 @@ def _describe(values: Sequence[float]) -> dict[str, float]:
 
 
 def cohort_metrics(results: Sequence[CaseResult], classes: Sequence[str], *, n_boot: int = 1000,
-                   seed: int = 0) -> dict[str, Any]:
+                   seed: int = 0, attenuation_force: bool = False) -> dict[str, Any]:
     """Everything for metrics.json: counts, liver sizes, segmentation summary, classification report with CIs.
+
+    ``attenuation_force``: the attenuation rule also scores contrast-enhanced CT
+    (:func:`~livercad.pipeline.predict.attenuation_eval.attenuation_metrics`).
 
     Liver volumes and areas are summarised over the cases that report them (a case of unknown spacing
     reports neither; ``n_spacing_unknown`` counts them).
@@ -85,7 +88,7 @@ def cohort_metrics(results: Sequence[CaseResult], classes: Sequence[str], *, n_b
                 y, proba, np.array(dice, dtype=float), class_names=list(classes))
     from livercad.pipeline.predict.attenuation_eval import attenuation_metrics
 
-    rule = attenuation_metrics(results, classes, n_boot=n_boot, seed=seed)
+    rule = attenuation_metrics(results, classes, force=attenuation_force, n_boot=n_boot, seed=seed)
     if rule is not None:
         out["attenuation"] = rule
     return out

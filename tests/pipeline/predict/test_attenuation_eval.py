@@ -41,6 +41,9 @@ def test_enhanced_ct_is_left_out_unless_forced_and_metrics_json_carries_it() -> 
     unknown = attenuation_metrics(_results(None), ["normal", "cirrhosis"], n_boot=200)
     assert unknown is not None and unknown["n_phase_unknown"] == 24 and "vs_classifier" not in \
         unknown["rules"]["liver_hu < 40"]
+    assert "attenuation" not in cohort_metrics(_results("portal-venous"), ["normal", "steatosis"], n_boot=200)
+    enhanced = cohort_metrics(_results("portal-venous"), ["normal", "steatosis"], n_boot=200, attenuation_force=True)
+    assert enhanced["attenuation"]["n"] == 24  # inference.attenuation_force / evaluate --attenuation-force
     metrics = cohort_metrics(_results(), ["normal", "steatosis"], n_boot=200)
     assert metrics["attenuation"]["n"] == 24 and metrics["liver_mean_hu"]["n"] == 24
 

@@ -133,9 +133,14 @@ def bias_field(x: np.ndarray, y: np.ndarray, z: np.ndarray, rng: np.random.Gener
 
 
 def render_ct(labels: np.ndarray, p: Patient, rng: np.random.Generator, vox: np.ndarray, site: SiteEffect,
-              artifact: np.ndarray, phase: str = "portal-venous") -> np.ndarray:
-    """CT image in HU (float32, clipped to [-1024, 3071]) of a canonical label volume in ``phase``."""
-    image = tissue_image(labels, CT_PHASES[phase], p, rng, vox, "ct")
+              artifact: np.ndarray, phase: str = "portal-venous",
+              table: dict[str, tuple[float, float]] | None = None) -> np.ndarray:
+    """CT image in HU (float32, clipped to [-1024, 3071]) of a canonical label volume in ``phase``.
+
+    ``table``: the tissue table to render with instead of ``CT_PHASES[phase]`` (e.g. a phase of
+    :data:`livercad.phantom.tables.CT_PHASE_TABLES`: :func:`livercad.phantom.phases.render_ct_phase`).
+    """
+    image = tissue_image(labels, CT_PHASES[phase] if table is None else table, p, rng, vox, "ct")
     image = ndimage.gaussian_filter(image, (0.5, 0.5, 0.35))
     sd = rng.uniform(10, 18) * site.noise
     image += np.float32(sd) * smooth_noise(rng, labels.shape, (0.6, 0.6, 0.0))

@@ -17,11 +17,10 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import numpy as np
-from scipy import ndimage
 
 from livercad.errors import ConfigError
 from livercad.phantom.anatomy import Patient
-from livercad.phantom.contrast import CT_PHASES, SiteEffect, render_ct, smooth_noise, tissue_image
+from livercad.phantom.contrast import SiteEffect, render_ct
 from livercad.phantom.tables import CT_PHASE_TABLES
 
 #: The CT phases a multi-phase phantom case can have, in their order of acquisition.
@@ -60,17 +59,10 @@ def render_ct_phase(labels: np.ndarray, p: Patient, rng: np.random.Generator, vo
                     artifact: np.ndarray, phase: str) -> np.ndarray:
     """CT image in HU of a canonical label volume in ``phase`` (any of :data:`PHASES`).
 
-    :func:`~livercad.phantom.contrast.render_ct` for the phases it knows; for the others its very steps with
-    the phase's table of :data:`~livercad.phantom.tables.CT_PHASE_TABLES` (tested equal on a shared phase).
+    :func:`~livercad.phantom.contrast.render_ct` with the phase's table of
+    :data:`~livercad.phantom.tables.CT_PHASE_TABLES` (the same tables for the phases ``render_ct`` knows).
     """
-    if phase in CT_PHASES:
-        return render_ct(labels, p, rng, vox, site, artifact, phase)
-    image = tissue_image(labels, CT_PHASE_TABLES[phase], p, rng, vox, "ct")
-    image = ndimage.gaussian_filter(image, (0.5, 0.5, 0.35))
-    sd = rng.uniform(10, 18) * site.noise
-    image += np.float32(sd) * smooth_noise(rng, labels.shape, (0.6, 0.6, 0.0))
-    image = image * np.float32(site.scale) + np.float32(site.offset) + np.float32(1200 * site.artifact) * artifact
-    return np.clip(image, -1024, 3071).astype(np.float32)
+    return render_ct(labels, p, rng, vox, site, artifact, table=CT_PHASE_TABLES[phase])
 
 
 __all__ = ["PHASES", "check_phases", "phase_column", "phase_seed", "render_ct_phase"]

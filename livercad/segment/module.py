@@ -39,8 +39,9 @@ class SegmentationModule(L.LightningModule):
         self.model = self.model.to(memory_format=torch.channels_last)
         # segment.ema: an exponential moving average of the weights (torch's AveragedModel, buffers included);
         # a submodule, so Lightning checkpoints (and resumes) it with the rest
+        # (no gradients: the optimiser never sees it, and DDP must not wait for its gradients)
         self.ema = (AveragedModel(self.model, multi_avg_fn=get_ema_multi_avg_fn(cfg.segment.ema), use_buffers=True)
-                    if cfg.segment.ema else None)
+                    .requires_grad_(False) if cfg.segment.ema else None)
         self.loss_fn = DiceCELoss(sigmoid=True, batch=True)
         self.history: list[dict[str, float]] = []
         self.best: dict[str, Any] = {"dice": -1.0, "epoch": None, "step": None, "state": None}

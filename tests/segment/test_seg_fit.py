@@ -125,6 +125,7 @@ def test_ema_validates_and_exports_the_averaged_weights():
     cfg.segment.ema = 0.5
     module = SegmentationModule(cfg, n_val_cases=1, budget=TimeBudget(60.0, 1, 10))
     assert module.ema is not None and any(k.startswith("ema.") for k in module.state_dict())  # checkpointed
+    assert not any(p.requires_grad for p in module.ema.parameters())  # DDP waits for no gradient of it
     first = next(module.model.parameters())
     module.on_train_batch_end(None, None, 0)  # the first update copies the weights
     p0 = first.detach().clone()

@@ -42,10 +42,11 @@ def image_paths(row: ManifestRow, names: Sequence[str]) -> list[Path]:
     Raises:
         InputError: naming the case's image: a column is missing or empty in this row.
     """
+    from livercad.domain import extra_value
+
     out = [Path(row.image)]
-    columns = {k.lower(): v for k, v in row.extra.items()}
     for name in names[1:]:
-        value = columns.get(name.lower(), "")
+        value = extra_value(row.extra, name.lower())
         if not value:
             raise InputError(row.image, f"case '{row.case_id}' has no '{name}' image, which the model takes "
                                         f"(images: {', '.join(names)}): fill a manifest column '{name}', or give a "

@@ -58,8 +58,9 @@ class PhantomConfig(_Section):
     randomise: bool = False
     modalities: list[Literal["ct", "mr"]] = ["ct", "mr"]
     # randomised generator version (livercad.phantom.synth.GENERATOR_VERSIONS): 1 = the shipped model's data;
-    # 2 adds collapsed and pelvic bowel loops, random bowel content and fully random soft-tissue CT contrast
-    version: Literal[1, 2] = 1
+    # 2 adds collapsed and pelvic bowel loops, random bowel content and fully random soft-tissue CT contrast;
+    # 3 is version 1 with a left lobe and segment IV that reach caudally and cross the midline
+    version: Literal[1, 2, 3] = 1
     # further CT phases rendered from each case's label map, written as image_<phase> manifest columns
     # (livercad.phantom.phases); the `image` column keeps ct_phase. Empty: one image per case
     phases: list[Literal["non-contrast", "arterial", "portal-venous", "delayed"]] = []

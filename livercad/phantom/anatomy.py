@@ -216,6 +216,31 @@ def _liver_variants(v: np.random.Generator, parts: tuple[Ellipsoid, ...]) -> tup
     return (right, left, caudate)
 
 
+def _lobe_variants(v: np.random.Generator, parts: tuple[Ellipsoid, ...], cut: np.ndarray
+                   ) -> tuple[tuple[Ellipsoid, ...], np.ndarray]:
+    """Generator version 3: a left lobe and segment IV that reach down the front of the abdomen.
+
+    In real livers the left lateral segments and segment IV lie anterior and reach caudally to about the
+    gallbladder's level, and the left lobe crosses the midline at the same levels as the kidneys' upper
+    poles. Version 1 puts the left lobe's centre 28 mm above the right lobe's and cuts its lower-left part
+    away with the visceral plane, so below the liver's middle it never crosses the midline, and a model
+    trained on it learns that no liver lies left of the midline there. Here the left lobe's centre moves
+    0-40 mm down and forward, it is taller (1.0-1.5x) and reaches further right towards the gallbladder, and
+    the visceral plane leans less to the left, so that the anterior-inferior edge of the liver slants from
+    the right costal margin up to the left, as on real CT and MR.
+    """
+    right, left, caudate = parts
+    drop = v.uniform(0.0, 40.0)
+    tall = v.uniform(1.0, 1.5)
+    wide = v.uniform(1.0, 1.3)
+    center = left.center + np.array([0.5 * (wide - 1.0) * left.radii[0], v.uniform(0.0, 6.0), -drop])
+    left = Ellipsoid(center, left.radii * np.array([wide, v.uniform(0.9, 1.2), tall]), left.rot)
+    point, normal = cut
+    normal = normal * np.array([v.uniform(0.2, 1.0), 1.0, 1.0])
+    point = point + np.array([0.0, 0.0, -v.uniform(0.0, 25.0)])
+    return (right, left, caudate), np.stack([point, normal / np.linalg.norm(normal)])
+
+
 def _bowel_variants(v: np.random.Generator, loops: tuple[Tube, ...], ac: float, bc: float, y_vb: float
                     ) -> tuple[tuple[Tube, ...], tuple[Tube, ...]]:
     """Bowel as real scans show it: (fluid-filled loops, collapsed loops).
@@ -250,12 +275,14 @@ def _bowel_variants(v: np.random.Generator, loops: tuple[Tube, ...], ac: float, 
 
 
 def sample_patient(rng: np.random.Generator, steatosis: float = 0.0, cirrhosis: float = 0.0,
-                   variants: np.random.Generator | None = None, bowel_variants: bool = False) -> Patient:
+                   variants: np.random.Generator | None = None, bowel_variants: bool = False,
+                   lobes: np.random.Generator | None = None) -> Patient:
     """Draw one patient's anatomy; disease scores in [0, 1] shape the liver, spleen, fat and ascites.
 
     ``variants`` (a separate generator, so the default draws stay the same without it) widens body
     habitus and fat and adds liver shape variants (:func:`_liver_variants`); with ``bowel_variants`` too
-    (generator version 2) collapsed and pelvic bowel loops (:func:`_bowel_variants`).
+    (generator version 2) collapsed and pelvic bowel loops (:func:`_bowel_variants`). ``lobes`` (a third
+    generator, generator version 3) lets the left lobe and segment IV reach caudally (:func:`_lobe_variants`).
 
     Example:
         >>> p = sample_patient(np.random.default_rng(0), cirrhosis=0.8)
@@ -273,6 +300,8 @@ def sample_patient(rng: np.random.Generator, steatosis: float = 0.0, cirrhosis: 
     y_vb = -0.97 * b + 0.55 * fat + 2 + u(64, 76)
     spine = np.array([y_vb, u(20, 25), u(15, 19), u(0, 30), u(28, 34)])
     parts, cut = _sample_liver(rng, ac, bc, y_vb, steatosis, cirrhosis)
+    if lobes is not None:
+        parts, cut = _lobe_variants(lobes, parts, cut)
     pelvis = None
     if variants is not None:
         parts = _liver_variants(variants, parts)

@@ -50,6 +50,7 @@ CT_PADDING = (-1024.0, -2048.0, -3024.0)
 GENERATOR_VERSIONS: dict[int, str] = {
     1: "random contrast, geometry, imaging, liver shape variants, habitus, upper pelvis",
     2: "version 1 + collapsed and pelvic bowel loops, random bowel content, random soft-tissue CT contrast",
+    3: "version 1 + a left lobe and segment IV that reach caudally and cross the midline (no version 2 bowel)",
 }
 Z_LIMITS = (-285.0, 200.0)  # world z the phantom's anatomy covers well (mm)
 
@@ -121,7 +122,8 @@ def random_case(case_id: str, *, seed: int, modality: str = "ct", version: int =
     """One domain-randomised case (``modality`` ``ct`` or ``mr``), stored RAS, of generator ``version``.
 
     ``version`` (:data:`GENERATOR_VERSIONS`): 1 draws what the shipped model was trained on; 2 adds bowel
-    variants and the extended CT contrast (the same case seed gives the same anatomy draws up to the bowel).
+    variants and the extended CT contrast (the same case seed gives the same anatomy draws up to the bowel);
+    3 changes only the left lobe's extent and the visceral cut (its own generator), the rest as version 1.
 
     Returns:
         A :class:`~livercad.phantom.case.PhantomCase`; ``meta`` records the contrast drawn
@@ -133,8 +135,10 @@ def random_case(case_id: str, *, seed: int, modality: str = "ct", version: int =
     label, scores = _scores(rng)
     if version not in GENERATOR_VERSIONS:
         raise ConfigError(f"randomised phantom version must be one of {sorted(GENERATOR_VERSIONS)}, got {version}")
-    extended = version >= 2
-    patient = sample_patient(rng, *scores, variants=np.random.default_rng([seed, 43]), bowel_variants=extended)
+    extended = version == 2
+    lobes = np.random.default_rng([seed, 47]) if version == 3 else None
+    patient = sample_patient(rng, *scores, variants=np.random.default_rng([seed, 43]), bowel_variants=extended,
+                             lobes=lobes)
     shape, affine = random_geometry(patient, rng)
     sampler = GridSampler(shape, affine)
     labels = paint_labels(sampler, patient, table=modality == "ct")

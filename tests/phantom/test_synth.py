@@ -124,4 +124,4 @@ def test_generator_version_2_adds_bowel_on_the_grid_version_1_draws():
     assert v1.image.shape == v2.image.shape and not np.array_equal(v1.labels, v2.labels)  # same grid, more bowel
     assert (v2.labels == ORGANS["bowel_wall"]).sum() > (v1.labels == ORGANS["bowel_wall"]).sum()
     with pytest.raises(ConfigError, match="version must be one of"):
-        random_case("v", seed=11, version=3)
+        random_case("v", seed=11, version=4)

@@ -149,6 +149,9 @@ class PostprocessConfig(_Section):
 
     threshold: float = Field(0.5, gt=0, lt=1)
     largest_component: bool = True
+    # with largest_component: cut the component where its axial area narrows to a waist and grows again
+    # (a leak through the liver's inferior tip into bowel; livercad.segment.waist)
+    waist_cut: bool = True
     fill_holes: bool = True
 
 

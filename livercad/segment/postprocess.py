@@ -1,7 +1,8 @@
 """From a liver probability map to the final mask with MONAI post-processing transforms.
 
 Threshold (``AsDiscrete``), keep the largest 3-D connected component (``KeepLargestConnectedComponent``,
-26-connectivity) and fill holes (in 3-D like ``FillHoles``, and per axial slice), each switchable in
+26-connectivity), cut it at a narrow waist along the body axis (:mod:`livercad.segment.waist`) and fill
+holes (in 3-D like ``FillHoles``, and per axial slice), each switchable in
 :class:`~livercad.config.PostprocessConfig`. Applied on the canonical full-resolution grid by
 :func:`livercad.segment.infer.segment_volume`. The chain runs on the bounding box of the thresholded
 voxels plus a one-voxel background margin only: components lie inside that box, and a background
@@ -33,12 +34,19 @@ from typing import Any
 
 import numpy as np
 import torch
-from monai.transforms import AsDiscrete, Compose, FillHoles, KeepLargestConnectedComponent
+from monai.transforms import AsDiscrete, Compose, FillHoles, KeepLargestConnectedComponent, Lambda
 from scipy import ndimage
 
 from livercad.config import PostprocessConfig
 from livercad.preprocess.prepare import CHUNK, Prepared
 from livercad.runtime.backend import release_free_memory
+from livercad.segment.waist import waist_cut
+
+
+def _waist_channel(t: torch.Tensor) -> torch.Tensor:
+    """:func:`waist_cut` of a channel-first ``(1, X, Y, Z)`` binary tensor (a no-op for 2-D maps)."""
+    arr = torch.as_tensor(t).as_subclass(torch.Tensor)[0].numpy().astype(np.uint8)
+    return torch.from_numpy(waist_cut(arr).astype(np.float32))[None]
 
 
 def postprocess_transform(cfg: PostprocessConfig) -> Compose:
@@ -50,6 +58,8 @@ def postprocess_transform(cfg: PostprocessConfig) -> Compose:
     steps: list[Any] = [AsDiscrete(threshold=cfg.threshold)]
     if cfg.largest_component:
         steps.append(KeepLargestConnectedComponent(applied_labels=[1], is_onehot=False))
+        if cfg.waist_cut:
+            steps += [Lambda(_waist_channel), KeepLargestConnectedComponent(applied_labels=[1], is_onehot=False)]
     if cfg.fill_holes:
         steps.append(FillHoles(applied_labels=[1]))
     return Compose(steps)
@@ -136,8 +146,18 @@ def foreground_box(mask: np.ndarray) -> tuple[slice, ...] | None:
     return tuple(box)
 
 
+def _largest(part: np.ndarray) -> np.ndarray:
+    """The largest connected component of a uint8 0/1 map (MONAI, 26-connectivity in 3-D), as uint8."""
+    keep = KeepLargestConnectedComponent(applied_labels=[1], is_onehot=False)
+    out = torch.as_tensor(keep(torch.from_numpy(part)[None])).as_subclass(torch.Tensor)[0].numpy()
+    return np.ascontiguousarray(out, dtype=np.uint8)
+
+
 def postprocess_binary(mask: np.ndarray, cfg: PostprocessConfig | None = None) -> np.ndarray:
-    """Largest component + hole filling (as ``cfg`` says) of a thresholded uint8 0/1 map, in place.
+    """Largest component, waist cut + hole filling (as ``cfg`` says) of a thresholded uint8 0/1 map, in place.
+
+    The waist cut (:func:`livercad.segment.waist.waist_cut`, 3-D maps with ``largest_component`` only) runs on
+    the largest component; when it removes anything, the largest component of what is left is kept.
 
     Holes are filled per axial slice (:func:`fill_slices`, which includes the 3-D enclosed ones).
 
@@ -154,9 +174,12 @@ def postprocess_binary(mask: np.ndarray, cfg: PostprocessConfig | None = None) -
         release_free_memory()  # what earlier stages freed goes back to the OS before the chain (~12 B per box voxel)
         part = np.ascontiguousarray(mask[box])
         if cfg.largest_component:
-            keep = KeepLargestConnectedComponent(applied_labels=[1], is_onehot=False)
-            part = torch.as_tensor(keep(torch.from_numpy(part)[None])).as_subclass(torch.Tensor)[0].numpy()
-            part = np.ascontiguousarray(part, dtype=np.uint8)
+            part = _largest(part)
+            if cfg.waist_cut and part.ndim == 3:
+                before = int(np.count_nonzero(part))
+                waist_cut(part)
+                if int(np.count_nonzero(part)) != before:  # the cut can split what it leaves
+                    part = _largest(part)
         if cfg.fill_holes:
             fill_slices(part)
         mask[box] = part

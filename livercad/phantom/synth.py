@@ -47,6 +47,8 @@ CT_PADDING = (-1024.0, -2048.0, -3024.0)
 #: shipped model was trained on (``make model`` reproduces it). Version 2 adds collapsed and pelvic bowel
 #: loops, random bowel content (water, chyme, positive oral contrast) and, in a share of CT cases, random
 #: soft-tissue HU for every organ including the liver; measured in one build, it did not improve the real scans.
+#: Version 3 is version 1 with a left lobe and segment IV that reach caudally; measured in one build (with EMA),
+#: it found more of the left lobe on the real CT and lost as much on the MR (README, "Stage-1 recipes").
 GENERATOR_VERSIONS: dict[int, str] = {
     1: "random contrast, geometry, imaging, liver shape variants, habitus, upper pelvis",
     2: "version 1 + collapsed and pelvic bowel loops, random bowel content, random soft-tissue CT contrast",

@@ -114,6 +114,9 @@ def write_card(bundle: Path, results: dict[str, Any] | None = None) -> Path:
         f"- training: {hist.get('steps')} steps (best at step {hist.get('best_step')}, validation Dice on "
         f"randomised phantom {hist.get('best_val_dice', float('nan')):.3f}), seed {seg.seed}, weights "
         f"init {seg.weights.get('source')}",
+        f"- post-processing at prediction: threshold {seg.postprocess.threshold}, largest component "
+        f"{seg.postprocess.largest_component}, waist cut {seg.postprocess.waist_cut} (`livercad.segment.waist`), "
+        f"hole filling {seg.postprocess.fill_holes}",
         f"- wall time of `make model`: {rel.get('wall_seconds')} s on this machine; commit {rel.get('commit')}",
         f"- domain: {meta.get('domain')}", "",
     ]

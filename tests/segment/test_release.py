@@ -49,6 +49,7 @@ def test_model_card_says_phantom_only_and_carries_the_measured_figures(tmp_path)
                                                     "segment.model.encoder_weights=none", "classify.weights=none"]))
     text = write_card(bundle).read_text()
     assert "Trained on the phantom only" in text and "not measured" in text and "12.0 s" in text
+    assert "waist cut True" in text
     results = {"date": "d", "commit": "c", "real": {"ct": {"status": "ok", "dice": 0.91, "hd95_mm": 9.0,
                                                           "msd_inplane_mm": 2.0, "volume_error_rel": -0.03},
                                                    "mr": {"status": "refused"}},

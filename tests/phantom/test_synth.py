@@ -10,6 +10,7 @@ import pytest
 from livercad.errors import ConfigError
 from livercad.phantom import LIVER_LABELS, ORGANS
 from livercad.phantom.anatomy import sample_patient
+from livercad.phantom.paint import liver_sdf
 from livercad.phantom.synth import generate_randomised_cohort, random_case, random_geometry
 from livercad.phantom.tables import CT_PHASE_TABLES, random_ct_table, random_mr_table
 
@@ -125,3 +126,29 @@ def test_generator_version_2_adds_bowel_on_the_grid_version_1_draws():
     assert (v2.labels == ORGANS["bowel_wall"]).sum() > (v1.labels == ORGANS["bowel_wall"]).sum()
     with pytest.raises(ConfigError, match="version must be one of"):
         random_case("v", seed=11, version=4)
+
+
+def _lowest_left_liver_z(patient) -> float:
+    """Lowest z (mm) at which the liver reaches 15 mm or more left of the midline (x <= -15)."""
+    x, y, z = np.meshgrid(np.arange(-120.0, -14.0, 4.0), np.arange(-150.0, 150.0, 4.0), np.arange(-200.0, 160.0, 4.0),
+                          indexing="ij")
+    inside = liver_sdf(x.astype(np.float32), y.astype(np.float32), z.astype(np.float32), patient) < 0
+    zs = z[inside]
+    return float(zs.min()) if zs.size else np.inf
+
+
+def test_generator_version_3_lets_the_left_lobe_reach_down_and_changes_nothing_else():
+    lows = {False: [], True: []}
+    for seed in range(8):
+        plain = sample_patient(np.random.default_rng(seed), variants=np.random.default_rng(seed + 100))
+        lobed = sample_patient(np.random.default_rng(seed), variants=np.random.default_rng(seed + 100),
+                               lobes=np.random.default_rng(seed + 200))
+        same = [(lobed.liver_parts[i], plain.liver_parts[i]) for i in (0, 2)] + [(lobed.spleen, plain.spleen)]
+        same += list(zip(lobed.kidneys, plain.kidneys, strict=True))
+        assert all(np.array_equal(a.center, b.center) and np.array_equal(a.radii, b.radii) for a, b in same)
+        assert all(np.array_equal(a.a, b.a) for a, b in zip(lobed.colon, plain.colon, strict=True))
+        lows[False].append(_lowest_left_liver_z(plain))
+        lows[True].append(_lowest_left_liver_z(lobed))
+    assert np.mean(lows[True]) < np.mean(lows[False]) - 10  # the left lobe crosses the midline further down
+    v1, v3 = (random_case("v", seed=11, modality="ct", version=v) for v in (1, 3))
+    assert (v3.labels == ORGANS["liver"]).any() and not np.array_equal(v1.labels, v3.labels)

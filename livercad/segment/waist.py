@@ -60,12 +60,11 @@ def waist_cut(mask: np.ndarray, axis: int = 2) -> np.ndarray:
     """
     if mask.ndim != 3:
         return mask
-    areas = np.count_nonzero(np.moveaxis(mask, axis, -1).reshape(-1, mask.shape[axis]), axis=0)
-    filled = np.flatnonzero(areas)
-    if filled.size < MIN_SLICES:
+    view = np.moveaxis(mask, axis, -1)  # a view: clearing its slices clears the mask's
+    areas = np.count_nonzero(view.reshape(-1, view.shape[-1]), axis=0)
+    if np.count_nonzero(areas) < MIN_SLICES:
         return mask
     top = int(np.argmax(areas))
-    view = np.moveaxis(mask, axis, -1)
     below = _waist_index(areas[top::-1])
     if below is not None:
         view[..., : top - below] = 0

@@ -139,16 +139,21 @@ def real_case(seg: Segmenter, folder: Path, name: str, c2f: bool) -> dict[str, A
                    **score(seg, vol, ref, modality, c2f)}
 
 
-def phantom_case(seg: Segmenter, modality: str, i: int, work: Path, c2f: bool) -> dict[str, Any]:
-    """Generate test case ``i``, write it as NIfTI, read it back and score the segmentation."""
+def phantom_test_case(modality: str, i: int) -> tuple[Any, dict[str, Any]]:
+    """Phantom test case ``i`` of ``modality`` (a seed no training run uses) and its id, seed, label, orientation."""
     seed = PHANTOM_SEED + 1000 * list(PHANTOM_MODALITIES).index(modality) + i
     label, orientation = PHANTOM_LABELS[i % len(PHANTOM_LABELS)], PHANTOM_ORIENTATIONS[i % len(PHANTOM_ORIENTATIONS)]
     case = make_case(f"accept_{modality}_{i}", modality=modality, label=label, seed=seed, shape=PHANTOM_SHAPE,
                      orientation=orientation)
+    return case, {"case_id": case.case_id, "seed": seed, "label": label, "orientation": orientation}
+
+
+def phantom_case(seg: Segmenter, modality: str, i: int, work: Path, c2f: bool) -> dict[str, Any]:
+    """Generate test case ``i``, write it as NIfTI, read it back and score the segmentation."""
+    case, head = phantom_test_case(modality, i)
     img = save_volume(case.image, case.affine, work / f"{case.case_id}.nii.gz")
     msk = save_volume(case.mask, case.affine, work / f"{case.case_id}_liver.nii.gz", dtype=np.uint8)
     vol = load_volume(img)
-    head = {"case_id": case.case_id, "seed": seed, "label": label, "orientation": orientation}
     return head | score(seg, vol, load_mask(msk, vol), PHANTOM_MODALITIES[modality], c2f)
 
 

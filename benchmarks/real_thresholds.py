@@ -22,22 +22,19 @@ from typing import Any
 
 import numpy as np
 from accept_real import (
-    PHANTOM_LABELS,
     PHANTOM_MODALITIES,
-    PHANTOM_ORIENTATIONS,
-    PHANTOM_SEED,
-    PHANTOM_SHAPE,
     REAL_CASES,
     REALDATA,
     checkpoint_path,
     git_commit,
     load_segmenter,
+    phantom_test_case,
     refusal,
 )
 from bench_common import cpu_name, finish
 
 from livercad.io.nifti import load_mask, load_volume
-from livercad.phantom import make_case
+from livercad.metrics.segmentation import dice
 from livercad.segment.infer import Segmenter, segment_prepared
 from livercad.segment.postprocess import postprocess_mask
 from livercad.types import Volume
@@ -53,17 +50,14 @@ def sweep(seg: Segmenter, vol: Volume, truth: np.ndarray, modality: str,
     for t in thresholds:
         cfg = seg.postprocess.model_copy(update={"threshold": t})
         mask = prepared.canonical_to_original(postprocess_mask(canon, cfg)) > 0
-        dice = 2 * float((mask & ref).sum()) / max(float(mask.sum() + ref.sum()), 1.0)
         err = float(mask.sum()) / max(float(ref.sum()), 1.0) - 1.0
-        out[f"{t:g}"] = {"dice": round(dice, 4), "volume_error_rel": round(err, 4)}
+        out[f"{t:g}"] = {"dice": round(dice(mask, ref, empty="zero"), 4), "volume_error_rel": round(err, 4)}
     return out
 
 
 def phantom_volume(modality: str, i: int) -> tuple[Volume, np.ndarray]:
     """``accept_real.py``'s phantom test case ``i`` of ``modality`` as a volume and its liver mask."""
-    seed = PHANTOM_SEED + 1000 * list(PHANTOM_MODALITIES).index(modality) + i
-    case = make_case(f"accept_{modality}_{i}", modality=modality, label=PHANTOM_LABELS[i % len(PHANTOM_LABELS)],
-                     seed=seed, shape=PHANTOM_SHAPE, orientation=PHANTOM_ORIENTATIONS[i % len(PHANTOM_ORIENTATIONS)])
+    case, _ = phantom_test_case(modality, i)
     spacing = tuple(float(s) for s in np.sqrt((case.affine[:3, :3] ** 2).sum(axis=0)))
     return Volume(case.image.astype(np.float32), case.affine, None, spacing), case.mask > 0
 

@@ -46,7 +46,8 @@ from livercad.segment.waist import waist_cut
 def _waist_channel(t: torch.Tensor) -> torch.Tensor:
     """:func:`waist_cut` of a channel-first ``(1, X, Y, Z)`` binary tensor (a no-op for 2-D maps)."""
     arr = torch.as_tensor(t).as_subclass(torch.Tensor)[0].numpy().astype(np.uint8)
-    return torch.from_numpy(waist_cut(arr).astype(np.float32))[None]
+    waist_cut(arr)
+    return torch.from_numpy(arr.astype(np.float32))[None]
 
 
 def postprocess_transform(cfg: PostprocessConfig) -> Compose:
@@ -175,11 +176,8 @@ def postprocess_binary(mask: np.ndarray, cfg: PostprocessConfig | None = None) -
         part = np.ascontiguousarray(mask[box])
         if cfg.largest_component:
             part = _largest(part)
-            if cfg.waist_cut and part.ndim == 3:
-                before = int(np.count_nonzero(part))
-                waist_cut(part)
-                if int(np.count_nonzero(part)) != before:  # the cut can split what it leaves
-                    part = _largest(part)
+            if cfg.waist_cut and waist_cut(part):
+                part = _largest(part)  # the cut can split what it leaves
         if cfg.fill_holes:
             fill_slices(part)
         mask[box] = part

@@ -39,7 +39,7 @@ def _waist_index(areas: np.ndarray) -> int | None:
     return None
 
 
-def waist_cut(mask: np.ndarray, axis: int = 2) -> np.ndarray:
+def waist_cut(mask: np.ndarray, axis: int = 2) -> bool:
     """Remove what lies beyond a narrow waist of ``mask`` along ``axis`` (the body axis), in place.
 
     Args:
@@ -48,22 +48,23 @@ def waist_cut(mask: np.ndarray, axis: int = 2) -> np.ndarray:
         axis: the body (cranio-caudal) axis; 2 for the canonical (X, Y, Z) grid.
 
     Returns:
-        ``mask`` itself, with the slices beyond each waist (towards the nearer end of the volume) cleared.
+        Whether anything was cut: the slices beyond each waist (towards the nearer end of the volume) are
+        cleared in ``mask``; beyond a waist there is always mask, so a waist found is a cut made.
 
     Example:
         >>> m = np.zeros((20, 20, 30), np.uint8)
         >>> m[2:18, 2:18, 15:30] = 1   # the liver, widest at the top
         >>> m[9:11, 9:11, 10:15] = 1   # its thin tip
         >>> m[5:15, 5:15, 0:10] = 1    # a leak into something below
-        >>> int(waist_cut(m)[..., :10].sum()), int(m[..., 10:].sum())
-        (0, 3860)
+        >>> waist_cut(m), int(m[..., :10].sum()), int(m[..., 10:].sum())
+        (True, 0, 3860)
     """
     if mask.ndim != 3:
-        return mask
+        return False
     view = np.moveaxis(mask, axis, -1)  # a view: clearing its slices clears the mask's
     areas = np.count_nonzero(view.reshape(-1, view.shape[-1]), axis=0)
     if np.count_nonzero(areas) < MIN_SLICES:
-        return mask
+        return False
     top = int(np.argmax(areas))
     below = _waist_index(areas[top::-1])
     if below is not None:
@@ -71,7 +72,7 @@ def waist_cut(mask: np.ndarray, axis: int = 2) -> np.ndarray:
     above = _waist_index(areas[top:])
     if above is not None:
         view[..., top + above + 1:] = 0
-    return mask
+    return below is not None or above is not None
 
 
 __all__ = ["waist_cut", "WAIST_SHARE", "RISE_FACTOR", "RISE_SHARE", "MIN_SLICES"]

@@ -19,8 +19,7 @@ def test_sweep_matches_prediction_at_the_model_threshold(tmp_path: Path, monkeyp
     import accept_real
     import real_thresholds
 
-    monkeypatch.setattr(real_thresholds, "PHANTOM_SHAPE", (48, 48, 16))
-    monkeypatch.setattr(accept_real, "PHANTOM_SHAPE", (48, 48, 16))
+    monkeypatch.setattr(accept_real, "PHANTOM_SHAPE", (48, 48, 16))  # phantom_test_case reads it there
     seg = Segmenter.random(image_size=32, encoder="resnet18")
     save_checkpoint(tmp_path / "bundle" / "segmenter.pt", seg.model.state_dict(), seg.meta)
     _realdata(tmp_path / "realdata")

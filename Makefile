@@ -4,6 +4,8 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.livercad-installed
 DEMO_OUT ?= demo_out
+# pytest-xdist workers for `make test` (one per core of the 2-core reference machine; 0 runs in one process)
+TEST_WORKERS ?= 2
 
 .PHONY: install test lint demo demo-fast bench model clean
 
@@ -19,7 +21,7 @@ install: $(STAMP)
 
 test: $(STAMP)
 	$(BIN)/ruff check livercad tests benchmarks
-	$(BIN)/python -m pytest -q -x --durations=15
+	$(BIN)/python -m pytest -q -x -n $(TEST_WORKERS) --dist loadfile --durations=15
 
 lint: $(STAMP)
 	$(BIN)/ruff check livercad tests benchmarks

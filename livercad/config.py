@@ -61,6 +61,10 @@ class PhantomConfig(_Section):
     # 2 adds collapsed and pelvic bowel loops, random bowel content and fully random soft-tissue CT contrast;
     # 3 is version 1 with a left lobe and segment IV that reach caudally and cross the midline
     version: Literal[1, 2, 3] = 1
+    # with randomise: this many cases of the classic phantom (`modality`, `shape`, `seed`, `orientations`,
+    # `ct_phase`; its own patients) join the randomised cohort, as an anchor of one fixed rendering beside
+    # the randomised ones (livercad.pipeline.training.orchestrate.cohort_rows); 0: the randomised cohort alone
+    anchor: int = Field(0, ge=0)
     # further CT phases rendered from each case's label map, written as image_<phase> manifest columns
     # (livercad.phantom.phases); the `image` column keeps ct_phase. Empty: one image per case
     phases: list[Literal["non-contrast", "arterial", "portal-venous", "delayed"]] = []

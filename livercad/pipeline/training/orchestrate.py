@@ -69,6 +69,8 @@ class PipelineTraining:
 def cohort_rows(cfg: Config, work_dir: Path) -> list[ManifestRow]:
     """The cases to train on: the configured manifest, or a freshly generated phantom cohort.
 
+    A randomised cohort (``data.phantom.randomise``) gets ``data.phantom.anchor`` classic phantom cases
+    beside it (written to ``work_dir/data_anchor``; patient ids ``P…`` never meet the randomised ``S…``).
     Rows without a split are split by patient (stratified, seeded).
     """
     from livercad.io.manifest import read_manifest
@@ -94,6 +96,13 @@ def cohort_rows(cfg: Config, work_dir: Path) -> list[ManifestRow]:
                                    shortcut=ph.shortcut, orientations=ph.orientations, ct_phase=ph.ct_phase,
                                    phases=tuple(ph.phases))
     rows = read_manifest(manifest)
+    if cfg.data.manifest is None and ph.randomise and ph.anchor:
+        from livercad.phantom import generate_cohort
+
+        anchor = generate_cohort(work_dir / "data_anchor", n=ph.anchor, modality=ph.modality, seed=ph.seed,
+                                 shape=ph.shape, classes=tuple(ph.classes), orientations=ph.orientations,
+                                 ct_phase=ph.ct_phase)
+        rows = rows + read_manifest(anchor)
     if any(not r.split for r in rows):
         rows = patient_split(rows, fractions=cfg.data.split_fractions, seed=cfg.data.split_seed)
     return rows

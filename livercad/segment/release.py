@@ -95,6 +95,15 @@ def _real_rows(results: dict[str, Any]) -> list[str]:
     return rows
 
 
+def _cases(rel: dict[str, Any], ph: dict[str, Any]) -> str:
+    """How many cases of which phantom: randomised, and the classic ``data.phantom.anchor`` cases beside them."""
+    n, anchor = rel.get("n_cases"), int(ph.get("anchor") or 0)
+    if not anchor or not isinstance(n, int):
+        return f"{n} randomised phantom cases"
+    return (f"{n - anchor} randomised phantom cases and {anchor} classic phantom {ph.get('modality', 'ct')} cases "
+            f"({ph.get('ct_phase', 'portal-venous')}, `data.phantom.anchor`)")
+
+
 def write_card(bundle: Path, results: dict[str, Any] | None = None) -> Path:
     """Write ``MODEL_CARD.md`` of a bundle from its metadata (and the real-scan figures when given)."""
     meta = json.loads((bundle / "bundle.json").read_text(encoding="utf-8"))
@@ -109,10 +118,10 @@ def write_card(bundle: Path, results: dict[str, Any] | None = None) -> Path:
         f"{pp.image_size} px (`benchmarks/bench_resolution.py`), stored as float16",
         f"- modalities: {', '.join(pp.modalities)} "
         f"(CT window {list(pp.ct_window)} HU; MR percentiles {list(pp.percentiles)})",
-        f"- training data: {rel.get('n_cases')} randomised phantom cases ({rel.get('n_train_cases')} train), "
+        f"- training data: {_cases(rel, ph)} ({rel.get('n_train_cases')} train), "
         f"generator settings {json.dumps(ph)}",
         f"- training: {hist.get('steps')} steps (best at step {hist.get('best_step')}, validation Dice on "
-        f"randomised phantom {hist.get('best_val_dice', float('nan')):.3f}), seed {seg.seed}, weights "
+        f"the phantom {hist.get('best_val_dice', float('nan')):.3f}), seed {seg.seed}, weights "
         f"init {seg.weights.get('source')}",
         f"- post-processing at prediction: threshold {seg.postprocess.threshold}, largest component "
         f"{seg.postprocess.largest_component}, waist cut {seg.postprocess.waist_cut} (`livercad.segment.waist`), "

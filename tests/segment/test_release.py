@@ -57,6 +57,15 @@ def test_model_card_says_phantom_only_and_carries_the_measured_figures(tmp_path)
     text = write_card(bundle, results).read_text()
     assert "| ct | 0.910 | 9.0 | 2.0 | -3.0 % |" in text and "| mr | refused" in text and "0.950 (min 0.940)" in text
     assert json.loads((bundle / "bundle.json").read_text())["stages"] == ["segment"]
+    assert "4 randomised phantom cases (3 train)" in text
+
+
+def test_model_card_counts_the_classic_anchor_cases_apart():
+    from livercad.segment.release import _cases
+
+    ph = {"n": 600, "randomise": True, "anchor": 150, "modality": "ct", "ct_phase": "portal-venous"}
+    assert _cases({"n_cases": 750}, ph).startswith("600 randomised phantom cases and 150 classic phantom ct cases")
+    assert _cases({"n_cases": 600}, {"n": 600, "randomise": True}) == "600 randomised phantom cases"
 
 
 def test_segmenter_checkpoint_resolves_default_bundles_and_files(tmp_path, monkeypatch):

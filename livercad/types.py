@@ -115,7 +115,8 @@ class Stage1Case:
 
     Attributes:
         row: the case's record (identity, label, split, extra manifest columns).
-        slices: the stage-2 input in model space.
+        slices: the stage-2 input in model space; ``None`` when stage 1 ran without it
+            (``Stage1Options(slices=False)``: nothing classifies the case).
         seg_metrics: the predicted mask against the reference mask on the input's own grid (empty without
             one); metrics in mm / mL are left out when the image gives no pixel spacing.
         modality: the modality family the case was segmented as (``ct`` | ``mr`` | ``us``).
@@ -126,7 +127,7 @@ class Stage1Case:
     """
 
     row: ManifestRow
-    slices: CaseSlices
+    slices: CaseSlices | None
     seg_metrics: dict[str, float]
     modality: str
     mask: np.ndarray | None = None

@@ -84,6 +84,9 @@ class Stage1Options:
         source: ``segmenter`` or ``external`` (the mask comes from ``masks``; nothing is segmented).
         attenuation: compute ``CaseSlices.attenuation`` (CT: liver HU per mask, for the ablation's rule arms);
             prediction does not need it and computes its own intensity statistics.
+        slices: build the stage-2 input (:func:`case_slices`, and the model-space mask it needs); ``False``
+            where nothing classifies (prediction with a segmentation-only bundle, such as the shipped model):
+            :attr:`~livercad.types.Stage1Case.slices` is then ``None`` and the mask is the same.
     """
 
     batch_size: int = 4
@@ -94,6 +97,7 @@ class Stage1Options:
     masks: ExternalMasks | None = None
     source: str = "segmenter"
     attenuation: bool = True
+    slices: bool = True
 
 
 def open_case(case: CaseInput, *, trained: Sequence[str] | None = None, liver_labels: Sequence[int] | None = None,
@@ -166,7 +170,8 @@ def run_stage1(segmenter: Segmenter, case: Stage1Input, options: Stage1Options |
         out = external_output(segmenter, case, external)
     else:
         out = segment_volume(segmenter, case.volume, batch_size=opts.batch_size, postprocess=opts.postprocess,
-                             coarse_to_fine=opts.coarse_to_fine, keep_prob=False, modality=case.modality)
+                             coarse_to_fine=opts.coarse_to_fine, keep_prob=False, modality=case.modality,
+                             model_mask=opts.slices)
     mask = out.segmentation.mask
     spacing_known = bool(getattr(case.volume.header, "spacing_known", True))
     scores = segmentation_scores(mask, case.reference, case.volume.spacing, spacing_known=spacing_known)
@@ -175,7 +180,7 @@ def run_stage1(segmenter: Segmenter, case: Stage1Input, options: Stage1Options |
     if own and "mask" in att:
         att["external-mask"] = att["mask"]
     slices = case_slices(case.row, out, classes=opts.classes, reference=case.reference, external=external,
-                         attenuation=att, images=segmenter.images)
+                         attenuation=att, images=segmenter.images) if opts.slices else None
     source = "segmenter" if opts.source != "external" or opts.masks is None else opts.masks.tool
     return Stage1Case(case.row, slices, scores, case.modality, mask if opts.keep_mask else None, source, spleen)
 

@@ -244,21 +244,22 @@ class SegmentOutput:
     Attributes:
         prepared: the preprocessed volume (with its exact inverse).
         prob_model: float32 ``(Z, S, S)`` liver probability in model space.
-        mask_model: uint8 ``(Z, S, S)``: the post-processed mask brought back to model space.
+        mask_model: uint8 ``(Z, S, S)``: the post-processed mask brought back to model space (``None`` when
+            :func:`segment_volume` was asked for no ``model_mask``).
         segmentation: probability (float32) and mask (uint8) on the ORIGINAL voxel grid.
         seconds: time per stage (``preprocess``, ``model``, ``postprocess``).
     """
 
     prepared: Prepared
     prob_model: torch.Tensor
-    mask_model: torch.Tensor
+    mask_model: torch.Tensor | None
     segmentation: Segmentation
     seconds: dict[str, float]
 
 
 def segment_volume(seg: Segmenter, volume: Volume, *, batch_size: int = 4,
                    postprocess: PostprocessConfig | None = None, coarse_to_fine: bool = False,
-                   keep_prob: bool = True, modality: str | None = None) -> SegmentOutput:
+                   keep_prob: bool = True, modality: str | None = None, model_mask: bool = True) -> SegmentOutput:
     """Segment the liver of one volume; the mask has exactly the volume's shape (and belongs to its affine).
 
     Post-processing (threshold, largest component, hole filling) runs on the canonical full-resolution grid,
@@ -272,6 +273,8 @@ def segment_volume(seg: Segmenter, volume: Volume, *, batch_size: int = 4,
         coarse_to_fine: skip slices far from the liver (see :func:`segment_prepared`).
         keep_prob: also return ``segmentation.prob`` (float32, original grid); ``False``: ``None``, never computed.
         modality: the case's modality (see :meth:`Segmenter.prepare`); ``None``: the trained one.
+        model_mask: also bring the mask back to model space (``mask_model``, stage 2's input); ``False``:
+            ``None``, never computed (a segmentation-only prediction).
     """
     t0 = time.perf_counter()
     prepared = seg.prepare(volume, modality)
@@ -287,7 +290,7 @@ def segment_volume(seg: Segmenter, volume: Volume, *, batch_size: int = 4,
     else:  # the same mask from a chunk-wise threshold, no full-resolution float32 map (peak memory)
         mask_canon = postprocess_binary(threshold_canonical(prepared, prob_model, cfg.threshold), cfg)
     mask = prepared.canonical_to_original(mask_canon).astype(np.uint8, copy=False)
-    mask_model = model_space_mask(prepared, mask)
+    mask_model = model_space_mask(prepared, mask) if model_mask else None
     t3 = time.perf_counter()
     seconds = {"preprocess": t1 - t0, "model": t2 - t1, "postprocess": t3 - t2}
     return SegmentOutput(prepared, prob_model, mask_model, Segmentation(prob=prob, mask=mask), seconds)

@@ -85,6 +85,22 @@ def test_ground_truth_goes_to_model_space_the_way_the_predicted_mask_does(tmp_pa
     assert s1.modality == "ct" and s1.row is row and s1.slices.image.dtype == torch.float16
 
 
+def test_without_a_stage_2_input_the_mask_and_scores_are_the_same(tmp_path: Path, monkeypatch) -> None:
+    import livercad.segment.infer as seg_infer
+
+    row, _ = _labelled_row(tmp_path, "")
+    seg = _bright_segmenter()
+    opened = open_case(case_from_row(row), trained=seg.modalities)
+    calls: list[int] = []
+    original = seg_infer.model_space_mask
+    monkeypatch.setattr(seg_infer, "model_space_mask", lambda *a, **k: calls.append(1) or original(*a, **k))
+    full = run_stage1(seg, opened, Stage1Options(classes=("normal", "cirrhosis")))
+    assert full.slices is not None and len(calls) == 1  # the predicted mask went to model space once
+    lean = run_stage1(seg, opened, Stage1Options(classes=("normal", "cirrhosis"), slices=False))
+    assert lean.slices is None and len(calls) == 1  # and not again without a stage-2 input
+    assert np.array_equal(lean.mask, full.mask) and lean.seg_metrics == full.seg_metrics
+
+
 def test_a_modality_the_segmenter_was_not_trained_on_is_refused_with_its_source(tmp_path: Path) -> None:
     row, _ = _labelled_row(tmp_path, "")
     known: dict[str, object] = {}

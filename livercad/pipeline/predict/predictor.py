@@ -128,7 +128,8 @@ class Predictor:
                                             postprocess=bundle.config.segment.postprocess,
                                             coarse_to_fine=inference.coarse_to_fine, classes=tuple(self.classes),
                                             masks=masks, source="segmenter" if masks is None else "external",
-                                            attenuation=False)  # liver/spleen statistics: computed below, once
+                                            attenuation=False,  # liver/spleen statistics: computed below, once
+                                            slices=self.classifier is not None)  # no stage-2 input to build
         self.used = StagesUsed(self.segmenter.precision, inference.backend, self.segmenter.backend,
                                self.classifier.backend if self.classifier is not None else None,
                                tuple(self.segmenter.modalities))
@@ -174,7 +175,7 @@ class Predictor:
             mask_source=s1.source,
         )
 
-    def _classify(self, case: CaseInput, slices: CaseSlices) -> tuple[dict[str, float], str | None, str]:
+    def _classify(self, case: CaseInput, slices: CaseSlices | None) -> tuple[dict[str, float], str | None, str]:
         """(probabilities, label, verdict status); empty and ``None`` without a classifier."""
         status = verdict_status(self.domain.get("classify") if self.classifier is not None else None,
                                 case.image_domain)
@@ -182,6 +183,7 @@ class Predictor:
             return {}, None, status
         from livercad.classify.infer import predict_case
 
+        assert slices is not None  # built whenever there is a classifier (Stage1Options.slices)
         proba = np.asarray(predict_case(self.classifier, slices, batch_size=max(8, self.inference.batch_size)))
         probs = {c: float(p) for c, p in zip(self.classes, proba, strict=True)}
         return probs, self.classes[int(np.argmax(proba))], status

@@ -56,11 +56,15 @@ def test_the_predictor_records_what_its_stages_run_with(make_bundle: Callable[..
     from livercad.pipeline.predict.predictor import Predictor, StagesUsed
 
     inference = InferenceConfig(backend="torch", precision="fp32")
-    used = Predictor(load_bundle(make_bundle()), inference).used
+    both = Predictor(load_bundle(make_bundle()), inference)
+    used = both.used
     assert used == StagesUsed("fp32", "torch", "torch", "torch", ("ct",))
     assert used.backends == {"requested": "torch", "segmenter": "torch", "classifier": "torch"}
-    seg_only = Predictor(load_bundle(make_bundle("seg_only", classifier=False)), inference).used
+    lean = Predictor(load_bundle(make_bundle("seg_only", classifier=False)), inference)
+    seg_only = lean.used
     assert seg_only.classifier_backend is None and seg_only.backends["classifier"] is None
+    # stage 1 builds the stage-2 input only for a bundle that classifies (Stage1Options.slices)
+    assert both.stage1_options.slices and not lean.stage1_options.slices
 
 
 def _cfg(tmp_path: Path, *, report: bool) -> Path:

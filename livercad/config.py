@@ -63,7 +63,8 @@ class PhantomConfig(_Section):
     version: Literal[1, 2, 3] = 1
     # with randomise: this many cases of the classic phantom (`modality`, `shape`, `seed`, `orientations`,
     # `ct_phase`; its own patients) join the randomised cohort, as an anchor of one fixed rendering beside
-    # the randomised ones (livercad.pipeline.training.orchestrate.cohort_rows); 0: the randomised cohort alone
+    # the randomised ones (livercad.pipeline.training.orchestrate.cohort_rows; refused without randomise);
+    # 0: the randomised cohort alone
     anchor: int = Field(0, ge=0)
     # further CT phases rendered from each case's label map, written as image_<phase> manifest columns
     # (livercad.phantom.phases); the `image` column keeps ct_phase. Empty: one image per case

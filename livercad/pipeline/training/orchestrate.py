@@ -83,6 +83,11 @@ def cohort_rows(cfg: Config, work_dir: Path) -> list[ManifestRow]:
 
         raise ConfigError("data.phantom.phases: the randomised phantom (data.phantom.randomise) renders one image "
                           "per case; set phases on the classic phantom")
+    if manifest is None and ph.anchor and not ph.randomise:
+        from livercad.errors import ConfigError
+
+        raise ConfigError("data.phantom.anchor: classic cases beside a randomised cohort need "
+                          "data.phantom.randomise: true (for the classic phantom alone, set data.phantom.n)")
     if manifest is None and ph.randomise:
         from livercad.phantom.synth import generate_randomised_cohort
 

@@ -31,3 +31,10 @@ def test_anchor_adds_classic_phantom_cases_beside_the_randomised_ones(tmp_path: 
 def test_anchor_is_refused_below_zero() -> None:
     with pytest.raises(ConfigError, match="data.phantom.anchor"):
         load_config(None, [*SMALL, "data.phantom.anchor=-1"])
+
+
+def test_anchor_without_a_randomised_cohort_is_a_one_line_error(tmp_path: Path) -> None:
+    cfg = load_config(None, ["data.phantom.n=4", "data.phantom.anchor=2"])
+    with pytest.raises(ConfigError, match="data.phantom.anchor.*randomise: true"):
+        cohort_rows(cfg, tmp_path)
+    assert not any(tmp_path.iterdir())  # refused before anything was generated

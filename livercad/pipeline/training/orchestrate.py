@@ -88,11 +88,17 @@ def cohort_rows(cfg: Config, work_dir: Path) -> list[ManifestRow]:
 
         raise ConfigError("data.phantom.anchor: classic cases beside a randomised cohort need "
                           "data.phantom.randomise: true (for the classic phantom alone, set data.phantom.n)")
+    anchor = None
     if manifest is None and ph.randomise:
+        from livercad.phantom import generate_cohort
         from livercad.phantom.synth import generate_randomised_cohort
 
         manifest = generate_randomised_cohort(work_dir / "data", n=ph.n, seed=ph.seed, modalities=ph.modalities,
                                               version=ph.version)
+        if ph.anchor:
+            anchor = generate_cohort(work_dir / "data_anchor", n=ph.anchor, modality=ph.modality, seed=ph.seed,
+                                     shape=ph.shape, classes=tuple(ph.classes), orientations=ph.orientations,
+                                     ct_phase=ph.ct_phase)
     elif manifest is None:
         from livercad.phantom import generate_cohort
 
@@ -100,14 +106,7 @@ def cohort_rows(cfg: Config, work_dir: Path) -> list[ManifestRow]:
                                    shape=ph.shape, classes=tuple(ph.classes), sites=ph.sites,
                                    shortcut=ph.shortcut, orientations=ph.orientations, ct_phase=ph.ct_phase,
                                    phases=tuple(ph.phases))
-    rows = read_manifest(manifest)
-    if cfg.data.manifest is None and ph.randomise and ph.anchor:
-        from livercad.phantom import generate_cohort
-
-        anchor = generate_cohort(work_dir / "data_anchor", n=ph.anchor, modality=ph.modality, seed=ph.seed,
-                                 shape=ph.shape, classes=tuple(ph.classes), orientations=ph.orientations,
-                                 ct_phase=ph.ct_phase)
-        rows = rows + read_manifest(anchor)
+    rows = read_manifest(manifest) + (read_manifest(anchor) if anchor is not None else [])
     if any(not r.split for r in rows):
         rows = patient_split(rows, fractions=cfg.data.split_fractions, seed=cfg.data.split_seed)
     return rows

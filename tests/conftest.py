@@ -4,10 +4,13 @@ from __future__ import annotations
 
 import os
 import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 import pytest
+import torch
 
 from livercad.config import Config, load_config
 
@@ -48,13 +51,40 @@ def tiny_config(*extra: str) -> Config:
     return load_config(None, [*TINY, *extra])
 
 
+#: torch's intra-op threads when the session starts. The tiny bundle trains with them whichever module asks for
+#: it first (its weights, and so the golden file, depend on the thread count), also on an xdist worker.
+SESSION_THREADS = torch.get_num_threads()
+
+
+@contextmanager
+def torch_threads(n: int) -> Iterator[None]:
+    """Run the block with ``n`` torch intra-op threads, then restore the count it found."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
+@pytest.fixture(scope="module")
+def one_torch_thread() -> Iterator[None]:
+    """One intra-op thread for a module of tiny batches (OpenMP hand-off costs, large on a busy machine).
+
+    Use it as ``pytestmark = pytest.mark.usefixtures("one_torch_thread")``: restored after the module.
+    """
+    with torch_threads(1):
+        yield
+
+
 @pytest.fixture(scope="session")
 def tiny_trained(tmp_path_factory: pytest.TempPathFactory) -> PipelineTraining:
-    """Train both stages on a tiny phantom once; returns train_pipeline's result."""
+    """Train both stages on a tiny phantom once (with :data:`SESSION_THREADS`); returns train_pipeline's result."""
     from livercad.pipeline.training.orchestrate import train_pipeline
 
     root = tmp_path_factory.mktemp("tiny_pipeline")
-    return train_pipeline(tiny_config(), root, progress=False)
+    with torch_threads(SESSION_THREADS):
+        return train_pipeline(tiny_config(), root, progress=False)
 
 
 @pytest.fixture(scope="session")

@@ -24,6 +24,8 @@ from livercad.pipeline.training.orchestrate import PipelineTraining
 from livercad.types import CaseSlices, Stage1Case
 from tests.pipeline.study.synthetic import delong_reference, liver_discs
 
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
+
 
 def _case(i: int, label: int, split: str, rng: np.random.Generator, classes: list[str]) -> Stage1Case:
     s, z = 32, 6
@@ -55,14 +57,6 @@ def _config(classes: list[str], seeds: int, extra: list[str] | None = None) -> C
         "classify.train.steps_per_epoch=2",
         "classify.train.batch_size=8", *(extra or [])])
 
-
-@pytest.fixture(scope="module", autouse=True)
-def _one_thread() -> Any:
-    """Tiny batches: one intra-op thread avoids OpenMP hand-off costs (large on a busy machine)."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
 
 
 @pytest.fixture(scope="module")

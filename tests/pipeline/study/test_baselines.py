@@ -18,6 +18,7 @@ from livercad.pipeline.study.ablation_data import AblationSplit
 from livercad.types import CaseSlices, Stage1Case
 from tests.pipeline.study.synthetic import liver_discs
 
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 CLASSES = ["normal", "steatosis"]
 
 
@@ -54,7 +55,6 @@ def _config(*extra: str) -> Config:
 
 @pytest.fixture(scope="module")
 def result(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
-    torch.set_num_threads(1)
     return run_ablation(_config(), _cohort(), tmp_path_factory.mktemp("baselines"), progress=False)
 
 
@@ -77,7 +77,6 @@ def test_external_and_attenuation_arms_have_cis_and_paired_tests(result: dict[st
 
 
 def test_the_rule_is_refused_on_enhanced_ct_and_external_arms_need_masks(tmp_path: Path) -> None:
-    torch.set_num_threads(1)
     cohort = _cohort("portal-venous")
     cohort = [Stage1Case(c.row, CaseSlices(**{**c.slices.__dict__, "external": None}), c.seg_metrics, c.modality)
               for c in cohort]

@@ -45,7 +45,6 @@ import platform
 import socket
 import tempfile
 import time
-from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -243,7 +242,7 @@ def precision_check(args: argparse.Namespace, paths: list[Path], fp32: dict[str,
     for p in paths if native else paths[:1]:
         prep = seg32.prepare(load_volume(p))
         if not native:  # emulated bf16: a few slices only
-            prep = replace(prep, image=prep.image[: args.bf16_slices])
+            prep = type(prep)(prep.image[: args.bf16_slices], prep.canonical_shape, prep.ornt, prep.spacing)
         t = time.perf_counter()
         a = segment_prepared(seg32, prep, batch_size=args.batch)
         t32 += time.perf_counter() - t

@@ -99,9 +99,6 @@ class PreprocessConfig(_Section):
     ct_window: tuple[float, float] = CT_WINDOW
     percentiles: tuple[float, float] = PERCENTILES
     image_size: int = Field(256, ge=32)
-    # the model's in-plane pixel in mm: slices narrower than image_size * pixel_mm mm are padded to that field
-    # (livercad.preprocess.geometry.physical_side); null: every slice fills the model grid, whatever its size
-    pixel_mm: float | None = Field(None, gt=0)
 
 
 class SegmentModelConfig(_Section):

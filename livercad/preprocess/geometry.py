@@ -1,9 +1,8 @@
 """In-plane geometry of :mod:`livercad.preprocess.prepare`: the centred square padding and the exact crop windows.
 
-A canonical slice ``(X, Y)`` is padded to the square ``(M, M)``, ``M = max(X, Y)`` (or the larger physical field
-of :func:`physical_side` when the bundle fixes the model's pixel size), with the real voxels at the row/column
-offsets :func:`square_pad` gives, and the square is resized to the model size ``(S, S)`` (so the aspect ratio
-is kept). The windows below let the inverse and the forward resize of a mask work on
+A canonical slice ``(X, Y)`` is padded to the square ``(M, M)``, ``M = max(X, Y)``, with the real voxels at
+the row/column offsets :func:`square_pad` gives, and the square is resized to the model size ``(S, S)``
+(so the aspect ratio is kept). The windows below let the inverse and the forward resize of a mask work on
 the box around the pixels that matter only, with the same values as the whole resize (tested).
 
 Example:
@@ -24,40 +23,10 @@ import torch
 TORCH_SMALL_OUTPUT = 128
 
 
-def square_pad(x: int, y: int, at_least: int = 0) -> tuple[int, tuple[int, int]]:
-    """``(M, (row offset, col offset))`` of a canonical ``(x, y)`` slice centred in the ``M = max(x, y, at_least)``
-    square (``at_least``: the physical field of :func:`physical_side`, 0 for none)."""
-    m = max(x, y, int(at_least))
+def square_pad(x: int, y: int) -> tuple[int, tuple[int, int]]:
+    """``(M, (row offset, col offset))`` of a canonical ``(x, y)`` slice centred in the ``M = max(x, y)`` square."""
+    m = max(x, y)
     return m, ((m - x) // 2, (m - y) // 2)
-
-
-#: :func:`physical_side` leaves a slice unpadded when its own side is within this fraction of the physical field
-#: (a scale change smaller than stage-1 training's ±10 % scale augmentation), so that 512-pixel scans keep the
-#: exact-multiple fast paths of the resizes (:func:`up_window`, :func:`block_window`).
-PHYSICAL_SLACK = 0.05
-
-
-def physical_side(x: int, y: int, spacing: tuple[float, float], image_size: int, pixel_mm: float | None) -> int:
-    """The side (canonical pixels) of the square that shows ``image_size * pixel_mm`` millimetres, or 0.
-
-    With ``pixel_mm`` the model's in-plane pixel is ``pixel_mm`` millimetres whatever the scan's field of view
-    and matrix: a slice narrower than ``image_size * pixel_mm`` mm is padded to that field (centred) before the
-    resize, so the liver has the same size in model pixels on every scan. A wider slice is never cropped: it
-    keeps its own square (and is shrunk, its model pixel then coarser than ``pixel_mm``), as is a slice within
-    :data:`PHYSICAL_SLACK` of the field. The in-plane pixel size is the mean of the two in-plane spacings.
-    ``None`` (older bundles): 0, every slice padded to its own square.
-
-    Example:
-        >>> physical_side(122, 101, (3.0, 3.0), 192, 2.5)  # a 366 x 303 mm slice shown in a 480 mm field
-        160
-        >>> physical_side(512, 512, (0.74, 0.74), 192, 2.0), physical_side(64, 64, (3.0, 3.0), 192, None)
-        (0, 0)
-    """
-    if pixel_mm is None:
-        return 0
-    mm = (float(spacing[0]) + float(spacing[1])) / 2.0
-    side = int(round(image_size * float(pixel_mm) / mm)) if mm > 0 else 0
-    return side if side > max(x, y) * (1.0 + PHYSICAL_SLACK) else 0
 
 
 def pad_square(part: torch.Tensor, m: int, pad: tuple[int, int], value: float) -> torch.Tensor:

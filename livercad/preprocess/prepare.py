@@ -6,11 +6,9 @@ modality family (:func:`livercad.modality.family`; CT: HU window, MONAI ``ScaleI
 arithmetic done in place; MR/US: ``ScaleIntensityRangePercentiles`` then ``NormalizeIntensity``, statistics
 of the real voxels only), every canonical axial slice ``(X, Y)`` is padded, centred, to the square
 ``(M, M)``, ``M = max(X, Y)`` (:mod:`livercad.preprocess.geometry`; the normalised value -1 for CT, the
-normalised minimum for MR/US; square slices are not padded), or to the larger physical field of ``pixel_mm``
-when the bundle fixes the model's pixel size (the liver then has the same size in model pixels whatever the
-field of view), and resized in-plane to the model size ``(S, S)`` with ``Resize``, so the aspect ratio is kept
-(slices are the channel axis; CT goes in chunks of :data:`CHUNK` slices, windowed and resized per chunk, so a
-large volume is never copied whole in float32).
+normalised minimum for MR/US; square slices are not padded) and resized in-plane to the model size
+``(S, S)`` with ``Resize``, so the aspect ratio is kept (slices are the channel axis; CT goes in chunks of
+:data:`CHUNK` slices, windowed and resized per chunk, so a large volume is never copied whole in float32).
 
 Inverse: :meth:`Prepared.to_canonical` resizes slice maps back to ``(M, M)`` and crops the padding off,
 :meth:`Prepared.to_original` also undoes the orientation, giving arrays with exactly the input voxel grid;
@@ -42,7 +40,6 @@ from livercad.preprocess.geometry import (
     block_window,
     pad_square,
     padded_box,
-    physical_side,
     real_part,
     square_pad,
     unpad_window,
@@ -65,25 +62,22 @@ class Prepared:
         canonical_shape: ``(X, Y, Z)`` of the reoriented volume (before padding and resizing).
         ornt: nibabel orientation array mapping the file's axes to canonical.
         spacing: voxel size (mm) of the canonical axes.
-        field: the physical field's side in canonical pixels (:func:`~livercad.preprocess.geometry.physical_side`,
-            ``pixel_mm``), 0 when each slice is padded to its own square only.
     """
 
     image: torch.Tensor
     canonical_shape: tuple[int, int, int]
     ornt: np.ndarray
     spacing: tuple[float, float, float]
-    field: int = 0
 
     @property
     def padded_size(self) -> int:
-        """``M = max(X, Y, field)``: the side of the square each canonical slice is padded to before resizing."""
-        return square_pad(*self.canonical_shape[:2], self.field)[0]
+        """``M = max(X, Y)``: the side of the square each canonical slice is padded to before resizing."""
+        return square_pad(*self.canonical_shape[:2])[0]
 
     @property
     def pad(self) -> tuple[int, int]:
-        """``(row, col)`` offset of the canonical slice in the padded square (``(0, 0)`` when nothing is padded)."""
-        return square_pad(*self.canonical_shape[:2], self.field)[1]
+        """``(row, col)`` offset of the canonical slice in the padded square (``(0, 0)`` for square slices)."""
+        return square_pad(*self.canonical_shape[:2])[1]
 
     def to_canonical(self, maps: np.ndarray | torch.Tensor, *, mode: str = "bilinear") -> np.ndarray:
         """Resize ``(Z, S, S)`` slice maps to ``(M, M)`` and crop to the canonical ``(X, Y, Z)`` grid (in chunks)."""
@@ -212,8 +206,7 @@ def normalize(arr: torch.Tensor, modality: str, *, ct_window: tuple[float, float
 
 
 def prepare(volume: Volume, *, modality: str = "ct", image_size: int = 256,
-            ct_window: tuple[float, float] = CT_WINDOW, percentiles: tuple[float, float] = PERCENTILES,
-            pixel_mm: float | None = None) -> Prepared:
+            ct_window: tuple[float, float] = CT_WINDOW, percentiles: tuple[float, float] = PERCENTILES) -> Prepared:
     """Reorient, normalise, pad square and resize a volume to ``(Z, S, S)`` model slices.
 
     Args:
@@ -223,26 +216,22 @@ def prepare(volume: Volume, *, modality: str = "ct", image_size: int = 256,
         image_size: the in-plane model size S.
         ct_window: HU window for CT (:data:`livercad.config.CT_WINDOW`).
         percentiles: clip percentiles for MR/US (:data:`livercad.config.PERCENTILES`).
-        pixel_mm: the model's in-plane pixel size in mm (``preprocess.pixel_mm``): slices narrower than
-            ``image_size * pixel_mm`` mm are padded to that field before the resize
-            (:func:`~livercad.preprocess.geometry.physical_side`); ``None``: each slice fills the model grid.
     """
     fam = family(modality)
     canon, ornt, spacing = reorient(volume)
-    field = physical_side(canon.shape[0], canon.shape[1], spacing[:2], image_size, pixel_mm)
-    out = _model_slices(canon, fam, image_size, ct_window, percentiles, field)
+    out = _model_slices(canon, fam, image_size, ct_window, percentiles)
     if volume.channels:  # further co-registered images: the same reorientation, each normalised on its own
         others = [_model_slices(reorient(replace(volume, data=c, channels=()))[0], fam, image_size, ct_window,
-                                percentiles, field) for c in volume.channels]
+                                percentiles) for c in volume.channels]
         out = torch.stack([out, *others], dim=1)
-    return Prepared(image=out, canonical_shape=tuple(canon.shape), ornt=ornt, spacing=spacing, field=field)
+    return Prepared(image=out, canonical_shape=tuple(canon.shape), ornt=ornt, spacing=spacing)
 
 
 def _model_slices(canon: np.ndarray, fam: str, image_size: int, ct_window: tuple[float, float],
-                  percentiles: tuple[float, float], field: int = 0) -> torch.Tensor:
+                  percentiles: tuple[float, float]) -> torch.Tensor:
     """Normalised, square-padded ``(Z, S, S)`` model slices of one canonical ``(X, Y, Z)`` image."""
     x, y, n = canon.shape
-    m, pad = square_pad(x, y, field)
+    m, pad = square_pad(x, y)
     resize = Resize((image_size, image_size), mode="bilinear", align_corners=False)
     # CT windowing is per voxel and the slices are independent channels of Resize, so chunks of slices give
     # the same result as one call without full-resolution float copies; MR/US normalisation uses

@@ -58,7 +58,6 @@ class Preprocessing(_Meta):
     """What the stage-1 network saw at training time; :func:`livercad.preprocess.prepare.prepare` repeats it.
 
     ``modalities``: the names trained on (checkpoints written before it record only ``modality``).
-    ``pixel_mm``: the model's in-plane pixel in mm (``None``, and in older checkpoints: slices fill the grid).
     """
 
     modality: str = "ct"
@@ -68,7 +67,6 @@ class Preprocessing(_Meta):
     percentiles: tuple[float, float] = PERCENTILES
     context: int = Field(1, ge=0)
     orientation: Literal["RAS"] = "RAS"
-    pixel_mm: float | None = Field(None, gt=0)
 
     @model_validator(mode="before")
     @classmethod

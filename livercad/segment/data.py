@@ -131,7 +131,7 @@ def load_case(row: ManifestRow, cfg: Config) -> TrainingSlices:
     ref = load_mask(row.mask, volume, liver_labels=row_liver_labels(row, cfg.data.liver_labels))
     pp = cfg.preprocess
     prepared = prepare(volume, modality=row_modality(row, pp.modality), image_size=pp.image_size,
-                       ct_window=pp.ct_window, percentiles=pp.percentiles, pixel_mm=pp.pixel_mm)
+                       ct_window=pp.ct_window, percentiles=pp.percentiles)
     return TrainingSlices(str(row.case_id), _plain(prepared.image).to(torch.float16), model_space_mask(prepared, ref))
 
 

@@ -192,7 +192,7 @@ class Segmenter:
             raise InputError(volume.path, f"{1 + len(volume.channels)} image(s) given, the segmenter takes "
                                           f"{len(names)} ({', '.join(names)})")
         return prepare(volume, modality=modality, image_size=int(pp["image_size"]), ct_window=tuple(pp["ct_window"]),
-                       percentiles=tuple(pp["percentiles"]), pixel_mm=pp.get("pixel_mm"))
+                       percentiles=tuple(pp["percentiles"]))
 
 
 def _plain(t: torch.Tensor) -> torch.Tensor:

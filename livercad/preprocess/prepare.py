@@ -80,16 +80,23 @@ class Prepared:
         return square_pad(*self.canonical_shape[:2])[1]
 
     def to_canonical(self, maps: np.ndarray | torch.Tensor, *, mode: str = "bilinear") -> np.ndarray:
-        """Resize ``(Z, S, S)`` slice maps to ``(M, M)`` and crop to the canonical ``(X, Y, Z)`` grid (in chunks)."""
+        """Resize ``(Z, S, S)`` slice maps to ``(M, M)`` and crop to the canonical ``(X, Y, Z)`` grid (in chunks).
+
+        The result is slice-major (Fortran order, as a NIfTI file's voxels): each chunk is resized transposed,
+        ``(z, S, S)`` as ``(z, Y, X)``, and written into its slices without strided copies. Bilinear resizing
+        is separable, so this equals the untransposed resize up to float rounding (the order of the two 1-D
+        interpolations); :meth:`to_canonical_box` uses the same frame, so the two are bit-identical.
+        """
         t = torch.as_tensor(maps, dtype=torch.float32)
         x, y, _ = self.canonical_shape
         (pr, pc), m = self.pad, self.padded_size
         kwargs = {"align_corners": False} if mode == "bilinear" else {}
         resize = Resize((m, m), mode=mode, **kwargs)
-        out = np.empty((x, y, t.shape[0]), np.float32)
+        out = np.empty((x, y, t.shape[0]), np.float32, order="F")
+        frame = out.transpose(2, 1, 0)  # (Z, Y, X) C-ordered view of the slice-major result
         for z0 in range(0, t.shape[0], CHUNK):
-            part = torch.as_tensor(resize(t[z0:z0 + CHUNK])).as_subclass(torch.Tensor)[:, pr:pr + x, pc:pc + y]
-            out[:, :, z0:z0 + CHUNK] = part.permute(1, 2, 0).numpy()
+            part = torch.as_tensor(resize(t[z0:z0 + CHUNK].transpose(1, 2).contiguous())).as_subclass(torch.Tensor)
+            frame[z0:z0 + CHUNK] = part[:, pc:pc + y, pr:pr + x].numpy()
         return out
 
     def to_canonical_box(self, maps: torch.Tensor, hit: torch.Tensor) -> tuple[np.ndarray, slice, slice]:
@@ -99,11 +106,12 @@ class Prepared:
         in-plane box around ``hit`` (``(S, S)`` bool) is resized (:func:`~livercad.preprocess.geometry.up_window`;
         bit-identical to the same box of the whole resize, tested); other sizes resize the whole axis. The box
         is then cropped to the real (unpadded) canonical pixels. Canonical pixels outside the box are
-        interpolated from model pixels outside ``hit`` only.
+        interpolated from model pixels outside ``hit`` only. Resized in the transposed frame of
+        :meth:`to_canonical`.
 
         Returns:
-            ``(values, rows, cols)``: float32 ``(len(rows), len(cols), n)`` (a view) and the canonical slices
-            (unpadded canonical coordinates, possibly empty).
+            ``(values, rows, cols)``: float32 ``(len(rows), len(cols), n)`` (a view, slice-major) and the
+            canonical slices (unpadded canonical coordinates, possibly empty).
         """
         x, y, _ = self.canonical_shape
         (pr, pc), m = self.pad, self.padded_size
@@ -111,19 +119,23 @@ class Prepared:
         src_c, n_c, keep_c, dst_c = up_window(hit.any(0).numpy(), maps.shape[2], m)
         keep_r, rows = unpad_window(keep_r, dst_r, pr, x)
         keep_c, cols = unpad_window(keep_c, dst_c, pc, y)
-        part = Resize((n_r, n_c), mode="bilinear", align_corners=False)(
-            torch.as_tensor(maps, dtype=torch.float32)[:, src_r, src_c].contiguous())
-        part = torch.as_tensor(part).as_subclass(torch.Tensor)[:, keep_r, keep_c]
-        return part.permute(1, 2, 0).numpy(), rows, cols
+        frame = torch.as_tensor(maps, dtype=torch.float32).transpose(1, 2)[:, src_c, src_r].contiguous()
+        part = torch.as_tensor(Resize((n_c, n_r), mode="bilinear", align_corners=False)(frame))
+        part = part.as_subclass(torch.Tensor)[:, keep_c, keep_r]
+        return part.permute(2, 1, 0).numpy(), rows, cols
 
     def to_original(self, maps: np.ndarray | torch.Tensor, *, mode: str = "bilinear") -> np.ndarray:
         """Map ``(Z, S, S)`` slice maps onto the original file's voxel grid (exact inverse)."""
         return self.canonical_to_original(self.to_canonical(maps, mode=mode))
 
     def canonical_to_original(self, canon: np.ndarray) -> np.ndarray:
-        """Undo the reorientation of a canonical ``(X, Y, Z)`` array (pure flips/permutation, exact)."""
+        """Undo the reorientation of a canonical ``(X, Y, Z)`` array (pure flips/permutation, exact).
+
+        The result is in Fortran order, the voxel order of a NIfTI file (no copy when the canonical array is
+        slice-major and the file is RAS), so writing it needs no transposition.
+        """
         inverse = nib.orientations.ornt_transform(_canonical_ornt(), self.ornt)
-        return np.ascontiguousarray(nib.orientations.apply_orientation(canon, inverse))
+        return np.asfortranarray(nib.orientations.apply_orientation(canon, inverse))
 
     def from_original(self, arr: np.ndarray, *, mode: str = "nearest") -> torch.Tensor:
         """Bring an array on the original grid (e.g. a ground-truth mask) to ``(Z, S, S)`` model space.
@@ -236,16 +248,34 @@ def _model_slices(canon: np.ndarray, fam: str, image_size: int, ct_window: tuple
     # CT windowing is per voxel and the slices are independent channels of Resize, so chunks of slices give
     # the same result as one call without full-resolution float copies; MR/US normalisation uses
     # whole-volume statistics of the real voxels (one chunk, normalised before padding)
-    # (the canonical view is copied chunk by chunk into C order, the layout every chunk had before)
     step = CHUNK if fam == "ct" else max(n, 1)
     out = torch.empty((n, image_size, image_size), dtype=torch.float32)
+    flip = slice_major(canon)
     for z0 in range(0, n, step):
-        t = torch.from_numpy(np.ascontiguousarray(canon[:, :, z0:z0 + step])).permute(2, 0, 1)  # (z, X, Y)
-        part = normalize(t, fam, ct_window=ct_window, percentiles=percentiles)
+        part = normalize(_chunk(canon[:, :, z0:z0 + step], flip), fam, ct_window=ct_window, percentiles=percentiles)
         if (x, y) != (m, m):
-            part = pad_square(part, m, pad, -1.0 if fam == "ct" else float(part.min()))
-        out[z0:z0 + step] = torch.as_tensor(resize(part)).as_subclass(torch.Tensor).float()
+            part = pad_square(part, m, pad[::-1] if flip else pad, -1.0 if fam == "ct" else float(part.min()))
+        part = torch.as_tensor(resize(part)).as_subclass(torch.Tensor).float()
+        out[z0:z0 + step] = part.transpose(1, 2) if flip else part
     return out
+
+
+def slice_major(canon: np.ndarray) -> bool:
+    """Whether each axial slice of a canonical ``(X, Y, Z)`` array is one block with ``X`` fastest.
+
+    That is the layout of a NIfTI file's data (Fortran order) and of its reorientation by flips: the slices are
+    then read as ``(z, Y, X)`` C-ordered views without a copy, and resized transposed (:func:`prepare`). Any
+    other layout is copied into ``(z, X, Y)`` C order chunk by chunk.
+    """
+    sx, sy, sz = canon.strides
+    return 0 < sx < sy <= sz or (canon.shape[2] == 1 and 0 < sx < sy)
+
+
+def _chunk(part: np.ndarray, flip: bool) -> torch.Tensor:
+    """``(z, Y, X)`` view of slice-major slices (``flip``), else a ``(z, X, Y)`` C-ordered copy."""
+    if flip:
+        return torch.from_numpy(part).permute(2, 1, 0)
+    return torch.from_numpy(np.ascontiguousarray(part.transpose(2, 0, 1)))
 
 
 def context_stack(slices: torch.Tensor, index: torch.Tensor | list[int], context: int) -> torch.Tensor:

@@ -117,7 +117,7 @@ def fill_slices(mask: np.ndarray) -> np.ndarray:
     part = vol[:, :, zs[0]:zs[-1] + 1]
     structure = np.zeros((3, 3, 3), np.bool_)
     structure[:, :, 1] = True  # 8-connected within a slice, never across slices
-    labels, n = ndimage.label(part == 0, structure=structure)
+    labels, n = _label_in_memory_order(part == 0, structure)
     if n == 0:
         return mask
     open_ = np.zeros(n + 1, np.bool_)
@@ -147,11 +147,34 @@ def foreground_box(mask: np.ndarray) -> tuple[slice, ...] | None:
     return tuple(box)
 
 
+def _c_view(arr: np.ndarray) -> tuple[np.ndarray, bool]:
+    """``(arr.T, True)`` when ``arr`` is Fortran- but not C-ordered (its transpose is C-ordered), else ``(arr, False)``.
+
+    Labelling scans in C order; on the transposed view of a slice-major map it reads memory sequentially.
+    Full connectivity and the in-plane structure (transposed with the array) are symmetric under the
+    transposition, so the components are the same.
+    """
+    flip = arr.ndim > 1 and arr.flags.f_contiguous and not arr.flags.c_contiguous
+    return (arr.T, True) if flip else (arr, False)
+
+
+def _label_in_memory_order(binary: np.ndarray, structure: np.ndarray) -> tuple[np.ndarray, int]:
+    """``scipy.ndimage.label(binary, structure)``, computed on the C-ordered view (:func:`_c_view`)."""
+    view, flip = _c_view(binary)
+    labels, n = ndimage.label(view, structure=structure.T if flip else structure)
+    return (labels.T if flip else labels), n
+
+
 def _largest(part: np.ndarray) -> np.ndarray:
-    """The largest connected component of a uint8 0/1 map (MONAI, 26-connectivity in 3-D), as uint8."""
+    """The largest connected component of a uint8 0/1 map (MONAI, 26-connectivity in 3-D), as uint8.
+
+    Runs on the C-ordered view (:func:`_c_view`) of a slice-major map; the result has ``part``'s layout.
+    """
     keep = KeepLargestConnectedComponent(applied_labels=[1], is_onehot=False)
-    out = torch.as_tensor(keep(torch.from_numpy(part)[None])).as_subclass(torch.Tensor)[0].numpy()
-    return np.ascontiguousarray(out, dtype=np.uint8)
+    view, flip = _c_view(part)
+    out = torch.as_tensor(keep(torch.from_numpy(view)[None])).as_subclass(torch.Tensor)[0].numpy()
+    out = out.astype(np.uint8, copy=False)
+    return out.T if flip else out
 
 
 def postprocess_binary(mask: np.ndarray, cfg: PostprocessConfig | None = None) -> np.ndarray:
@@ -173,7 +196,7 @@ def postprocess_binary(mask: np.ndarray, cfg: PostprocessConfig | None = None) -
     box = foreground_box(mask.view(np.bool_))
     if box is not None and (cfg.largest_component or cfg.fill_holes):
         release_free_memory()  # what earlier stages freed goes back to the OS before the chain (~12 B per box voxel)
-        part = np.ascontiguousarray(mask[box])
+        part = mask[box].copy(order="K")  # the map's own layout (slice-major from threshold_canonical)
         if cfg.largest_component:
             part = _largest(part)
             if cfg.waist_cut and waist_cut(part):
@@ -199,7 +222,7 @@ def threshold_canonical(prepared: Prepared, prob_model: torch.Tensor, threshold:
     """
     maps = torch.as_tensor(prob_model, dtype=torch.float32)
     x, y, _ = prepared.canonical_shape
-    out = np.zeros((x, y, maps.shape[0]), np.uint8)
+    out = np.zeros((x, y, maps.shape[0]), np.uint8, order="F")  # slice-major, as Prepared.to_canonical
     thr = np.float32(threshold)
     for z0 in range(0, maps.shape[0], CHUNK):
         chunk = maps[z0:z0 + CHUNK]

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import torch
 
-from livercad.preprocess.prepare import context_stack, normalize, prepare, reorient
+from livercad.preprocess.prepare import context_stack, normalize, prepare, reorient, slice_major
 from livercad.types import Volume
 
 
@@ -134,10 +134,15 @@ def test_ct_prepare_in_chunks_equals_one_call_over_the_volume(order: str) -> Non
     vol = Volume(data, np.diag([-1.0, 1.0, 2.5, 1.0]), None, (1.0, 1.0, 2.5))
     got = prepare(vol, modality="ct", image_size=32).image
     canon, _, _ = reorient(vol)
+    assert slice_major(canon) == (order == "F")
     whole = _padded(normalize(torch.from_numpy(np.ascontiguousarray(canon)).permute(2, 0, 1), "ct"), -1.0)
-    ref = torch.as_tensor(Resize((32, 32), mode="bilinear", align_corners=False)(whole)).float()
+    resize = Resize((32, 32), mode="bilinear", align_corners=False)
+    ref = torch.as_tensor(resize(whole)).float().as_subclass(torch.Tensor)
     assert got.shape == (z, 32, 32) and type(got) is torch.Tensor
-    torch.testing.assert_close(got, ref.as_subclass(torch.Tensor), rtol=0, atol=0)
+    if order == "F":  # slice-major: resized as (z, Y, X), exactly; the (z, X, Y) resize to float rounding
+        torch.testing.assert_close(got, ref, rtol=0, atol=1e-6)
+        ref = torch.as_tensor(resize(whole.transpose(1, 2).contiguous())).as_subclass(torch.Tensor).transpose(1, 2)
+    torch.testing.assert_close(got, ref, rtol=0, atol=0)
 
 
 @pytest.mark.parametrize("mode", ["bilinear", "nearest"])
@@ -151,10 +156,13 @@ def test_chunked_maps_to_and_from_the_original_grid_equal_one_resize_call(mode: 
     p = prepare(vol, modality="ct", image_size=16)
     maps = torch.rand(z, 16, 16)
     kwargs = {"align_corners": False} if mode == "bilinear" else {}
-    ref = torch.as_tensor(Resize((40, 40), mode=mode, **kwargs)(maps))[:, :, 5:35].permute(1, 2, 0).numpy()
-    got = p.to_canonical(maps, mode=mode)
-    assert got.shape == (40, 30, z) and got.flags["C_CONTIGUOUS"]
+    resize = Resize((40, 40), mode=mode, **kwargs)
+    ref = torch.as_tensor(resize(maps.transpose(1, 2).contiguous()))[:, 5:35, :].permute(2, 1, 0).numpy()
+    got = p.to_canonical(maps, mode=mode)  # resized transposed, written slice-major
+    assert got.shape == (40, 30, z) and got.flags["F_CONTIGUOUS"]
     np.testing.assert_array_equal(got, ref)
+    plain = torch.as_tensor(resize(maps))[:, :, 5:35].permute(1, 2, 0).numpy()
+    np.testing.assert_allclose(got, plain, rtol=0, atol=1e-6)
     mask = (np.random.default_rng(1).random((40, 30, z)) > 0.5).astype(np.uint8)
     canon = nib.orientations.apply_orientation(mask.astype(np.float32), p.ornt)
     whole = _padded(torch.from_numpy(np.ascontiguousarray(canon)).permute(2, 0, 1))

@@ -8,7 +8,7 @@ import pytest
 import torch
 from monai.transforms import Resize
 
-from livercad.preprocess.prepare import CHUNK, normalize, prepare, reorient
+from livercad.preprocess.prepare import CHUNK, normalize, prepare, reorient, slice_major
 from livercad.segment.postprocess import threshold_canonical
 from livercad.types import Volume
 
@@ -151,14 +151,20 @@ def test_square_slices_give_the_results_of_the_plain_resize(modality: str, name:
     shape = _file_shape((32, 32, z), aff)
     data = np.random.default_rng(2).normal(40, 300, shape).astype(np.float32)
     p = prepare(Volume(data, aff, None, (0.8, 0.8, 3.0)), modality=modality, image_size=size)
-    canon = torch.from_numpy(np.ascontiguousarray(reorient(Volume(data, aff, None, (0.8, 0.8, 3.0)))[0]))
-    whole = normalize(canon.permute(2, 0, 1), modality)
-    ref = torch.as_tensor(Resize((size, size), mode="bilinear", align_corners=False)(whole)).float()
+    raw = reorient(Volume(data, aff, None, (0.8, 0.8, 3.0)))[0]
+    whole = normalize(torch.from_numpy(np.ascontiguousarray(raw)).permute(2, 0, 1), modality)
+    down = Resize((size, size), mode="bilinear", align_corners=False)
+    ref = torch.as_tensor(down(whole)).float().as_subclass(torch.Tensor)
     assert p.pad == (0, 0) and p.padded_size == 32
-    torch.testing.assert_close(p.image, ref.as_subclass(torch.Tensor), rtol=0, atol=0)
+    torch.testing.assert_close(p.image, ref, rtol=0, atol=1e-6)
+    if slice_major(raw):  # resized as (z, Y, X): exactly the transposed resize
+        ref = torch.as_tensor(down(whole.transpose(1, 2).contiguous())).as_subclass(torch.Tensor).transpose(1, 2)
+    torch.testing.assert_close(p.image, ref, rtol=0, atol=0 if modality == "ct" else 1e-6)
     maps = torch.rand(z, size, size, generator=torch.Generator().manual_seed(0))
-    back = torch.as_tensor(Resize((32, 32), mode="bilinear", align_corners=False)(maps)).permute(1, 2, 0).numpy()
+    up = Resize((32, 32), mode="bilinear", align_corners=False)
+    back = torch.as_tensor(up(maps.transpose(1, 2).contiguous())).permute(2, 1, 0).numpy()  # to_canonical's frame
     np.testing.assert_array_equal(p.to_canonical(maps), back)
+    np.testing.assert_allclose(p.to_canonical(maps), torch.as_tensor(up(maps)).permute(1, 2, 0).numpy(), atol=1e-6)
     mask = (data > 300).astype(np.uint8)
     cmask = nib.orientations.apply_orientation(mask.astype(np.float32), p.ornt)
     fwd = Resize((size, size), mode="nearest")(torch.from_numpy(np.ascontiguousarray(cmask)).permute(2, 0, 1))

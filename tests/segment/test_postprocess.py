@@ -10,11 +10,12 @@ import torch
 from scipy import ndimage
 
 from livercad.config import PostprocessConfig
-from livercad.preprocess.prepare import CHUNK, prepare
+from livercad.preprocess.prepare import CHUNK, prepare, slice_major
 from livercad.segment.postprocess import (
     fill_enclosed,
     fill_slices,
     foreground_box,
+    postprocess_binary,
     postprocess_mask,
     postprocess_transform,
     threshold_canonical,
@@ -52,6 +53,10 @@ def test_cropped_chain_equals_the_whole_map(seed: int, cfg: PostprocessConfig) -
     prob = prob.astype(np.float32)
     got, ref = postprocess_mask(prob, cfg), _whole(prob, cfg)
     assert ref.any() and np.array_equal(got, ref)
+    # a slice-major (Fortran-ordered) map, as threshold_canonical gives: labelled on its transposed view, same
+    binary = np.asfortranarray((prob >= cfg.threshold).astype(np.uint8))
+    out = postprocess_binary(binary, cfg)
+    assert out is binary and out.flags.f_contiguous and np.array_equal(out, ref)
 
 
 @pytest.mark.parametrize("shape", [(30, 25, 12), (40, 33)])
@@ -185,3 +190,22 @@ def test_prediction_path_mask_equals_the_mask_from_the_probability_map() -> None
     assert full.segmentation.mask.any() and not full.segmentation.mask.all()  # a non-trivial mask is compared
     assert np.array_equal(lean.segmentation.mask, full.segmentation.mask)
     assert torch.equal(lean.mask_model, full.mask_model)
+
+
+def test_the_prediction_path_stays_in_file_order() -> None:
+    """A NIfTI volume's voxels (Fortran order) are read as slice views, and the mask comes back in that order.
+
+    So :func:`livercad.io.nifti.save_mask` writes it without transposing (``_fortran_flat`` takes a view).
+    """
+    data = np.asfortranarray(np.random.default_rng(0).normal(0, 100, (40, 30, CHUNK + 3)).astype(np.float32))
+    for affine in (np.diag([1.0, 1.0, 2.0, 1.0]), np.diag([-1.0, -1.0, 2.0, 1.0])):  # RAS, LPS
+        p = prepare(Volume(data, affine, None, (1.0, 1.0, 2.0)), modality="ct", image_size=32)
+        maps = torch.rand(data.shape[2], 32, 32, generator=torch.Generator().manual_seed(0))
+        canon = threshold_canonical(p, maps, 0.5)
+        assert canon.flags.f_contiguous and p.to_canonical(maps).flags.f_contiguous
+        mask = p.canonical_to_original(canon)
+        assert mask.flags.f_contiguous and mask.shape == data.shape
+        if affine[0, 0] > 0:
+            assert np.shares_memory(mask, canon)  # RAS: no copy at all
+    assert slice_major(data) and not slice_major(np.ascontiguousarray(data))
+    assert slice_major(data[:, :, :1]) and not slice_major(np.ascontiguousarray(data[:, :, :1]))

@@ -14,6 +14,8 @@ Example:
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import torch
 
@@ -37,36 +39,53 @@ def pad_square(part: torch.Tensor, m: int, pad: tuple[int, int], value: float) -
     return out
 
 
-def pow2_factor(src: int, dst: int) -> int | None:
-    """``dst // src`` when ``dst`` is ``src`` times a power of two (1, 2, 4, ...), else ``None``."""
-    if src <= 0 or dst % src:
+def dyadic_blocks(src: int, dst: int) -> tuple[int, int] | None:
+    """``(q, p)``: ``src`` and ``dst`` as ``g`` blocks of ``q`` and ``p`` rows (``g = gcd``), when the resize scale
+    ``src / dst = q / p`` is a dyadic fraction (``p`` a power of two), else ``None``.
+
+    Then torch's bilinear source coordinates ``(o + 0.5) * q / p - 0.5`` are exact binary fractions, and a crop
+    of whole blocks resizes to bit for bit the rows of the full resize (:func:`up_window`). 128 -> 512 is
+    ``(1, 4)``, 192 -> 512 is ``(3, 8)``; 192 -> 366 is ``None``.
+
+    Example:
+        >>> dyadic_blocks(128, 512), dyadic_blocks(192, 512), dyadic_blocks(192, 366)
+        ((1, 4), (3, 8), None)
+    """
+    if src <= 0 or dst <= src:
         return None
-    k = dst // src
-    return k if k & (k - 1) == 0 else None
+    g = math.gcd(src, dst)
+    q, p = src // g, dst // g
+    if p & (p - 1) or (2 * dst + 1) * q >= 1 << 24:  # not dyadic, or coordinates past float32's exact integers
+        return None
+    return q, p
 
 
 def up_window(hit: np.ndarray, src: int, dst: int) -> tuple[slice, int, slice, slice]:
     """One axis of ``Prepared.to_canonical_box``: source rows, their resized length, rows kept, their place.
 
-    With a power-of-two upsampling factor ``k`` torch's bilinear source coordinates ``(o + 0.5) / k - 0.5``
-    are exact binary fractions, so resizing a crop gives bit for bit the rows of the full resize, except
-    the ``k`` result rows next to a cut (clamped differently); the crop keeps two source rows of margin
-    around the rows ``hit``, and those border rows are dropped. Both axes have the same ``dst``: when the
-    full resize is past :data:`TORCH_SMALL_OUTPUT` the crop grows to more than half of it per axis, so torch
-    resizes crop and square with the same kernel. Other factors: the whole axis. The place is in the
-    coordinates of the resized axis (the padded square); :func:`unpad_window` crops it.
+    With a dyadic scale (:func:`dyadic_blocks`: ``src`` rows in blocks of ``q`` become ``dst`` rows in blocks
+    of ``p``) resizing a crop of whole blocks gives bit for bit the rows of the full resize, except next to
+    a cut (clamped differently). The crop keeps two source blocks of margin around the blocks of the rows
+    ``hit`` and drops one output block at each cut: an output row of a kept block reads source rows inside
+    the crop only, and the rows that can read a ``hit`` row (the blocks of ``hit`` and one either side) are
+    kept. Both axes have the same ``dst``: when the full resize is past :data:`TORCH_SMALL_OUTPUT` the crop
+    grows to more than half of it per axis, so torch resizes crop and square with the same kernel. Other
+    scales: the whole axis. The place is in the coordinates of the resized axis (the padded square);
+    :func:`unpad_window` crops it.
     """
-    k = pow2_factor(src, dst)
+    blocks = dyadic_blocks(src, dst)
     idx = np.flatnonzero(hit)
-    if k is None or idx.size == 0:
+    if blocks is None or idx.size == 0:
         return slice(0, src), dst, slice(0, dst), slice(0, dst)
-    p0, p1 = max(int(idx[0]) - 2, 0), min(int(idx[-1]) + 3, src)
-    need = min(src, (TORCH_SMALL_OUTPUT // 2) // k + 1) if 2 * dst > TORCH_SMALL_OUTPUT else 0
-    p0 = max(min(p0, p1 - need), 0)
-    p1 = max(p1, p0 + need)
-    keep0 = 0 if p0 == 0 else k
-    keep1 = (p1 - p0) * k if p1 == src else (p1 - p0 - 1) * k
-    return slice(p0, p1), (p1 - p0) * k, slice(keep0, keep1), slice(p0 * k + keep0, p0 * k + keep1)
+    q, p = blocks
+    nb = src // q
+    b0, b1 = max(int(idx[0]) // q - 2, 0), min(int(idx[-1]) // q + 3, nb)
+    need = min(nb, (TORCH_SMALL_OUTPUT // 2) // p + 1) if 2 * dst > TORCH_SMALL_OUTPUT else 0
+    b0 = max(min(b0, b1 - need), 0)
+    b1 = max(b1, b0 + need)
+    keep0 = 0 if b0 == 0 else p
+    keep1 = (b1 - b0) * p if b1 == nb else (b1 - b0 - 1) * p
+    return slice(b0 * q, b1 * q), (b1 - b0) * p, slice(keep0, keep1), slice(b0 * p + keep0, b0 * p + keep1)
 
 
 def unpad_window(keep: slice, place: slice, pad: int, n: int) -> tuple[slice, slice]:
@@ -104,9 +123,12 @@ def real_part(window: slice, pad: int, n: int) -> slice:
     return slice(lo, max(min(window.stop - pad, n), lo))
 
 
-def padded_box(raw: np.ndarray, rows: slice, cols: slice, pad: tuple[int, int]) -> np.ndarray:
-    """float32 C-ordered ``raw[rows, cols]`` for ``rows``/``cols`` of the zero-padded square (zeros outside ``raw``)."""
-    out = np.zeros((rows.stop - rows.start, cols.stop - cols.start, *raw.shape[2:]), np.float32)
+def padded_box(raw: np.ndarray, rows: slice, cols: slice, pad: tuple[int, int], order: str = "C") -> np.ndarray:
+    """float32 ``raw[rows, cols]`` for ``rows``/``cols`` of the zero-padded square (zeros outside ``raw``).
+
+    ``order``: the result's memory order (``"F"`` copies a slice-major ``raw`` without transposing it).
+    """
+    out = np.zeros((rows.stop - rows.start, cols.stop - cols.start, *raw.shape[2:]), np.float32, order=order)
     rr, cc = real_part(rows, pad[0], raw.shape[0]), real_part(cols, pad[1], raw.shape[1])
     r0, c0 = rr.start + pad[0] - rows.start, cc.start + pad[1] - cols.start
     out[r0:r0 + rr.stop - rr.start, c0:c0 + cc.stop - cc.start] = raw[rr, cc]

@@ -102,9 +102,10 @@ class Prepared:
     def to_canonical_box(self, maps: torch.Tensor, hit: torch.Tensor) -> tuple[np.ndarray, slice, slice]:
         """The part of :meth:`to_canonical` (bilinear) of ``(n, S, S)`` maps that the model pixels ``hit`` reach.
 
-        When the padded size ``M`` is the model size times a power of two (512 -> 128 or 256) only the
-        in-plane box around ``hit`` (``(S, S)`` bool) is resized (:func:`~livercad.preprocess.geometry.up_window`;
-        bit-identical to the same box of the whole resize, tested); other sizes resize the whole axis. The box
+        When the model size is the padded size ``M`` times a dyadic fraction (512 -> 128, 192 or 256:
+        :func:`~livercad.preprocess.geometry.dyadic_blocks`) only the in-plane box around ``hit`` (``(S, S)``
+        bool) is resized (:func:`~livercad.preprocess.geometry.up_window`; bit-identical to the same box of the
+        whole resize, tested); other sizes resize the whole axis. The box
         is then cropped to the real (unpadded) canonical pixels. Canonical pixels outside the box are
         interpolated from model pixels outside ``hit`` only. Resized in the transposed frame of
         :meth:`to_canonical`.
@@ -147,6 +148,7 @@ class Prepared:
         (:func:`~livercad.preprocess.geometry.block_window`; the same values as the whole resize, tested).
         """
         canon = nib.orientations.apply_orientation(np.asarray(arr), self.ornt)  # flips/transposes: a view
+        flip = slice_major(canon)
         s, m, (pr, pc) = self.image.shape[-1], self.padded_size, self.pad
         out = torch.zeros((canon.shape[2], s, s), dtype=torch.float32)
         for z0 in range(0, canon.shape[2], CHUNK):
@@ -156,9 +158,14 @@ class Prepared:
                 continue
             src_c, dst_c = block_window(cols.any(axis=1), pc, m, s)
             src_r, dst_r = block_window(raw[:, real_part(src_c, pc, raw.shape[1])].any(axis=(1, 2)), pr, m, s)
-            part = padded_box(raw, src_r, src_c, (pr, pc))
-            resize = Resize((dst_r.stop - dst_r.start, dst_c.stop - dst_c.start), mode=mode)
-            out[z0:z0 + CHUNK, dst_r, dst_c] = torch.as_tensor(resize(torch.from_numpy(part).permute(2, 0, 1))).float()
+            size = (dst_r.stop - dst_r.start, dst_c.stop - dst_c.start)
+            if flip:  # the box copied slice-major and resized as (z, Y, X), like the model slices
+                part = torch.from_numpy(padded_box(raw, src_r, src_c, (pr, pc), order="F")).permute(2, 1, 0)
+                resized = torch.as_tensor(Resize(size[::-1], mode=mode)(part)).transpose(1, 2)
+            else:
+                part = torch.from_numpy(padded_box(raw, src_r, src_c, (pr, pc))).permute(2, 0, 1)
+                resized = torch.as_tensor(Resize(size, mode=mode)(part))
+            out[z0:z0 + CHUNK, dst_r, dst_c] = resized.float()
         return out
 
 
@@ -267,13 +274,15 @@ def slice_major(canon: np.ndarray) -> bool:
     then read as ``(z, Y, X)`` C-ordered views without a copy, and resized transposed (:func:`prepare`). Any
     other layout is copied into ``(z, X, Y)`` C order chunk by chunk.
     """
-    sx, sy, sz = canon.strides
+    sx, sy, sz = (abs(v) for v in canon.strides)  # flipped axes (negative strides) keep the layout
     return 0 < sx < sy <= sz or (canon.shape[2] == 1 and 0 < sx < sy)
 
 
 def _chunk(part: np.ndarray, flip: bool) -> torch.Tensor:
     """``(z, Y, X)`` view of slice-major slices (``flip``), else a ``(z, X, Y)`` C-ordered copy."""
     if flip:
+        if min(part.strides) < 0:  # a flipped view: torch takes positive strides only
+            part = np.asfortranarray(part)
         return torch.from_numpy(part).permute(2, 1, 0)
     return torch.from_numpy(np.ascontiguousarray(part.transpose(2, 0, 1)))
 

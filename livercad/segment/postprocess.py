@@ -216,7 +216,7 @@ def threshold_canonical(prepared: Prepared, prob_model: torch.Tensor, threshold:
     holding it. When ``threshold > 0`` only the part of each chunk that can reach the threshold is resized:
     bilinear interpolation never exceeds its largest input (a 1e-6 guard covers rounding), so chunks whose
     slices all stay below it (those skipped by the coarse pass, most outside the liver) are not resized, and
-    where the model size divides the canonical size by a power of two (512 -> 128 or 256) only the in-plane
+    where the model size is the canonical size times a dyadic fraction (512 -> 128, 192 or 256) only the in-plane
     box around the source pixels at or above ``threshold - 1e-6`` is (:meth:`Prepared.to_canonical_box`;
     bit-identical, tested); elsewhere the result is 0.
     """

@@ -8,6 +8,7 @@ import pytest
 import torch
 from monai.transforms import Resize
 
+from livercad.preprocess.geometry import dyadic_blocks, up_window
 from livercad.preprocess.prepare import CHUNK, normalize, prepare, reorient, slice_major
 from livercad.segment.postprocess import threshold_canonical
 from livercad.types import Volume
@@ -77,10 +78,12 @@ def test_a_smooth_mask_roundtrips_through_model_space(name: str, xy: tuple[int, 
 
 
 @pytest.mark.parametrize(("xy", "size"), [((256, 200), 128), ((200, 256), 128), ((256, 256), 128), ((100, 128), 32),
-                                          ((40, 64), 16), ((61, 64), 16), ((37, 29), 16)])
+                                          ((40, 64), 16), ((61, 64), 16), ((37, 29), 16), ((512, 512), 192),
+                                          ((96, 80), 36), ((120, 117), 45), ((100, 90), 36)])
 @pytest.mark.parametrize("seed", range(3))
 def test_canonical_box_is_the_same_region_of_to_canonical(xy: tuple[int, int], size: int, seed: int) -> None:
-    """M = 2S or 4S (and 4S with an odd padding): the cropped resize is exact; 37x29 (M = 37) resizes whole axes."""
+    """M = 2S or 4S (and 4S with an odd padding), M = 8S/3 (512 from 192, 96 from 36, 120 from 45): the cropped
+    resize is exact; 37x29 (M = 37) and 100 from 36 (25/9, not dyadic) resize whole axes."""
     g = torch.Generator().manual_seed(seed)
     z = CHUNK + 3
     p = prepare(Volume(np.zeros((*xy, z), np.float32), np.eye(4), None, (1.0, 1.0, 1.0)), modality="ct",
@@ -103,11 +106,16 @@ def test_canonical_box_is_the_same_region_of_to_canonical(xy: tuple[int, int], s
         assert np.array_equal(threshold_canonical(p, maps, threshold), ref)
 
 
+@pytest.mark.parametrize("order", ["C", "F"])
 @pytest.mark.parametrize("mode", ["bilinear", "nearest"])
 @pytest.mark.parametrize(("xy", "size"), [((60, 45), 15), ((60, 45), 30), ((45, 60), 20), ((256, 200), 64),
                                           ((61, 45), 16)])
-def test_from_original_equals_resizing_the_zero_padded_square(mode: str, xy: tuple[int, int], size: int) -> None:
-    """M a multiple of S (60/15, 60/30, 60/20, 256/64) resizes only the blocks around the mask; 61/16 all of it."""
+def test_from_original_equals_resizing_the_zero_padded_square(mode: str, xy: tuple[int, int], size: int,
+                                                              order: str) -> None:
+    """M a multiple of S (60/15, 60/30, 60/20, 256/64) resizes only the blocks around the mask; 61/16 all of it.
+
+    A slice-major mask (``F``, as masks come back from prediction) is resized as ``(z, Y, X)``: exactly the
+    transposed resize, and the untransposed one to float rounding."""
     z = 2 * CHUNK + 5
     aff = np.diag([-1.0, 1.0, 2.0, 1.0])
     p = prepare(Volume(np.zeros((*xy, z), np.float32), aff, None, (1.0, 1.0, 2.0)), modality="ct", image_size=size)
@@ -116,12 +124,17 @@ def test_from_original_equals_resizing_the_zero_padded_square(mode: str, xy: tup
     mask[7:19, 3:14, 2:CHUNK + 4] = rng.random((12, 11, CHUNK + 2)) > 0.3  # a blob off the block grid
     mask[0, :, CHUNK + 8] = 1  # a slice touching the border
     mask[xy[0] // 2, xy[1] - 1, 2 * CHUNK + 2] = 1  # one voxel at the far edge
+    mask = np.asarray(mask, order=order)
     canon = nib.orientations.apply_orientation(mask.astype(np.float32), p.ornt)
     padded = _pad_reference(torch.from_numpy(np.ascontiguousarray(canon)).permute(2, 0, 1), 0.0)
-    expected = torch.as_tensor(Resize((size, size), mode=mode)(padded)).float().as_subclass(torch.Tensor)
+    resize = Resize((size, size), mode=mode)
+    expected = torch.as_tensor(resize(padded)).float().as_subclass(torch.Tensor)
     got = p.from_original(mask, mode=mode)
     assert expected.abs().sum() > 0
-    torch.testing.assert_close(got, expected, rtol=0, atol=0)
+    torch.testing.assert_close(got, expected, rtol=0, atol=0 if mode == "nearest" or order == "C" else 1e-6)
+    if order == "F":
+        frame = torch.as_tensor(resize(padded.transpose(1, 2).contiguous())).as_subclass(torch.Tensor)
+        torch.testing.assert_close(got, frame.transpose(1, 2), rtol=0, atol=0)
 
 
 @pytest.mark.parametrize("modality", ["mr", "mr-t1", "mr-t2", "us"])
@@ -170,3 +183,17 @@ def test_square_slices_give_the_results_of_the_plain_resize(modality: str, name:
     fwd = Resize((size, size), mode="nearest")(torch.from_numpy(np.ascontiguousarray(cmask)).permute(2, 0, 1))
     torch.testing.assert_close(p.from_original(mask), torch.as_tensor(fwd).float().as_subclass(torch.Tensor),
                                rtol=0, atol=0)
+
+
+def test_a_dyadic_scale_crops_and_other_scales_resize_the_whole_axis() -> None:
+    """192 -> 512 (blocks of 3 -> 8): rows 90-100 (blocks 30-33) resize from source blocks 27-35 (two of margin,
+    grown to the 9 blocks that keep torch's kernel) and keep output blocks 28-34; 192 -> 500 is not dyadic."""
+    hit = np.zeros(192, bool)
+    hit[90:101] = True
+    assert dyadic_blocks(192, 512) == (3, 8) and dyadic_blocks(192, 500) is None
+    src, n, keep, place = up_window(hit, 192, 512)
+    assert (src, n) == (slice(81, 108), 72) and (keep, place) == (slice(8, 64), slice(224, 280))
+    reads = np.floor((np.arange(512) + 0.5) * 3 / 8 - 0.5)  # output row o reads source rows reads[o], reads[o] + 1
+    touch = np.flatnonzero((reads + 1 >= 90) & (reads <= 100))
+    assert place.start <= touch[0] and place.stop > touch[-1]  # every output row that can read a hit row is kept
+    assert up_window(hit, 192, 500) == (slice(0, 192), 500, slice(0, 500), slice(0, 500))

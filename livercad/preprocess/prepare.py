@@ -105,10 +105,9 @@ class Prepared:
         When the model size is the padded size ``M`` times a dyadic fraction (512 -> 128, 192 or 256:
         :func:`~livercad.preprocess.geometry.dyadic_blocks`) only the in-plane box around ``hit`` (``(S, S)``
         bool) is resized (:func:`~livercad.preprocess.geometry.up_window`; bit-identical to the same box of the
-        whole resize, tested); other sizes resize the whole axis. The box
-        is then cropped to the real (unpadded) canonical pixels. Canonical pixels outside the box are
-        interpolated from model pixels outside ``hit`` only. Resized in the transposed frame of
-        :meth:`to_canonical`.
+        whole resize, tested); other sizes resize the whole axis. The box is then cropped to the real (unpadded)
+        canonical pixels. Canonical pixels outside the box are interpolated from model pixels outside ``hit``
+        only. Resized in the transposed frame of :meth:`to_canonical`.
 
         Returns:
             ``(values, rows, cols)``: float32 ``(len(rows), len(cols), n)`` (a view, slice-major) and the

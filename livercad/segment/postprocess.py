@@ -248,7 +248,7 @@ def postprocess_mask(prob: np.ndarray | torch.Tensor, cfg: PostprocessConfig | N
     if isinstance(prob, torch.Tensor):
         prob = prob.detach().as_subclass(torch.Tensor).to("cpu", torch.float32).numpy()
     arr = np.asarray(prob, dtype=np.float32)
-    out = np.empty(arr.shape, np.uint8)
+    out = np.empty_like(arr, dtype=np.uint8)  # the map's layout (slice-major from Prepared.to_canonical)
     np.greater_equal(arr, np.float32(cfg.threshold), out=out.view(np.bool_))
     return postprocess_binary(out, cfg)
 

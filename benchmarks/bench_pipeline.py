@@ -171,6 +171,24 @@ def run_segmentation_only(seg: Segmenter, path: Path, out: Path, batch: int, coa
     return {"seconds": s}
 
 
+def predict_section(paths: list[Path], out: Path, model_seconds: float) -> dict[str, Any]:
+    """``livercad predict`` itself on the volumes (``run_pipeline``, the default bundle: the shipped model).
+
+    Per case it also resolves the modality, writes the mask, computes the liver statistics and draws the
+    QC picture. ``over_model``: mean case seconds / the model seconds of the ``segmentation_only`` section
+    (same volumes, same process; ``run_pipeline`` does not time its forwards apart).
+    """
+    from livercad.pipeline.predict.run import run_pipeline as predict
+
+    res = predict([str(p) for p in paths], out / "predict", progress=False)
+    seconds = [c.seconds for c in res.cases if c.ok]
+    if len(seconds) != len(paths):
+        return {"error": "; ".join(str(c.error) for c in res.failures)}
+    mean = float(np.mean(seconds))
+    return {"case_seconds": [round(x, 3) for x in seconds], "mean_case_seconds": round(mean, 3),
+            "over_model": round(mean / model_seconds, 3) if model_seconds else None}
+
+
 def run_naive(model: torch.nn.Module, path: Path, out: Path, size: int, device: torch.device | str = "cpu",
               context: int = 1, ct_window: tuple[float, float] = CT_WINDOW) -> dict[str, Any]:
     """A textbook MONAI recipe: per-slice batch-1 fp32 eager loop, threshold, manual inverse, nibabel save.
@@ -442,6 +460,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         only = mean_stages([run_segmentation_only(seg, p, Path(tmp), args.batch, args.coarse_to_fine) for p in paths])
         result["segmentation_only"] = {"seconds_per_volume": only,
                                        "end_to_end_over_model": round(only["total"] / only["segment"], 3)}
+        if args.model["source"] == "shipped":  # livercad predict runs the default bundle
+            result["predict"] = predict_section(paths, Path(tmp), only["segment"])
         result["bf16_vs_fp32"] = precision_check(args, paths, result)
         result["onnx_vs_torch"] = backend_agreement(seg, paths[0], args.batch)
         result["coarse_to_fine"] = coarse_section(seg, paths, args.batch, args.model["source"] != "random")

@@ -40,7 +40,10 @@ def liver_intensity(data: np.ndarray, mask: np.ndarray, modality: str) -> dict[s
     if not m.any():
         return out
     box = _bbox(m)
-    inner = ndimage.binary_erosion(m[box], iterations=EROSION_VOXELS)  # outside the box is 0 anyway
+    part = m[box]  # outside the box is 0 anyway
+    flip = part.ndim > 1 and abs(part.strides[0]) < abs(part.strides[-1])  # slice-major (a NIfTI's order)
+    inner = ndimage.binary_erosion(part.T if flip else part, iterations=EROSION_VOXELS)  # the cross is symmetric:
+    inner = inner.T if flip else inner  # eroding the transposed view (memory order) gives the same voxels
     values = np.squeeze(np.asarray(data))[box][inner].astype(np.float64)
     if values.size:
         out.update(liver_mean=float(values.mean()), liver_median=float(np.median(values)),

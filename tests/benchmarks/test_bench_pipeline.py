@@ -1,4 +1,4 @@
-"""bench_pipeline's ``predict`` section: ``livercad predict`` itself, timed per case, or the failures named."""
+"""bench_pipeline's ``predict`` section and bench_predict: ``livercad predict`` itself, timed per case."""
 
 from __future__ import annotations
 
@@ -23,3 +23,13 @@ def test_predict_section_times_each_case_or_names_the_failure(tmp_path: Path, mo
     broken.write_bytes(b"not a volume")
     failed = bench_pipeline.predict_section([*paths, broken], tmp_path / "again", model_seconds=0.5)
     assert set(failed) == {"error"} and "broken.nii.gz" in failed["error"]
+
+
+def test_bench_predict_times_livercad_predict_per_case(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.syspath_prepend(str(BENCHMARKS))
+    import bench_predict
+
+    out = bench_predict.main(["--volumes", "1", "--shape", "48x48x12", "--reps", "2", "--no-save"])
+    assert len(out["case_seconds"]) == 2 and all(len(run) == 1 and run[0] > 0 for run in out["case_seconds"])
+    assert out["mean_case_seconds"] == pytest.approx(sum(r[0] for r in out["case_seconds"]) / 2, abs=1e-3)
+    assert out["livercad"].endswith("livercad") and out["shape"] == [48, 48, 12]

@@ -1,0 +1,77 @@
+"""Seconds per case of ``livercad predict`` itself (``run_pipeline``, the default bundle) on phantom CT volumes.
+
+The whole per-case flow a user runs: read, modality rule, stage 1 with the shipped model, mask write, liver
+statistics and the QC picture. One untimed warm-up run first, then ``--reps`` timed runs over the same
+volumes (the case records' ``seconds``). It imports whichever ``livercad`` is first on ``sys.path``, so the
+same script times another checkout: ``PYTHONPATH=/path/to/checkout python benchmarks/bench_predict.py``.
+
+Usage:
+    python benchmarks/bench_predict.py                              # 2 volumes of 512x512x100, 2 timed runs
+    python benchmarks/bench_predict.py --volumes 1 --shape 96x96x24 --reps 1 --no-save
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import subprocess
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from bench_common import cpu_name, finish
+
+import livercad
+from livercad.io.nifti import save_volume
+from livercad.phantom import CLASSES, make_case
+from livercad.pipeline.predict.run import run_pipeline
+
+
+def make_volumes(n: int, shape: tuple[int, int, int], out: Path) -> list[Path]:
+    """Phantom CT volumes saved as int16 ``.nii.gz`` (as ``bench_pipeline.make_volumes``: the same cases)."""
+    paths = []
+    for i in range(n):
+        case = make_case(f"bench{i}", modality="ct", shape=shape, seed=i, label=CLASSES[i % 3])
+        paths.append(save_volume(case.image, case.affine, out / f"bench{i}.nii.gz", dtype=np.int16))
+    return paths
+
+
+def checkout(path: Path) -> str:
+    """``git describe`` of the checkout ``livercad`` was imported from (``unknown`` outside git)."""
+    try:
+        return subprocess.run(["git", "-C", str(path), "describe", "--always", "--dirty"], capture_output=True,
+                              text=True, check=True).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
+
+
+def main(argv: list[str] | None = None) -> dict[str, Any]:
+    """Command line (module docstring); returns the result dict."""
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--volumes", type=int, default=2)
+    ap.add_argument("--shape", default="512x512x100", help="phantom volume shape XxYxZ")
+    ap.add_argument("--reps", type=int, default=2, help="timed runs over the volumes")
+    ap.add_argument("--tag", default="", help="suffix of the result file name")
+    ap.add_argument("--no-save", action="store_true")
+    args = ap.parse_args(argv)
+    shape = tuple(int(s) for s in args.shape.split("x"))
+    package = Path(livercad.__file__).resolve().parent
+    with tempfile.TemporaryDirectory() as tmp:
+        paths = make_volumes(args.volumes, shape, Path(tmp))
+        run_pipeline([str(p) for p in paths], Path(tmp) / "warm", progress=False)
+        runs = []
+        for r in range(args.reps):
+            res = run_pipeline([str(p) for p in paths], Path(tmp) / f"run{r}", progress=False)
+            runs.append([round(c.seconds, 3) for c in res.cases])
+    seconds = [s for run in runs for s in run]
+    result = {"benchmark": "predict", "date": dt.datetime.now().isoformat(timespec="seconds"),
+              "machine": {"cpu_name": cpu_name()}, "livercad": str(package), "checkout": checkout(package.parent),
+              "shape": list(shape), "volumes": args.volumes, "case_seconds": runs,
+              "mean_case_seconds": round(float(np.mean(seconds)), 3)}
+    finish(result, f"predict{'_' + args.tag if args.tag else ''}", save=not args.no_save)
+    return result
+
+
+if __name__ == "__main__":
+    main()

@@ -53,3 +53,21 @@ def finish(result: dict[str, Any], name: str, *, save: bool = True) -> str:
     if save:
         print(f"written {write_result(text, name)}")
     return text
+
+
+def make_volumes(n: int, shape: tuple[int, int, int], out: Path) -> list[Path]:
+    """``n`` phantom CT volumes (seeds 0..n-1) saved as int16 ``.nii.gz`` (the realistic on-disk form) in ``out``.
+
+    The benchmarks' common test volumes; livercad is imported here, not at module level, so this module
+    stays light for every script.
+    """
+    import numpy as np
+
+    from livercad.io.nifti import save_volume
+    from livercad.phantom import CLASSES, make_case
+
+    paths = []
+    for i in range(n):
+        case = make_case(f"bench{i}", modality="ct", shape=shape, seed=i, label=CLASSES[i % 3])
+        paths.append(save_volume(case.image, case.affine, out / f"bench{i}.nii.gz", dtype=np.int16))
+    return paths

@@ -53,7 +53,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from bench_backends import achieved, best_time, compile_check, flops_of, gemm_peak, ort_peak, peak_of
-from bench_common import RESULTS, rss_mb, write_result
+from bench_common import RESULTS, make_volumes, rss_mb, write_result
 from bench_peers import (
     add_model_args,
     add_peer_args,
@@ -70,8 +70,7 @@ from livercad.classify.infer import Classifier, predict_case
 from livercad.classify.model import build_classifier
 from livercad.config import CT_WINDOW, InferenceConfig
 from livercad.io.manifest import ManifestRow
-from livercad.io.nifti import load_volume, save_mask, save_volume
-from livercad.phantom import make_case
+from livercad.io.nifti import load_volume, save_mask
 from livercad.pipeline.stage1 import case_slices
 from livercad.preprocess.prepare import context_stack
 from livercad.runtime.backend import bf16_supported
@@ -98,15 +97,6 @@ def machine(device: torch.device | None = None) -> dict[str, Any]:
     if device.type == "cuda":
         out["gpu"] = torch.cuda.get_device_name(device)
     return out
-
-
-def make_volumes(n: int, shape: tuple[int, int, int], out: Path) -> list[Path]:
-    """Phantom CT volumes saved as int16 ``.nii.gz`` (the realistic on-disk form)."""
-    paths = []
-    for i in range(n):
-        case = make_case(f"bench{i}", modality="ct", shape=shape, seed=i, label=CLASSES[i % 3])
-        paths.append(save_volume(case.image, case.affine, out / f"bench{i}.nii.gz", dtype=np.int16))
-    return paths
 
 
 def random_classifier(image_size: int, precision: str, backend: str,
@@ -396,7 +386,7 @@ def model_info(seg: Segmenter, source: dict[str, Any]) -> dict[str, Any]:
     """Which stage-1 model the run timed: source (shipped | segmenter | random), path, sha256, size, architecture."""
     meta = seg.meta
     keys = ("arch", "encoder", "decoder_channels", "context")
-    return {**source, "sha256": meta.get("checkpoint", {}).get("sha256"),
+    return {**source, "sha256": (meta.get("checkpoint") or {}).get("sha256"),  # None: a random segmenter
             "image_size": int(seg.preprocessing["image_size"]), **{k: meta.get(k) for k in keys},
             "weights": "trained" if source["source"] != "random" else "random"}
 

@@ -20,21 +20,10 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from bench_common import cpu_name, finish
+from bench_common import cpu_name, finish, make_volumes
 
 import livercad
-from livercad.io.nifti import save_volume
-from livercad.phantom import CLASSES, make_case
 from livercad.pipeline.predict.run import run_pipeline
-
-
-def make_volumes(n: int, shape: tuple[int, int, int], out: Path) -> list[Path]:
-    """Phantom CT volumes saved as int16 ``.nii.gz`` (as ``bench_pipeline.make_volumes``: the same cases)."""
-    paths = []
-    for i in range(n):
-        case = make_case(f"bench{i}", modality="ct", shape=shape, seed=i, label=CLASSES[i % 3])
-        paths.append(save_volume(case.image, case.affine, out / f"bench{i}.nii.gz", dtype=np.int16))
-    return paths
 
 
 def checkout(path: Path) -> str:

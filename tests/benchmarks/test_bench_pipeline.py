@@ -33,3 +33,14 @@ def test_bench_predict_times_livercad_predict_per_case(monkeypatch: pytest.Monke
     assert len(out["case_seconds"]) == 2 and all(len(run) == 1 and run[0] > 0 for run in out["case_seconds"])
     assert out["mean_case_seconds"] == pytest.approx(sum(r[0] for r in out["case_seconds"]) / 2, abs=1e-3)
     assert out["livercad"].endswith("livercad") and out["shape"] == [48, 48, 12]
+
+
+def test_model_info_of_a_random_segmenter_has_no_checkpoint(monkeypatch: pytest.MonkeyPatch) -> None:
+    """``--random-weights`` (the README's smoke run) used to stop here: a random segmenter has no checkpoint."""
+    monkeypatch.syspath_prepend(str(BENCHMARKS))
+    import bench_pipeline
+
+    from livercad.segment.infer import Segmenter
+
+    info = bench_pipeline.model_info(Segmenter.random(image_size=32), {"source": "random", "path": None})
+    assert info["sha256"] is None and info["weights"] == "random" and info["image_size"] == 32

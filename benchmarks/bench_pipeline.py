@@ -109,73 +109,57 @@ def random_classifier(image_size: int, precision: str, backend: str,
     return Classifier(net, meta, precision=precision, device=device, backend=backend)
 
 
-def run_pipeline(seg: Segmenter, clf: Classifier, path: Path, out: Path, batch: int,
+def run_pipeline(seg: Segmenter, clf: Classifier | None, path: Path, out: Path, batch: int,
                  coarse_to_fine: bool = False, keep_prob: bool = True) -> dict[str, Any]:
     """One case the way ``Predictor._process`` runs it, timing each stage.
 
     The timed path is the Predictor's (``keep_prob=False``: no full-resolution probability map). With
     ``keep_prob`` the original-grid probability (for the agreement with the naive recipe) is computed
-    afterwards, outside the timings.
-    """
-    s: dict[str, float] = {}
-    t = time.perf_counter()
-    volume = load_volume(path)
-    s["read"] = time.perf_counter() - t
-    seg_out = segment_volume(seg, volume, batch_size=batch, coarse_to_fine=coarse_to_fine, keep_prob=False)
-    s["preprocess"], s["segment"], s["postprocess"] = (seg_out.seconds[k] for k in ("preprocess", "model",
-                                                                                     "postprocess"))
-    t = time.perf_counter()
-    save_mask(seg_out.segmentation.mask, volume, out / f"{path.name.split('.')[0]}_mask.nii.gz")
-    s["write"] = time.perf_counter() - t
-    t = time.perf_counter()
-    cs = case_slices(ManifestRow(path.name, path.name, path), seg_out)
-    s["regions"] = time.perf_counter() - t
-    t = time.perf_counter()
-    proba = predict_case(clf, cs, batch_size=max(8, batch))
-    s["classify"] = time.perf_counter() - t
-    s["total"] = sum(s.values())
-    prob = None
-    if keep_prob:  # untimed: the Predictor never builds this map
-        prob = seg_out.prepared.to_original(seg_out.prob_model)
-    return {"seconds": s, "prob": prob, "mask": seg_out.segmentation.mask,
-            "prob_model": seg_out.prob_model, "case_proba": proba.tolist(), "slices": int(volume.shape[2])}
-
-
-def run_segmentation_only(seg: Segmenter, path: Path, out: Path, batch: int, coarse_to_fine: bool) -> dict[str, Any]:
-    """One case as ``livercad predict`` runs it with the shipped model and no classifier: read, segment, write.
-
-    No stage-2 input is built (``model_mask=False``), as in the Predictor without a classifier.
+    afterwards, outside the timings. ``clf=None``: as ``livercad predict`` with a segmentation-only bundle
+    (the shipped model): no stage-2 input is built (``model_mask=False``), no ``regions`` or ``classify``.
     """
     s: dict[str, float] = {}
     t = time.perf_counter()
     volume = load_volume(path)
     s["read"] = time.perf_counter() - t
     seg_out = segment_volume(seg, volume, batch_size=batch, coarse_to_fine=coarse_to_fine, keep_prob=False,
-                             model_mask=False)
+                             model_mask=clf is not None)
     s["preprocess"], s["segment"], s["postprocess"] = (seg_out.seconds[k] for k in ("preprocess", "model",
                                                                                      "postprocess"))
     t = time.perf_counter()
-    save_mask(seg_out.segmentation.mask, volume, out / f"{path.name.split('.')[0]}_seg_only_mask.nii.gz")
+    save_mask(seg_out.segmentation.mask, volume, out / f"{path.name.split('.')[0]}_mask.nii.gz")
     s["write"] = time.perf_counter() - t
+    proba = None
+    if clf is not None:
+        t = time.perf_counter()
+        cs = case_slices(ManifestRow(path.name, path.name, path), seg_out)
+        s["regions"] = time.perf_counter() - t
+        t = time.perf_counter()
+        proba = predict_case(clf, cs, batch_size=max(8, batch)).tolist()
+        s["classify"] = time.perf_counter() - t
     s["total"] = sum(s.values())
-    return {"seconds": s}
+    prob = None
+    if keep_prob:  # untimed: the Predictor never builds this map
+        prob = seg_out.prepared.to_original(seg_out.prob_model)
+    return {"seconds": s, "prob": prob, "mask": seg_out.segmentation.mask,
+            "prob_model": seg_out.prob_model, "case_proba": proba, "slices": int(volume.shape[2])}
 
 
 def predict_section(paths: list[Path], out: Path, model_seconds: float) -> dict[str, Any]:
-    """``livercad predict`` itself on the volumes (``run_pipeline``, the default bundle: the shipped model).
+    """``livercad predict`` itself on the volumes (:func:`bench_predict.timed_run`: the default bundle).
 
     Per case it also resolves the modality, writes the mask, computes the liver statistics and draws the
     QC picture. ``over_model``: mean case seconds / the model seconds of the ``segmentation_only`` section
     (same volumes, same process; ``run_pipeline`` does not time its forwards apart).
     """
-    from livercad.pipeline.predict.run import run_pipeline as predict
+    from bench_predict import timed_run
 
-    res = predict([str(p) for p in paths], out / "predict", progress=False)
-    seconds = [c.seconds for c in res.cases if c.ok]
-    if len(seconds) != len(paths):
-        return {"error": "; ".join(str(c.error) for c in res.failures)}
+    try:
+        seconds = timed_run(paths, out / "predict")
+    except RuntimeError as exc:
+        return {"error": str(exc)}
     mean = float(np.mean(seconds))
-    return {"case_seconds": [round(x, 3) for x in seconds], "mean_case_seconds": round(mean, 3),
+    return {"case_seconds": seconds, "mean_case_seconds": round(mean, 3),
             "over_model": round(mean / model_seconds, 3) if model_seconds else None}
 
 
@@ -447,7 +431,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         result["speedup_vs_naive_stage1"] = round(result["naive"]["seconds_per_volume"]["total"] / stage1, 3)
         seg_s = result["pipeline"]["seconds_per_volume"]
         result["end_to_end_over_model"] = round(seg_s["total"] / (seg_s["segment"] + seg_s["classify"]), 3)
-        only = mean_stages([run_segmentation_only(seg, p, Path(tmp), args.batch, args.coarse_to_fine) for p in paths])
+        only = mean_stages([run_pipeline(seg, None, p, Path(tmp), args.batch, args.coarse_to_fine, keep_prob=False)
+                            for p in paths])
         result["segmentation_only"] = {"seconds_per_volume": only,
                                        "end_to_end_over_model": round(only["total"] / only["segment"], 3)}
         if args.model["source"] == "shipped":  # livercad predict runs the default bundle

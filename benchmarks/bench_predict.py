@@ -35,6 +35,18 @@ def checkout(path: Path) -> str:
         return "unknown"
 
 
+def timed_run(paths: list[Path], out: Path) -> list[float]:
+    """One ``run_pipeline`` over ``paths`` (the default bundle): the seconds of each case's record.
+
+    Raises:
+        RuntimeError: a case failed (its seconds would time a refusal, not a prediction); the reasons, one line.
+    """
+    res = run_pipeline([str(p) for p in paths], out, progress=False)
+    if res.failures:
+        raise RuntimeError("; ".join(str(c.error) for c in res.failures))
+    return [round(c.seconds, 3) for c in res.cases]
+
+
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     """Command line (module docstring); returns the result dict."""
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -48,11 +60,11 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     package = Path(livercad.__file__).resolve().parent
     with tempfile.TemporaryDirectory() as tmp:
         paths = make_volumes(args.volumes, shape, Path(tmp))
-        run_pipeline([str(p) for p in paths], Path(tmp) / "warm", progress=False)
-        runs = []
-        for r in range(args.reps):
-            res = run_pipeline([str(p) for p in paths], Path(tmp) / f"run{r}", progress=False)
-            runs.append([round(c.seconds, 3) for c in res.cases])
+        try:
+            timed_run(paths, Path(tmp) / "warm")
+            runs = [timed_run(paths, Path(tmp) / f"run{r}") for r in range(args.reps)]
+        except RuntimeError as exc:
+            raise SystemExit(f"bench_predict: a case failed: {exc}") from None
     seconds = [s for run in runs for s in run]
     result = {"benchmark": "predict", "date": dt.datetime.now().isoformat(timespec="seconds"),
               "machine": {"cpu_name": cpu_name()}, "livercad": str(package), "checkout": checkout(package.parent),

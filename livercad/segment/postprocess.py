@@ -147,20 +147,21 @@ def foreground_box(mask: np.ndarray) -> tuple[slice, ...] | None:
     return tuple(box)
 
 
-def _c_view(arr: np.ndarray) -> tuple[np.ndarray, bool]:
-    """``(arr.T, True)`` when ``arr`` is Fortran- but not C-ordered (its transpose is C-ordered), else ``(arr, False)``.
+def memory_order_view(arr: np.ndarray) -> tuple[np.ndarray, bool]:
+    """``(arr.T, True)`` when ``arr``'s first axis is its fastest in memory (a slice-major map, or a box of one),
+    else ``(arr, False)``.
 
-    Labelling scans in C order; on the transposed view of a slice-major map it reads memory sequentially.
-    Full connectivity and the in-plane structure (transposed with the array) are symmetric under the
-    transposition, so the components are the same.
+    scipy's labelling and morphology scan in C order; on the transposed view of a slice-major map they read
+    memory in order. Full connectivity, the in-plane structure and the erosion cross (each transposed with the
+    array) are symmetric under the transposition, so the result, transposed back, is the same.
     """
-    flip = arr.ndim > 1 and arr.flags.f_contiguous and not arr.flags.c_contiguous
+    flip = arr.ndim > 1 and abs(arr.strides[0]) < abs(arr.strides[-1])
     return (arr.T, True) if flip else (arr, False)
 
 
 def _label_in_memory_order(binary: np.ndarray, structure: np.ndarray) -> tuple[np.ndarray, int]:
-    """``scipy.ndimage.label(binary, structure)``, computed on the C-ordered view (:func:`_c_view`)."""
-    view, flip = _c_view(binary)
+    """``scipy.ndimage.label(binary, structure)``, computed on :func:`memory_order_view`."""
+    view, flip = memory_order_view(binary)
     labels, n = ndimage.label(view, structure=structure.T if flip else structure)
     return (labels.T if flip else labels), n
 
@@ -168,10 +169,10 @@ def _label_in_memory_order(binary: np.ndarray, structure: np.ndarray) -> tuple[n
 def _largest(part: np.ndarray) -> np.ndarray:
     """The largest connected component of a uint8 0/1 map (MONAI, 26-connectivity in 3-D), as uint8.
 
-    Runs on the C-ordered view (:func:`_c_view`) of a slice-major map; the result has ``part``'s layout.
+    Runs on :func:`memory_order_view` of a slice-major map; the result has ``part``'s layout.
     """
     keep = KeepLargestConnectedComponent(applied_labels=[1], is_onehot=False)
-    view, flip = _c_view(part)
+    view, flip = memory_order_view(part)
     out = torch.as_tensor(keep(torch.from_numpy(view)[None])).as_subclass(torch.Tensor)[0].numpy()
     out = out.astype(np.uint8, copy=False)
     return out.T if flip else out
@@ -253,5 +254,5 @@ def postprocess_mask(prob: np.ndarray | torch.Tensor, cfg: PostprocessConfig | N
     return postprocess_binary(out, cfg)
 
 
-__all__ = ["PostprocessConfig", "fill_enclosed", "fill_slices", "foreground_box", "postprocess_binary",
-           "postprocess_mask", "postprocess_transform", "threshold_canonical"]
+__all__ = ["PostprocessConfig", "fill_enclosed", "fill_slices", "foreground_box", "memory_order_view",
+           "postprocess_binary", "postprocess_mask", "postprocess_transform", "threshold_canonical"]

@@ -34,16 +34,17 @@ def liver_intensity(data: np.ndarray, mask: np.ndarray, modality: str) -> dict[s
     """
     from scipy import ndimage
 
+    from livercad.segment.postprocess import memory_order_view
+
     out: dict[str, Any] = {"liver_mean": None, "liver_median": None, "liver_sd": None,
                            "intensity_unit": "HU" if modality == "ct" else "au"}
     m = np.squeeze(np.asarray(mask) > 0)
     if not m.any():
         return out
     box = _bbox(m)
-    part = m[box]  # outside the box is 0 anyway
-    flip = part.ndim > 1 and abs(part.strides[0]) < abs(part.strides[-1])  # slice-major (a NIfTI's order)
-    inner = ndimage.binary_erosion(part.T if flip else part, iterations=EROSION_VOXELS)  # the cross is symmetric:
-    inner = inner.T if flip else inner  # eroding the transposed view (memory order) gives the same voxels
+    view, flip = memory_order_view(m[box])  # outside the box is 0 anyway; a slice-major mask: its transpose
+    inner = ndimage.binary_erosion(view, iterations=EROSION_VOXELS)
+    inner = inner.T if flip else inner
     values = np.squeeze(np.asarray(data))[box][inner].astype(np.float64)
     if values.size:
         out.update(liver_mean=float(values.mean()), liver_median=float(np.median(values)),

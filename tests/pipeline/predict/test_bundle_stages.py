@@ -189,6 +189,10 @@ def test_liver_intensity_erodes_two_voxels() -> None:
     small[5:8, 5:8, 5:8] = 1  # nothing survives a 2-voxel erosion
     assert liver_intensity(img, small, "ct")["liver_mean"] is None
     assert liver_intensity(img, np.zeros_like(mask), "ct")["liver_mean"] is None
+    lopsided = mask.copy()
+    lopsided[2:4, 2:10, 5:10] = 0  # not symmetric: a transposition error would show
+    expected = liver_intensity(img, lopsided, "ct")
+    assert liver_intensity(np.asfortranarray(img), np.asfortranarray(lopsided), "ct") == expected  # file order
 
 
 def test_liver_intensity_of_a_single_frame_erodes_in_plane() -> None:

@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -148,12 +148,15 @@ def _modality(case: CaseInput, volume: Volume, trained: Sequence[str] | None, fa
     return modality
 
 
-def run_stage1(segmenter: Segmenter, case: Stage1Input, options: Stage1Options | None = None) -> Stage1Case:
+def run_stage1(segmenter: Segmenter, case: Stage1Input, options: Stage1Options | None = None, *,
+               after_model: Callable[[], None] | None = None) -> Stage1Case:
     """Stage 1 of one opened case: segment, score against the reference, build the stage-2 input.
 
     The mask is thresholded chunk-wise without a full-resolution probability map
     (:func:`~livercad.segment.infer.segment_volume` with ``keep_prob=False``: the same mask). The scores are
     :func:`~livercad.pipeline.predict.case_stats.segmentation_scores` on the input's own grid.
+    ``after_model``: called once the segmenter's network has run (not with external masks), before
+    post-processing: :func:`~livercad.segment.infer.segment_volume`'s hook.
 
     Raises:
         InputError: the segmenter was not trained on the case's modality family.
@@ -171,7 +174,7 @@ def run_stage1(segmenter: Segmenter, case: Stage1Input, options: Stage1Options |
     else:
         out = segment_volume(segmenter, case.volume, batch_size=opts.batch_size, postprocess=opts.postprocess,
                              coarse_to_fine=opts.coarse_to_fine, keep_prob=False, modality=case.modality,
-                             model_mask=opts.slices)
+                             model_mask=opts.slices, after_model=after_model)
     mask = out.segmentation.mask
     spacing_known = bool(getattr(case.volume.header, "spacing_known", True))
     scores = segmentation_scores(mask, case.reference, case.volume.spacing, spacing_known=spacing_known)

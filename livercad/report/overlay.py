@@ -242,8 +242,9 @@ def qc_png(
     k = pick_slice(np.asarray(mask_canonical))
     image = radiological(volume[:, :, k])
     ref = None if ref_canonical is None else radiological(np.asarray(ref_canonical)[:, :, k])
-    fig = new_figure(*_panel_size(image.shape, 5.0))
-    ax = fig.add_subplot()
+    width, height = _panel_size(image.shape, 5.0)
+    fig = new_figure(width, height, layout=None)  # one fixed panel under a title band: no layout pass to run
+    ax = fig.add_axes((0.0, 0.0, 1.0, (height - 0.4) / height))
     _draw(ax, image, radiological(np.asarray(mask_canonical)[:, :, k]), None, ref,
           display_window(image, modality), f"{title} (axial slice {k})")
     _mark_orientation(ax)

@@ -259,7 +259,8 @@ class SegmentOutput:
 
 def segment_volume(seg: Segmenter, volume: Volume, *, batch_size: int = 4,
                    postprocess: PostprocessConfig | None = None, coarse_to_fine: bool = False,
-                   keep_prob: bool = True, modality: str | None = None, model_mask: bool = True) -> SegmentOutput:
+                   keep_prob: bool = True, modality: str | None = None, model_mask: bool = True,
+                   after_model: Callable[[], None] | None = None) -> SegmentOutput:
     """Segment the liver of one volume; the mask has exactly the volume's shape (and belongs to its affine).
 
     Post-processing (threshold, largest component, hole filling) runs on the canonical full-resolution grid,
@@ -275,6 +276,8 @@ def segment_volume(seg: Segmenter, volume: Volume, *, batch_size: int = 4,
         modality: the case's modality (see :meth:`Segmenter.prepare`); ``None``: the trained one.
         model_mask: also bring the mask back to model space (``mask_model``, stage 2's input); ``False``:
             ``None``, never computed (a segmentation-only prediction).
+        after_model: called once the network has run, before post-processing (prediction starts reading the
+            next case there, :meth:`~livercad.pipeline.predict.predictor.Predictor.run`).
     """
     t0 = time.perf_counter()
     prepared = seg.prepare(volume, modality)
@@ -283,6 +286,8 @@ def segment_volume(seg: Segmenter, volume: Volume, *, batch_size: int = 4,
     prob_model = segment_prepared(seg, prepared, batch_size=batch_size, coarse_to_fine=coarse_to_fine,
                                   threshold=cfg.threshold)
     t2 = time.perf_counter()
+    if after_model is not None:
+        after_model()
     if keep_prob:
         prob_canon = prepared.to_canonical(prob_model)
         mask_canon = postprocess_mask(prob_canon, cfg)

@@ -23,6 +23,9 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Callable, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
+from contextlib import nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -135,26 +138,71 @@ class Predictor:
                                tuple(self.segmenter.modalities))
         release_torch_weights(self.segmenter, self.classifier)  # stages on ONNX Runtime never call torch
 
-    def process(self, case: CaseInput, folder: RunFolder) -> CaseResult:
-        """Run one case; never raises for a bad case, returns a failed CaseResult instead."""
+    def run(self, cases: Sequence[CaseInput], folder: RunFolder,
+            done: Callable[[CaseResult], None] | None = None) -> list[CaseResult]:
+        """:meth:`process` every case in order; ``done`` gets each record as soon as its case has finished.
+
+        With ``inference.read_ahead`` (the default) the next case is opened (read, modality, reference mask:
+        :func:`~livercad.pipeline.stage1.open_case`) on a worker thread from the moment the current case's network
+        has run: the decompression and parsing of the next file overlap this case's post-processing and outputs,
+        which run on one core where the network used them all. At most two cases' images are in memory at once;
+        a case that fails to open fails on its turn, with the same one-line reason.
+        """
+        results: list[CaseResult] = []
+        ahead = self.inference.read_ahead and len(cases) > 1
+        with ThreadPoolExecutor(max_workers=1, thread_name_prefix="livercad-read-ahead") if ahead else nullcontext() \
+                as pool:
+            opening: _Opening | None = None
+            for i, case in enumerate(cases):
+                nxt = _ReadAhead(self, pool, cases[i + 1] if pool is not None and i + 1 < len(cases) else None)
+                result = self.process(case, folder, opening=opening, after_model=nxt.start)
+                opening = nxt.opening
+                if done is not None:
+                    done(result)
+                results.append(result)
+        return results
+
+    def process(self, case: CaseInput, folder: RunFolder, *, opening: _Opening | None = None,
+                after_model: Callable[[], None] | None = None) -> CaseResult:
+        """Run one case; never raises for a bad case, returns a failed CaseResult instead.
+
+        ``opening``: the case already being opened by :meth:`run`'s read-ahead. ``after_model``: called once the
+        network has run, or when the case ends without it (it failed, or external masks replace the network).
+        The record's ``seconds`` is the wall time from this call to its end (a case read ahead is timed from
+        when its turn came).
+        """
         t0 = time.perf_counter()
-        known: dict[str, Any] = {"image_domain": case.image_domain, "input_format": input_format(case)}
+        known = opening.known if opening is not None else self.known(case)
         try:
-            result = self._process(case, folder, known)
+            result = self._process(case, folder, known, opening, after_model)
         except (LivercadError, OSError, ValueError, EOFError, MemoryError) as exc:
             row = case.row
             log.warning("case %s failed: %s", row.case_id, one_line(exc))
             result = CaseResult(row.case_id, str(row.image), true_label=row.label, patient_id=row.patient_id or None,
                                 error=one_line(exc), **known)
+        if after_model is not None:
+            after_model()  # idempotent (_ReadAhead.start): a failed case still lets the next one be read
         return CaseResult(**{**result.__dict__, "seconds": round(time.perf_counter() - t0, 3)})
 
-    def _process(self, case: CaseInput, folder: RunFolder, known: dict[str, Any]) -> CaseResult:
-        """One case's flow (module docstring); ``known`` collects what a failed record keeps."""
+    @staticmethod
+    def known(case: CaseInput) -> dict[str, Any]:
+        """What a case's record knows before its file is opened (a failed record keeps it)."""
+        return {"image_domain": case.image_domain, "input_format": input_format(case)}
+
+    def open(self, case: CaseInput, known: dict[str, Any]) -> Stage1Input:
+        """:func:`~livercad.pipeline.stage1.open_case` as this predictor's stages need it; fills ``known``."""
         external = self.stage1_options.source == "external"
-        opened = open_case(case, trained=None if external else self.segmenter.modalities,
-                           liver_labels=self.bundle.config.data.liver_labels, known=known,
-                           images=self.segmenter.images)
-        s1 = run_stage1(self.segmenter, opened, self.stage1_options)
+        return open_case(case, trained=None if external else self.segmenter.modalities,
+                         liver_labels=self.bundle.config.data.liver_labels, known=known, images=self.segmenter.images)
+
+    def _process(self, case: CaseInput, folder: RunFolder, known: dict[str, Any], opening: _Opening | None,
+                 after_model: Callable[[], None] | None) -> CaseResult:
+        """One case's flow (module docstring); ``known`` collects what a failed record keeps."""
+        opened = opening.future.result() if opening is not None else self.open(case, known)
+        # the next case is read while this one runs single-threaded work: from the end of stage 1's network
+        # on, or, with a classifier (whose network would compete with the read), once it has run
+        s1 = run_stage1(self.segmenter, opened, self.stage1_options,
+                        after_model=after_model if self.classifier is None else None)
         volume, mask, row = opened.volume, s1.mask, case.row
         assert mask is not None  # kept: Stage1Options.keep_mask
         files = write_masks(mask, volume, case, folder)
@@ -165,6 +213,8 @@ class Predictor:
         if s1.modality == "ct" and not known.get("contrast_phase"):
             known["contrast_phase"] = "unknown"
         probs, label, status = self._classify(case, s1.slices)
+        if after_model is not None:
+            after_model()
         if self.inference.qc_images:
             title = _qc_title(row.case_id, label, probs, status, size_text(sizes))
             self._write_qc(opened, mask, title, folder.qc_path(row.case_id))
@@ -203,6 +253,28 @@ class Predictor:
         cref = nib.orientations.apply_orientation(gt, ornt) if gt is not None else None
         png = qc_png(canon, cmask, title=title, ref_canonical=cref, modality=opened.modality)
         atomic_write_bytes(path, png)
+
+
+@dataclass(frozen=True)
+class _Opening:
+    """A case being opened on the read-ahead thread, and the record facts its opening fills."""
+
+    future: Future[Stage1Input]
+    known: dict[str, Any]
+
+
+class _ReadAhead:
+    """Opens ``case`` on ``pool`` once :meth:`start` is called (again: nothing); nothing without a pool or case."""
+
+    def __init__(self, predictor: Predictor, pool: ThreadPoolExecutor | None, case: CaseInput | None) -> None:
+        self.predictor, self.pool, self.case = predictor, pool, case
+        self.opening: _Opening | None = None
+
+    def start(self) -> None:
+        """Submit the opening (the first call only)."""
+        if self.opening is None and self.pool is not None and self.case is not None:
+            known = self.predictor.known(self.case)
+            self.opening = _Opening(self.pool.submit(self.predictor.open, self.case, known), known)
 
 
 def _qc_title(case_id: str, label: str | None, probs: dict[str, float], status: str, size: str) -> str:

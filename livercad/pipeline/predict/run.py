@@ -74,13 +74,12 @@ def _run_local(todo: Sequence[CaseInput], predictor_args: tuple[Bundle, Inferenc
     from livercad.pipeline.predict.predictor import Predictor
 
     predictor = Predictor(*predictor_args, masks=masks)  # models load once for the whole batch
-    out = []
-    for case in todo:
-        result = predictor.process(case, folder)
+
+    def done(result: CaseResult) -> None:
         folder.write_record(result)
-        out.append(result)
-        bar.advance(case.row.case_id, "done" if result.ok else f"FAILED: {result.error}")
-    return out, predictor.used
+        bar.advance(result.case_id, "done" if result.ok else f"FAILED: {result.error}")
+
+    return predictor.run(todo, folder, done), predictor.used
 
 
 def run_pipeline(inputs: str | Path | Sequence[str | Path], output_dir: str | Path, *, model: str | Path | None = None,

@@ -16,12 +16,12 @@ def test_predict_section_times_each_case_or_names_the_failure(tmp_path: Path, mo
     import bench_pipeline
 
     paths = bench_pipeline.make_volumes(1, (48, 48, 12), tmp_path)
-    out = bench_pipeline.predict_section(paths, tmp_path, model_seconds=0.5)
-    assert len(out["case_seconds"]) == 1 and out["case_seconds"][0] > 0
-    assert out["over_model"] == pytest.approx(out["mean_case_seconds"] / 0.5, abs=2e-3)
+    out = bench_pipeline.predict_section(paths, tmp_path)
+    assert len(out["case_seconds"]) == 1 and out["case_seconds"][0] > out["model_seconds"] > 0
+    assert out["over_model"] == pytest.approx(out["mean_case_seconds"] / out["model_seconds"], rel=0.01)
     broken = tmp_path / "broken.nii.gz"
     broken.write_bytes(b"not a volume")
-    failed = bench_pipeline.predict_section([*paths, broken], tmp_path / "again", model_seconds=0.5)
+    failed = bench_pipeline.predict_section([*paths, broken], tmp_path / "again")
     assert set(failed) == {"error"} and "broken.nii.gz" in failed["error"]
 
 
@@ -33,6 +33,8 @@ def test_bench_predict_times_livercad_predict_per_case(monkeypatch: pytest.Monke
     assert len(out["case_seconds"]) == 2 and all(len(run) == 1 and run[0] > 0 for run in out["case_seconds"])
     assert out["mean_case_seconds"] == pytest.approx(sum(r[0] for r in out["case_seconds"]) / 2, abs=1e-3)
     assert out["livercad"].endswith("livercad") and out["shape"] == [48, 48, 12]
+    assert len(out["model_seconds"]) == 2 and 0 < out["mean_model_seconds"] < out["mean_case_seconds"]
+    assert out["over_model"] == pytest.approx(out["mean_case_seconds"] / out["mean_model_seconds"], rel=0.01)
 
 
 def test_model_info_of_a_random_segmenter_has_no_checkpoint(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -134,6 +134,18 @@ class Stage1Case:
     source: str = "segmenter"
     spleen: np.ndarray | None = None
 
+    @property
+    def stage2(self) -> CaseSlices:
+        """:attr:`slices`, for code that trains or evaluates stage 2 on a stage-1 cache (which always builds it).
+
+        Raises:
+            ValueError: stage 1 ran without the stage-2 input (``Stage1Options(slices=False)``), naming the case.
+        """
+        if self.slices is None:
+            raise ValueError(f"case {self.row.case_id}: stage 1 ran without the stage-2 input "
+                             "(Stage1Options(slices=False)); stage 2 cannot use it")
+        return self.slices
+
 
 @dataclass(frozen=True)
 class SegmentationEvaluation:

@@ -167,15 +167,18 @@ def run_stage1(segmenter: Segmenter, case: Stage1Input, options: Stage1Options |
     opts = options or Stage1Options()
     found = opts.masks.structures(str(case.row.case_id), case.volume) if opts.masks is not None else {}
     external, spleen = found.get("liver"), found.get("spleen")
+    out: SegmentOutput | None = None
     if opts.source == "external":
         if external is None:
             raise InputError(case.row.image, "stage-1 source 'external' without external masks")
-        out = external_output(segmenter, case, external)
+        mask = np.asarray(external).astype(np.uint8)
+        if opts.slices:  # model space only for stage 2: without it the image is not even prepared
+            out = external_output(segmenter, case, mask)
     else:
         out = segment_volume(segmenter, case.volume, batch_size=opts.batch_size, postprocess=opts.postprocess,
                              coarse_to_fine=opts.coarse_to_fine, keep_prob=False, modality=case.modality,
                              model_mask=opts.slices, after_model=after_model)
-    mask = out.segmentation.mask
+        mask = out.segmentation.mask
     spacing_known = bool(getattr(case.volume.header, "spacing_known", True))
     scores = segmentation_scores(mask, case.reference, case.volume.spacing, spacing_known=spacing_known)
     own = opts.source == "external"  # then the mask is the external one: its HU is measured once
@@ -183,13 +186,13 @@ def run_stage1(segmenter: Segmenter, case: Stage1Input, options: Stage1Options |
     if own and "mask" in att:
         att["external-mask"] = att["mask"]
     slices = case_slices(case.row, out, classes=opts.classes, reference=case.reference, external=external,
-                         attenuation=att, images=segmenter.images) if opts.slices else None
+                         attenuation=att, images=segmenter.images) if opts.slices and out is not None else None
     source = "segmenter" if opts.source != "external" or opts.masks is None else opts.masks.tool
     return Stage1Case(case.row, slices, scores, case.modality, mask if opts.keep_mask else None, source, spleen)
 
 
 def external_output(segmenter: Segmenter, case: Stage1Input, mask: np.ndarray) -> SegmentOutput:
-    """Another tool's mask as a stage-1 output, in place of a segmentation.
+    """Another tool's mask as a stage-1 output, in place of a segmentation (built for stage 2's input only).
 
     The image is prepared as the segmenter's preprocessing does (what stage 2 was trained on; the family is
     not checked, since this network segments nothing here), the mask goes to model space the one way
@@ -202,7 +205,7 @@ def external_output(segmenter: Segmenter, case: Stage1Input, mask: np.ndarray) -
     t0 = time.perf_counter()
     prepared = segmenter.prepare(case.volume, case.modality, check=False)
     t1 = time.perf_counter()
-    mask_u8 = np.asarray(mask).astype(np.uint8)
+    mask_u8 = np.asarray(mask).astype(np.uint8, copy=False)
     mask_model = model_space_mask(prepared, mask_u8)
     seconds = {"preprocess": t1 - t0, "model": 0.0, "postprocess": time.perf_counter() - t1}
     return SegmentOutput(prepared, mask_model.float(), mask_model, Segmentation(prob=None, mask=mask_u8), seconds)

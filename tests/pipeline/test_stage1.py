@@ -158,3 +158,11 @@ def test_evaluate_segmenter_scores_on_the_original_grid(tmp_path: Path) -> None:
         assert c["ref_volume_ml"] == pytest.approx(ref.sum() * np.prod(vol.spacing) / 1000, rel=1e-6)
     assert summary["dice"]["mean"] == pytest.approx(np.mean([c["dice"] for c in per_case]))
     assert set(METRICS) <= set(summary)
+
+
+def test_stage2_names_the_case_a_stage1_run_built_no_input_for() -> None:
+    from livercad.types import Stage1Case
+
+    case = Stage1Case(ManifestRow("c7", "p7", Path("c7.nii.gz")), None, {}, "ct")
+    with pytest.raises(ValueError, match="case c7: stage 1 ran without the stage-2 input"):
+        _ = case.stage2

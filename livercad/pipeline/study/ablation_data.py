@@ -41,11 +41,11 @@ def split_cohort(cfg: Config, stage1: list[Stage1Case]) -> AblationSplit:
     if empty:
         raise InputError(None, f"ablation: the cohort has no '{'/'.join(empty)}' cases; every case needs a "
                                "split (train/val/test) by patient")
-    test, _ = resolve_labels([s.slices for s in by["test"]], classes)
-    dice_of = {s.slices.case_id: float(s.seg_metrics.get("dice", np.nan)) for s in by["test"]}
+    test, _ = resolve_labels([s.stage2 for s in by["test"]], classes)
+    dice_of = {s.stage2.case_id: float(s.seg_metrics.get("dice", np.nan)) for s in by["test"]}
     if len({int(c.label) for c in test if c.label is not None}) < 2:
         raise InputError(None, f"ablation: the test split needs cases of at least two of {classes}")
-    return AblationSplit([s.slices for s in by["train"]], resolve_labels([s.slices for s in by["val"]], classes)[0],
+    return AblationSplit([s.stage2 for s in by["train"]], resolve_labels([s.stage2 for s in by["val"]], classes)[0],
                          test, np.array([dice_of[c.case_id] for c in test]))
 
 

@@ -206,8 +206,8 @@ def train_pipeline(cfg: Config, out_dir: str | Path, *, progress: bool = True, r
     rows, seg_ckpt, segmenter, stage1 = s1.rows, s1.checkpoint, s1.segmenter, s1.stage1
     timing = dict(s1.timing)
     t = time.perf_counter()
-    train = [s.slices for s in stage1 if s.row.split == "train" and s.slices.label is not None]
-    val = [s.slices for s in stage1 if s.row.split == "val" and s.slices.label is not None]
+    train = [s.stage2 for s in stage1 if s.row.split == "train" and s.stage2.label is not None]
+    val = [s.stage2 for s in stage1 if s.row.split == "val" and s.stage2.label is not None]
     trained = train_classifier(train, val, cfg.classify, out / "work" / "classify", seed=cfg.seed,
                                progress=progress, resume=resume)
     timing["train_classify_s"] = time.perf_counter() - t

@@ -76,3 +76,18 @@ def test_mask_options_that_cannot_work_are_one_line_usage_errors(folders: Path, 
                           (["--masks", "manifest"], "no row has an external_mask")):
         res = CliRunner().invoke(app, ["predict", "-i", str(folders / "scans"), "-o", str(tmp_path / "o"), *args])
         assert res.exit_code == 2 and message in res.output, (args, res.output)
+
+
+def test_a_segmentation_only_bundle_with_external_masks_prepares_no_image(
+        folders: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Without a classifier there is no stage-2 input to build: the image is never resized to model space."""
+    from livercad.pipeline.predict.run import run_pipeline
+    from livercad.segment.infer import Segmenter
+
+    def refuse(*args: object, **kwargs: object) -> None:
+        raise AssertionError("the image was prepared for a model that runs nothing")
+
+    monkeypatch.setattr(Segmenter, "prepare", refuse)
+    res = run_pipeline(folders / "scans" / "crop.nii.gz", tmp_path / "o", masks=folders / "per", progress=False)
+    case = res.cases[0]
+    assert case.ok and case.mask_source == "external" and case.liver_volume_ml > 0

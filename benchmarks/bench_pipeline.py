@@ -149,7 +149,7 @@ def predict_section(paths: list[Path], out: Path) -> dict[str, Any]:
     """``livercad predict`` itself on the volumes (:func:`bench_predict.timed_run`: the default bundle).
 
     Per case it also resolves the modality, writes the mask, computes the liver statistics and draws the
-    QC picture; a worker thread reads the next case and draws the picture (``inference.overlap``).
+    QC picture, and reads the next case while this one is post-processed (``inference.read_ahead``).
     ``over_model``: mean case seconds / the seconds of stage 1's network per case, both from the same run.
     """
     from bench_predict import timed_run

@@ -106,7 +106,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     ap.add_argument("--tag", default="", help="suffix of the result file name")
     ap.add_argument("--no-save", action="store_true")
     ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
-                    help="override the bundle's config, e.g. inference.overlap=false (repeatable)")
+                    help="override the bundle's config, e.g. inference.read_ahead=false (repeatable)")
     args = ap.parse_args(argv)
     config = bundle_config(args.set)
     shape = tuple(int(s) for s in args.shape.split("x"))

@@ -221,9 +221,9 @@ class InferenceConfig(_Section):
     engine: Literal["local", "ray"] = "local"
     qc_images: bool = True
     report: bool = True
-    # the local engine's worker thread reads the next case while the current one is post-processed and draws the
-    # QC picture beside the statistics (livercad.pipeline.predict.predictor.Predictor.run); off: all in turn
-    overlap: bool = True
+    # the local engine reads the next case on a worker thread while the current one is post-processed and
+    # written (livercad.pipeline.predict.predictor.Predictor.run); off: strictly one case after the other
+    read_ahead: bool = True
     # metrics.json's attenuation rule also scores contrast-enhanced CT (livercad.classify.attenuation.check_phase;
     # `livercad evaluate --attenuation-force`); off: those cases are left out and counted
     attenuation_force: bool = False

@@ -1,10 +1,9 @@
 """Per-case work of a prediction run: the models load once, then each case flows one way.
 
 stage 1 (:mod:`livercad.pipeline.stage1`: load the image (NIfTI, DICOM series, PNG/JPEG) -> modality -> reference
-mask -> preprocess -> segment -> metrics -> stage-2 input) -> save masks (NIfTI and/or DICOM-SEG) -> liver size ->
-regions/classify (when the bundle has a classifier) -> QC picture beside the liver statistics
-(:mod:`livercad.pipeline.predict.case_stats`) -> record. :meth:`Predictor.run` gives the reading of the next case
-and the QC picture to a worker thread (``inference.overlap``).
+mask -> preprocess -> segment -> metrics -> stage-2 input) -> save masks (NIfTI and/or DICOM-SEG) -> liver
+statistics (:mod:`livercad.pipeline.predict.case_stats`) -> regions/classify (when the bundle has a classifier)
+-> QC -> record.
 
 A multi-phase bundle reads each case's further images (the segmenter's ``images``: ``image_<phase>`` manifest
 columns or a 4-D NIfTI, :mod:`livercad.io.channels`); a case that lacks one, or whose images lie on different
@@ -25,10 +24,9 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable, Sequence
-from concurrent.futures import Future, ThreadPoolExecutor, wait
+from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import nullcontext
 from dataclasses import dataclass
-from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -144,24 +142,20 @@ class Predictor:
             done: Callable[[CaseResult], None] | None = None) -> list[CaseResult]:
         """:meth:`process` every case in order; ``done`` gets each record as soon as its case has finished.
 
-        With ``inference.overlap`` (the default) one worker thread takes the work that would leave a core idle
-        beside the main thread's single-threaded steps:
-
-        - **Reading ahead.** The next case is opened (read, modality, reference mask:
-          :func:`~livercad.pipeline.stage1.open_case`) from the moment the current case's network has run (with
-          a classifier: once that has run too), so the next file's decompression overlaps this case's
-          post-processing. At most two cases' images are in memory; a case that fails to open fails on its turn,
-          with the same one-line reason.
-        - **The QC picture** is drawn while the main thread computes the liver statistics; the record is written
-          only once its picture is.
+        With ``inference.read_ahead`` (the default) the next case is opened (read, modality, reference mask:
+        :func:`~livercad.pipeline.stage1.open_case`) on a worker thread from the moment the current case's network
+        has run: the decompression and parsing of the next file overlap this case's post-processing and outputs,
+        which run on one core where the network used them all. At most two cases' images are in memory at once;
+        a case that fails to open fails on its turn, with the same one-line reason.
         """
         results: list[CaseResult] = []
-        with ThreadPoolExecutor(max_workers=1, thread_name_prefix="livercad-worker") if self.inference.overlap \
-                else nullcontext() as pool:
+        ahead = self.inference.read_ahead and len(cases) > 1
+        with ThreadPoolExecutor(max_workers=1, thread_name_prefix="livercad-read-ahead") if ahead else nullcontext() \
+                as pool:
             opening: _Opening | None = None
             for i, case in enumerate(cases):
                 nxt = _ReadAhead(self, pool, cases[i + 1] if pool is not None and i + 1 < len(cases) else None)
-                result = self.process(case, folder, opening=opening, after_model=nxt.start, pool=pool)
+                result = self.process(case, folder, opening=opening, after_model=nxt.start)
                 opening = nxt.opening
                 if done is not None:
                     done(result)
@@ -169,19 +163,18 @@ class Predictor:
         return results
 
     def process(self, case: CaseInput, folder: RunFolder, *, opening: _Opening | None = None,
-                after_model: Callable[[], None] | None = None, pool: ThreadPoolExecutor | None = None) -> CaseResult:
+                after_model: Callable[[], None] | None = None) -> CaseResult:
         """Run one case; never raises for a bad case, returns a failed CaseResult instead.
 
-        ``opening``: the case already being opened by :meth:`run`'s worker. ``after_model``: called once the
+        ``opening``: the case already being opened by :meth:`run`'s read-ahead. ``after_model``: called once the
         network has run, or when the case ends without it (it failed, or external masks replace the network).
-        ``pool``: the worker that draws the QC picture beside the statistics (``None``: drawn in turn).
         The record's ``seconds`` is the wall time from this call to its end (a case read ahead is timed from
         when its turn came).
         """
         t0 = time.perf_counter()
         known = opening.known if opening is not None else self.known(case)
         try:
-            result = self._process(case, folder, known, opening, after_model, pool)
+            result = self._process(case, folder, known, opening, after_model)
         except (LivercadError, OSError, ValueError, EOFError, MemoryError) as exc:
             row = case.row
             log.warning("case %s failed: %s", row.case_id, one_line(exc))
@@ -203,7 +196,7 @@ class Predictor:
                          liver_labels=self.bundle.config.data.liver_labels, known=known, images=self.segmenter.images)
 
     def _process(self, case: CaseInput, folder: RunFolder, known: dict[str, Any], opening: _Opening | None,
-                 after_model: Callable[[], None] | None, pool: ThreadPoolExecutor | None) -> CaseResult:
+                 after_model: Callable[[], None] | None) -> CaseResult:
         """One case's flow (module docstring); ``known`` collects what a failed record keeps."""
         opened = opening.future.result() if opening is not None else self.open(case, known)
         # the next case is read while this one runs single-threaded work: from the end of stage 1's network
@@ -215,26 +208,16 @@ class Predictor:
         files = write_masks(mask, volume, case, folder)
         size_args = {"spacing_known": bool(known["spacing_known"]), "has_thickness": case.kind != "image2d"}
         sizes = liver_size(mask, volume, **size_args)
+        stats = liver_intensity(volume.data, mask, s1.modality)
+        stats.update(spleen_stats(volume, s1.spleen, s1.modality, stats["liver_mean"], **size_args))
+        if s1.modality == "ct" and not known.get("contrast_phase"):
+            known["contrast_phase"] = "unknown"
         probs, label, status = self._classify(case, s1.slices)
         if after_model is not None:
             after_model()
-        qc: Future[None] | None = None
         if self.inference.qc_images:
-            draw = partial(self._write_qc, opened, mask, _qc_title(row.case_id, label, probs, status, size_text(sizes)),
-                           folder.qc_path(row.case_id))
-            qc = pool.submit(draw) if pool is not None else None
-            if qc is None:
-                draw()
-        try:  # the statistics while the worker draws the picture
-            stats = liver_intensity(volume.data, mask, s1.modality)
-            stats.update(spleen_stats(volume, s1.spleen, s1.modality, stats["liver_mean"], **size_args))
-        finally:
-            if qc is not None:
-                wait([qc])  # never leave the picture being drawn behind a failed case
-        if qc is not None:
-            qc.result()  # its error, if any
-        if s1.modality == "ct" and not known.get("contrast_phase"):
-            known["contrast_phase"] = "unknown"
+            title = _qc_title(row.case_id, label, probs, status, size_text(sizes))
+            self._write_qc(opened, mask, title, folder.qc_path(row.case_id))
         return CaseResult(
             case_id=row.case_id, input_path=str(row.image), probabilities=probs, predicted_label=label,
             true_label=row.label, patient_id=row.patient_id or None, dice=s1.seg_metrics.get("dice"),
@@ -274,7 +257,7 @@ class Predictor:
 
 @dataclass(frozen=True)
 class _Opening:
-    """A case being opened on the worker thread, and the record facts its opening fills."""
+    """A case being opened on the read-ahead thread, and the record facts its opening fills."""
 
     future: Future[Stage1Input]
     known: dict[str, Any]

@@ -1,6 +1,5 @@
-"""The prediction loop's worker thread (``inference.overlap``): the next case is opened once the current case's
-network has run, and the QC picture is drawn beside the statistics, with the same outputs and failures as a run
-that does everything in turn."""
+"""Read-ahead in the prediction loop: the next case is opened on a worker thread once the current case's
+network has run, with the same outputs and failures as a strictly sequential run."""
 
 from __future__ import annotations
 
@@ -12,7 +11,6 @@ from pathlib import Path
 import pytest
 
 import livercad.pipeline.predict.predictor as predictor_mod
-import livercad.report.overlay as overlay_mod
 import livercad.segment.infer as infer_mod
 from livercad.config import load_config, save_config
 from livercad.pipeline.predict.run import run_pipeline
@@ -20,11 +18,11 @@ from livercad.pipeline.predict.run import run_pipeline
 VOLATILE = {"seconds"}  # the only column allowed to differ between the two runs (paths name their folder)
 
 
-def _inference(tmp_path: Path, overlap: bool) -> Path:
-    path = tmp_path / f"inference_{overlap}.yaml"
+def _inference(tmp_path: Path, read_ahead: bool) -> Path:
+    path = tmp_path / f"inference_{read_ahead}.yaml"
     cfg = load_config(None, ["inference.backend=torch", "inference.precision=fp32", "inference.qc_images=true",
                              "inference.coarse_to_fine=false", "inference.report=false",
-                             f"inference.overlap={str(overlap).lower()}"])
+                             f"inference.read_ahead={str(read_ahead).lower()}"])
     save_config(cfg, path)
     return path
 
@@ -45,9 +43,9 @@ def _rows(out: Path) -> list[dict[str, str]]:
 
 
 def _events(monkeypatch: pytest.MonkeyPatch) -> list[tuple[str, str, str]]:
-    """Log ``(event, case, thread)``: each case's opening, the end of each network run, each QC picture."""
+    """Log ``(event, case, thread)``: each case's opening and the end of each network run."""
     log: list[tuple[str, str, str]] = []
-    real_open, real_forward, real_qc = predictor_mod.open_case, infer_mod.segment_prepared, overlay_mod.qc_png
+    real_open, real_forward = predictor_mod.open_case, infer_mod.segment_prepared
 
     def open_case(case, **kw):  # type: ignore[no-untyped-def]
         log.append(("open", case.row.case_id, threading.current_thread().name))
@@ -58,27 +56,22 @@ def _events(monkeypatch: pytest.MonkeyPatch) -> list[tuple[str, str, str]]:
         log.append(("network", "", threading.current_thread().name))
         return out
 
-    def qc_png(*args, **kw):  # type: ignore[no-untyped-def]
-        log.append(("qc", kw["title"].split(":")[0], threading.current_thread().name))
-        return real_qc(*args, **kw)
-
     monkeypatch.setattr(predictor_mod, "open_case", open_case)
-    monkeypatch.setattr(overlay_mod, "qc_png", qc_png)
     monkeypatch.setattr(infer_mod, "segment_prepared", segment_prepared)
     return log
 
 
 @pytest.mark.parametrize("classifier", [False, True])
-def test_overlap_gives_the_sequential_outputs_and_opens_after_the_network(
+def test_read_ahead_gives_the_sequential_outputs_and_opens_after_the_network(
         tmp_path: Path, make_bundle: Callable[..., Path], ct_volume: Callable[..., Path],
         monkeypatch: pytest.MonkeyPatch, classifier: bool) -> None:
     bundle = make_bundle(classifier=classifier)
     folder = _batch(tmp_path / "in", ct_volume)
     plain = run_pipeline(folder, tmp_path / "plain", model=bundle, progress=False,
-                         config=_inference(tmp_path, overlap=False))
+                         config=_inference(tmp_path, read_ahead=False))
     log = _events(monkeypatch)
     ahead = run_pipeline(folder, tmp_path / "ahead", model=bundle, progress=False,
-                         config=_inference(tmp_path, overlap=True))
+                         config=_inference(tmp_path, read_ahead=True))
     # the same records, masks and QC pictures; the broken case fails alone, with the same one-line reason
     assert _rows(tmp_path / "plain") == _rows(tmp_path / "ahead")
     assert [c.case_id for c in ahead.failures] == ["case2"] == [c.case_id for c in plain.failures]
@@ -91,23 +84,19 @@ def test_overlap_gives_the_sequential_outputs_and_opens_after_the_network(
     # the first case opens on the main thread; every later one on the worker, after the previous network ran
     opens = [(case, thread) for event, case, thread in log if event == "open"]
     assert [c for c, _ in opens] == ["case0", "case1", "case2", "case3"]
-    assert opens[0][1] == "MainThread" and all(t.startswith("livercad-worker") for _, t in opens[1:])
-    order = [e if e == "network" else f"{e} {c}" for e, c, _ in log]
-    assert order == ["open case0", "network", "open case1", "qc case0", "network", "open case2", "qc case1",
-                     "open case3", "network", "qc case3"]
-    assert all(t.startswith("livercad-worker") for e, _, t in log if e == "qc")
+    assert opens[0][1] == "MainThread" and all(t.startswith("livercad-read-ahead") for _, t in opens[1:])
+    order = [e if e == "network" else c for e, c, _ in log]
+    assert order == ["case0", "network", "case1", "network", "case2", "case3", "network"]
 
 
-def test_one_case_or_overlap_off_opens_on_the_main_thread(
+def test_one_case_or_read_ahead_off_opens_on_the_main_thread(
         tmp_path: Path, make_bundle: Callable[..., Path], ct_volume: Callable[..., Path],
         monkeypatch: pytest.MonkeyPatch) -> None:
     bundle = make_bundle(classifier=False)
     folder = _batch(tmp_path / "in", ct_volume)
     log = _events(monkeypatch)
     run_pipeline(folder / "case0.nii.gz", tmp_path / "one", model=bundle, progress=False,
-                 config=_inference(tmp_path, overlap=True))
-    run_pipeline(folder, tmp_path / "off", model=bundle, progress=False, config=_inference(tmp_path, overlap=False))
+                 config=_inference(tmp_path, read_ahead=True))
+    run_pipeline(folder, tmp_path / "off", model=bundle, progress=False, config=_inference(tmp_path, read_ahead=False))
     threads = {thread for event, _, thread in log if event == "open"}
     assert threads == {"MainThread"} and sum(e == "open" for e, _, _ in log) == 5
-    qc = [thread for event, _, thread in log if event == "qc"]  # one case: drawn on the worker; off: in turn
-    assert qc[0].startswith("livercad-worker") and set(qc[1:]) == {"MainThread"} and len(qc) == 4

@@ -15,7 +15,6 @@ from livercad.segment.postprocess import (
     fill_enclosed,
     fill_slices,
     foreground_box,
-    largest_component,
     postprocess_binary,
     postprocess_mask,
     postprocess_transform,
@@ -89,24 +88,6 @@ def test_fill_slices_equals_per_slice_fill_and_contains_the_3d_fill(shape: tuple
     assert np.array_equal(got, ref) and np.all(got >= fill_enclosed(m.copy()))
     if m.ndim == 3:  # holes on the end slices: the 3-D fill misses them
         assert int(got.sum()) > int(fill_enclosed(m.copy()).sum())
-
-
-@pytest.mark.parametrize("shape", [(30, 25, 12), (40, 33)])
-@pytest.mark.parametrize("seed", range(4))
-@pytest.mark.parametrize("order", ["C", "F"])
-def test_largest_component_equals_monai(shape: tuple[int, ...], seed: int, order: str) -> None:
-    from monai.transforms import KeepLargestConnectedComponent
-
-    rng = np.random.default_rng(seed)
-    m = (ndimage.gaussian_filter(rng.random(shape), 1.0) > 0.52).astype(np.uint8, order=order)  # many blobs
-    n = ndimage.label(m, structure=np.ones((3,) * m.ndim, bool))[1]
-    keep = KeepLargestConnectedComponent(applied_labels=[1], is_onehot=False)
-    ref = np.asarray(keep(torch.from_numpy(np.array(m, order="C"))[None]))[0].astype(np.uint8)  # MONAI writes in place
-    got = largest_component(m.copy(order="K"))
-    assert n > 2 and 0 < int(ref.sum()) < int(m.sum())  # several components, the smaller ones dropped
-    assert np.array_equal(got, ref) and got.dtype == np.uint8 and got.flags[f"{order}_CONTIGUOUS"]
-    single = ref.copy(order="K")
-    assert largest_component(single) is single  # one component: nothing to do, the map itself
 
 
 def _liver_like(shape: tuple[int, int, int] = (48, 40, 12)) -> np.ndarray:

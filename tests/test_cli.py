@@ -140,11 +140,11 @@ logging.getLogger("lightning").addHandler(logging.StreamHandler())
 import livercad.pipeline.predict.predictor as predictor
 from livercad.cli import main
 original = predictor.Predictor.process
-def process(self, case, folder):
+def process(self, case, folder, **kwargs):
     warnings.warn("A single label was found in 'y_true' and 'y_pred'.", UserWarning)
     np.float64(np.inf) - np.float64(np.inf)
     logging.getLogger("lightning.pytorch.utilities.rank_zero").info("\\U0001F4A1 Tip: try the cloud")
-    return original(self, case, folder)
+    return original(self, case, folder, **kwargs)
 predictor.Predictor.process = process
 main()
 """

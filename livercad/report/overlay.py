@@ -167,9 +167,13 @@ def _draw(ax: Axes, image2d: np.ndarray, mask2d: np.ndarray | None, heat: np.nda
     ax.set_axis_off()
 
 
+#: Height (inches) of the band above an overlay panel that holds its title.
+TITLE_BAND = 0.4
+
+
 def _panel_size(shape: tuple[int, ...], width: float) -> tuple[float, float]:
     rows, cols = shape[0], shape[1]
-    return width, width * rows / max(cols, 1) + 0.4
+    return width, width * rows / max(cols, 1) + TITLE_BAND
 
 
 def overlay_png(
@@ -244,7 +248,7 @@ def qc_png(
     ref = None if ref_canonical is None else radiological(np.asarray(ref_canonical)[:, :, k])
     width, height = _panel_size(image.shape, 5.0)
     fig = new_figure(width, height, layout=None)  # one fixed panel under a title band: no layout pass to run
-    ax = fig.add_axes((0.0, 0.0, 1.0, (height - 0.4) / height))
+    ax = fig.add_axes((0.0, 0.0, 1.0, (height - TITLE_BAND) / height))
     _draw(ax, image, radiological(np.asarray(mask_canonical)[:, :, k]), None, ref,
           display_window(image, modality), f"{title} (axial slice {k})")
     _mark_orientation(ax)

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
-import subprocess
 import tempfile
 import time
 from dataclasses import dataclass
@@ -28,15 +27,7 @@ from bench_common import cpu_name, finish, make_volumes
 
 import livercad
 from livercad.pipeline.predict.run import run_pipeline
-
-
-def checkout(path: Path) -> str:
-    """``git describe`` of the checkout ``livercad`` was imported from (``unknown`` outside git)."""
-    try:
-        return subprocess.run(["git", "-C", str(path), "describe", "--always", "--dirty"], capture_output=True,
-                              text=True, check=True).stdout.strip()
-    except (OSError, subprocess.CalledProcessError):
-        return "unknown"
+from livercad.segment.release import git_commit
 
 
 @dataclass(frozen=True)
@@ -121,7 +112,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     seconds = [s for run in runs for s in run.case_seconds]
     model = float(np.mean([run.model_seconds for run in runs]))
     result = {"benchmark": "predict", "date": dt.datetime.now().isoformat(timespec="seconds"),
-              "machine": {"cpu_name": cpu_name()}, "livercad": str(package), "checkout": checkout(package.parent),
+              "machine": {"cpu_name": cpu_name()}, "livercad": str(package), "checkout": git_commit(package.parent),
               "shape": list(shape), "volumes": args.volumes, "overrides": args.set,
               "case_seconds": [run.case_seconds for run in runs],
               "model_seconds": [round(run.model_seconds, 3) for run in runs],

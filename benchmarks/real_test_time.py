@@ -12,7 +12,9 @@ and its first ``--phantom`` test cases per modality), the Dice and the relative 
 * ``adabn``: AdaBN (Li et al. 2018): every BatchNorm layer's running mean and variance re-estimated on the
   case's own slices (a cumulative average over all of them, forward passes in training mode without
   gradients), at the model's own size; ``adabn_half``: the average of the shipped and the re-estimated
-  statistics. Each case starts from the shipped statistics.
+  statistics. Each case starts from the shipped statistics;
+* ``no_fill``: the model's own size with its post-processing but no hole filling
+  (``segment.postprocess.fill_holes: false``): what the fill adds or costs against a reference mask.
 
 Every variant runs the segmentation as prediction does (coarse-to-fine, fp32, torch). Prints one JSON object
 and writes it to ``benchmarks/results/`` unless ``--no-save``. The real scans are the test: a lever chosen on
@@ -36,6 +38,7 @@ from accept_real import PHANTOM_MODALITIES, REAL_CASES, REALDATA, checkpoint_pat
 from bench_common import cpu_name, finish
 from real_thresholds import phantom_volume
 
+from livercad.config import PostprocessConfig
 from livercad.io.nifti import load_mask, load_volume
 from livercad.metrics.segmentation import dice
 from livercad.preprocess.prepare import Prepared, context_stack
@@ -51,9 +54,10 @@ def canonical_probability(seg: Segmenter, vol: Volume, modality: str) -> tuple[P
     return prepared, np.asarray(prepared.to_canonical(prob), dtype=np.float32)
 
 
-def figures(seg: Segmenter, prepared: Prepared, prob: np.ndarray, ref: np.ndarray) -> dict[str, float]:
-    """Dice and relative volume error of ``prob`` after ``seg``'s post-processing, against ``ref``."""
-    mask = prepared.canonical_to_original(postprocess_mask(prob, seg.postprocess)) > 0
+def figures(seg: Segmenter, prepared: Prepared, prob: np.ndarray, ref: np.ndarray,
+            cfg: PostprocessConfig | None = None) -> dict[str, float]:
+    """Dice and volume error of ``prob`` after post-processing (``cfg``, default ``seg``'s), against ``ref``."""
+    mask = prepared.canonical_to_original(postprocess_mask(prob, cfg or seg.postprocess)) > 0
     err = float(mask.sum()) / max(float(ref.sum()), 1.0) - 1.0
     return {"dice": round(dice(mask, ref, empty="zero"), 4), "volume_error_rel": round(err, 4)}
 
@@ -90,6 +94,8 @@ def levers(segs: dict[int, Segmenter], base: int, vol: Volume, ref: np.ndarray,
     truth = ref.astype(bool)
     runs = {size: canonical_probability(seg, vol, modality) for size, seg in segs.items()}
     out = {f"size_{size}": figures(segs[size], prepared, prob, truth) for size, (prepared, prob) in runs.items()}
+    unfilled = segs[base].postprocess.model_copy(update={"fill_holes": False})
+    out["no_fill"] = figures(segs[base], *runs[base], truth, unfilled)
     if len(runs) > 1:
         mean = np.mean([prob for _, prob in runs.values()], axis=0, dtype=np.float32)
         out["mean_" + "+".join(str(s) for s in runs)] = figures(segs[base], runs[base][0], mean, truth)

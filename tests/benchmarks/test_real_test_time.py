@@ -32,7 +32,7 @@ def test_levers_on_a_random_segmenter(tmp_path: Path, monkeypatch: pytest.Monkey
     out = real_test_time.main(["--model", str(tmp_path / "bundle"), "--realdata", str(tmp_path / "realdata"),
                                "--sizes", "32", "48", "--phantom", "1", "--no-save"])
     crop = out["real"]["ct_crop"]
-    assert set(crop) == {"size_32", "size_48", "mean_32+48", "adabn", "adabn_half"}
+    assert set(crop) == {"size_32", "size_48", "mean_32+48", "adabn", "adabn_half", "no_fill"}
     assert all(0.0 <= v["dice"] <= 1.0 and np.isfinite(v["volume_error_rel"]) for v in crop.values())
     vol = load_volume(tmp_path / "realdata" / "ct_abdomen_3mm_crop.nii.gz")
     ref = load_mask(tmp_path / "realdata" / "ct_abdomen_3mm_crop_totalseg.nii.gz", vol, liver_labels=[5])

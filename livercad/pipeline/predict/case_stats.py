@@ -34,14 +34,14 @@ def liver_intensity(data: np.ndarray, mask: np.ndarray, modality: str) -> dict[s
     """
     from scipy import ndimage
 
-    from livercad.segment.postprocess import memory_order_view
+    from livercad.segment.postprocess import foreground_box, memory_order_view
 
     out: dict[str, Any] = {"liver_mean": None, "liver_median": None, "liver_sd": None,
                            "intensity_unit": "HU" if modality == "ct" else "au"}
     m = np.squeeze(np.asarray(mask) > 0)
-    if not m.any():
+    box = foreground_box(m, margin=0)
+    if box is None or not m[box].any():  # the second test: a 0-d (1-voxel) mask, whose box is ()
         return out
-    box = _bbox(m)
     view, flip = memory_order_view(m[box])  # outside the box is 0 anyway; a slice-major mask: its transpose
     inner = ndimage.binary_erosion(view, iterations=EROSION_VOXELS)
     inner = inner.T if flip else inner
@@ -50,15 +50,6 @@ def liver_intensity(data: np.ndarray, mask: np.ndarray, modality: str) -> dict[s
         out.update(liver_mean=float(values.mean()), liver_median=float(np.median(values)),
                    liver_sd=float(values.std(ddof=1)) if values.size > 1 else 0.0)
     return out
-
-
-def _bbox(mask: np.ndarray) -> tuple[slice, ...]:
-    """The bounding box of a non-empty boolean array (projections: cheaper than labelling the volume)."""
-    box = []
-    for axis in range(mask.ndim):
-        hit = np.flatnonzero(mask.any(axis=tuple(a for a in range(mask.ndim) if a != axis)))
-        box.append(slice(int(hit[0]), int(hit[-1]) + 1))
-    return tuple(box)
 
 
 def liver_size(mask: np.ndarray, volume: Volume, *, spacing_known: bool, has_thickness: bool = True

@@ -140,6 +140,8 @@ def test_foreground_box_matches_nonzero() -> None:
     fg = rng.random((20, 17, 9)) > 0.995
     ref = tuple(slice(max(int(i.min()) - 1, 0), int(i.max()) + 2) for i in np.nonzero(fg))
     assert fg.any() and foreground_box(fg) == ref
+    tight = tuple(slice(int(i.min()), int(i.max()) + 1) for i in np.nonzero(fg))
+    assert foreground_box(fg, margin=0) == tight and foreground_box(fg.astype(np.uint8), margin=0) == tight
     assert foreground_box(np.zeros((4, 4), bool)) is None
 
 

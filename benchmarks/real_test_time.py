@@ -29,17 +29,15 @@ from __future__ import annotations
 import argparse
 import copy
 import datetime as dt
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
-from accept_real import PHANTOM_MODALITIES, REAL_CASES, REALDATA, checkpoint_path, git_commit, load_segmenter, refusal
+from accept_real import git_commit, load_segmenter
 from bench_common import cpu_name, finish
-from real_thresholds import phantom_volume
+from real_thresholds import measuring_parser, model_path, over_phantom, over_real
 
 from livercad.config import PostprocessConfig
-from livercad.io.nifti import load_mask, load_volume
 from livercad.metrics.segmentation import dice
 from livercad.preprocess.prepare import Prepared, context_stack
 from livercad.segment.infer import Segmenter, segment_prepared
@@ -106,39 +104,27 @@ def levers(segs: dict[int, Segmenter], base: int, vol: Volume, ref: np.ndarray,
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--model", help="bundle folder or segmenter.pt (default: the shipped model)")
+    ap = measuring_parser(__doc__)
     ap.add_argument("--sizes", type=int, nargs="+", help="in-plane model sizes (default: the model's own +-32)")
-    ap.add_argument("--phantom", type=int, default=2, help="phantom test cases per modality")
-    ap.add_argument("--realdata", type=Path, default=REALDATA)
     ap.add_argument("--tag", default="", help="suffix of the result file name (real_test_time_<tag>)")
-    ap.add_argument("--no-save", action="store_true")
     return ap.parse_args(argv)
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     """Measure every variant; returns the printed result."""
     args = parse_args(argv)
-    path = checkpoint_path(args.model)
-    if path is None:
-        raise SystemExit(f"no segmenter at {args.model or 'the shipped model'}")
+    path = model_path(args.model)
     own, _ = load_segmenter(path, "torch", "fp32", None)
     base = int(own.preprocessing["image_size"])
     sizes = args.sizes or [base - 32, base, base + 32]
     if base not in sizes:
         sizes = [base, *sizes]
     segs = {size: own if size == base else load_segmenter(path, "torch", "fp32", size)[0] for size in sizes}
-    real: dict[str, Any] = {}
-    for name, (image, ref, labels, modality) in REAL_CASES.items():
-        if not ((args.realdata / image).is_file() and (args.realdata / ref).is_file()):
-            real[name] = {"status": "skipped", "reason": f"missing in {args.realdata}"}
-        elif reason := refusal(own, modality):
-            real[name] = {"status": "refused", "reason": reason}
-        else:
-            vol = load_volume(args.realdata / image)
-            real[name] = levers(segs, base, vol, load_mask(args.realdata / ref, vol, liver_labels=labels), modality)
-    phantom = {f"{mod}_{i}": levers(segs, base, *phantom_volume(mod, i), fam)
-               for mod, fam in PHANTOM_MODALITIES.items() if not refusal(own, fam) for i in range(args.phantom)}
+
+    def measure(vol: Volume, ref: np.ndarray, modality: str) -> dict[str, Any]:
+        return levers(segs, base, vol, ref, modality)
+
+    real, phantom = over_real(own, args.realdata, measure), over_phantom(own, args.phantom, measure)
     result = {"benchmark": "real_test_time", "date": dt.datetime.now().isoformat(timespec="seconds"),
               "commit": git_commit(), "cpu": cpu_name(), "model": str(path), "image_size": base, "sizes": sizes,
               "real": real, "phantom": phantom}

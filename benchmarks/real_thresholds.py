@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -62,36 +63,66 @@ def phantom_volume(modality: str, i: int) -> tuple[Volume, np.ndarray]:
     return Volume(case.image.astype(np.float32), case.affine, None, spacing), case.mask > 0
 
 
-def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+Measure = Callable[[Volume, np.ndarray, str], dict[str, Any]]
+"""What a measuring script does with one case: ``(volume, reference mask, modality) -> figures``."""
+
+
+def over_real(seg: Segmenter, folder: Path, measure: Measure) -> dict[str, Any]:
+    """``measure`` on each real scan of ``folder`` (:data:`accept_real.REAL_CASES`): ``{case: figures}``, or
+    ``{status: skipped | refused, reason}`` when its files are missing or ``seg`` was not trained for its modality."""
+    real: dict[str, Any] = {}
+    for name, (image, ref, labels, modality) in REAL_CASES.items():
+        if not ((folder / image).is_file() and (folder / ref).is_file()):
+            real[name] = {"status": "skipped", "reason": f"missing in {folder}"}
+        elif reason := refusal(seg, modality):
+            real[name] = {"status": "refused", "reason": reason}
+        else:
+            vol = load_volume(folder / image)
+            real[name] = measure(vol, load_mask(folder / ref, vol, liver_labels=labels), modality)
+    return real
+
+
+def over_phantom(seg: Segmenter, n: int, measure: Measure) -> dict[str, Any]:
+    """``measure`` on ``accept_real.py``'s first ``n`` phantom test cases of each modality ``seg`` takes."""
+    return {f"{mod}_{i}": measure(*phantom_volume(mod, i), fam)
+            for mod, fam in PHANTOM_MODALITIES.items() if not refusal(seg, fam) for i in range(n)}
+
+
+def measuring_parser(doc: str | None) -> argparse.ArgumentParser:
+    """The options every real-scan measuring script has: ``--model``, ``--phantom``, ``--realdata``, ``--no-save``."""
+    ap = argparse.ArgumentParser(description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--model", help="bundle folder or segmenter.pt (default: the shipped model)")
-    ap.add_argument("--thresholds", type=float, nargs="+", default=[0.3, 0.4, 0.5])
-    ap.add_argument("--image-size", type=int, help="in-plane model size (default: the model's own)")
     ap.add_argument("--phantom", type=int, default=2, help="phantom test cases per modality")
     ap.add_argument("--realdata", type=Path, default=REALDATA)
     ap.add_argument("--no-save", action="store_true")
+    return ap
+
+
+def model_path(model: str | None) -> Path:
+    """``segmenter.pt`` of ``--model`` (:func:`accept_real.checkpoint_path`); exits with a message without one."""
+    path = checkpoint_path(model)
+    if path is None:
+        raise SystemExit(f"no segmenter at {model or 'the shipped model'}")
+    return path
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    ap = measuring_parser(__doc__)
+    ap.add_argument("--thresholds", type=float, nargs="+", default=[0.3, 0.4, 0.5])
+    ap.add_argument("--image-size", type=int, help="in-plane model size (default: the model's own)")
     return ap.parse_args(argv)
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     """Run the sweep; returns the printed result."""
     args = parse_args(argv)
-    path = checkpoint_path(args.model)
-    if path is None:
-        raise SystemExit(f"no segmenter at {args.model or 'the shipped model'}")
+    path = model_path(args.model)
     seg, _ = load_segmenter(path, "torch", "fp32", args.image_size)
-    real: dict[str, Any] = {}
-    for name, (image, ref, labels, modality) in REAL_CASES.items():
-        if not ((args.realdata / image).is_file() and (args.realdata / ref).is_file()):
-            real[name] = {"status": "skipped", "reason": f"missing in {args.realdata}"}
-        elif reason := refusal(seg, modality):
-            real[name] = {"status": "refused", "reason": reason}
-        else:
-            vol = load_volume(args.realdata / image)
-            real[name] = sweep(seg, vol, load_mask(args.realdata / ref, vol, liver_labels=labels), modality,
-                               args.thresholds)
-    phantom = {f"{mod}_{i}": sweep(seg, *phantom_volume(mod, i), fam, args.thresholds)
-               for mod, fam in PHANTOM_MODALITIES.items() if not refusal(seg, fam) for i in range(args.phantom)}
+
+    def measure(vol: Volume, ref: np.ndarray, modality: str) -> dict[str, Any]:
+        return sweep(seg, vol, ref, modality, args.thresholds)
+
+    real, phantom = over_real(seg, args.realdata, measure), over_phantom(seg, args.phantom, measure)
     result = {"benchmark": "real_thresholds", "date": dt.datetime.now().isoformat(timespec="seconds"),
               "commit": git_commit(), "cpu": cpu_name(), "model": str(path),
               "image_size": int(seg.preprocessing["image_size"]), "postprocess": seg.postprocess.model_dump(),

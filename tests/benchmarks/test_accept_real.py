@@ -7,9 +7,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from livercad.io.nifti import save_volume
+from livercad.io.nifti import load_mask, load_volume, save_volume
 from livercad.runtime.checkpoint import save_checkpoint
-from livercad.segment.infer import Segmenter
+from livercad.segment.infer import Segmenter, segment_volume
 
 BENCHMARKS = Path(__file__).resolve().parents[2] / "benchmarks"
 
@@ -36,6 +36,15 @@ def _realdata(folder: Path) -> int:
     save_volume(mr, mr_affine, folder / "mr_abdomen_3mm.nii.gz", dtype=np.int16)
     save_volume(mask, mr_affine, folder / "mr_abdomen_3mm_liver.nii.gz", dtype=np.uint8)
     return int((labels == 5).sum())
+
+
+def crop_dice(bundle: Path, realdata: Path, *, coarse_to_fine: bool = False) -> float:
+    """Liver Dice of ``livercad``'s own segmentation of the fake CT crop (fp32, torch), against its label-5 mask."""
+    vol = load_volume(realdata / "ct_abdomen_3mm_crop.nii.gz")
+    ref = load_mask(realdata / "ct_abdomen_3mm_crop_totalseg.nii.gz", vol, liver_labels=[5])
+    loaded = Segmenter.load(bundle / "segmenter.pt", precision="fp32", backend="torch")
+    pred = segment_volume(loaded, vol, modality="ct", coarse_to_fine=coarse_to_fine).segmentation.mask > 0
+    return 2 * float((pred & ref).sum()) / max(float(pred.sum() + ref.sum()), 1.0)
 
 
 def test_real_and_phantom_cases_on_a_random_segmenter(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,

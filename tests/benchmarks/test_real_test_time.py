@@ -10,36 +10,24 @@ import numpy as np
 import pytest
 import torch
 
-from livercad.io.nifti import load_mask, load_volume
-from livercad.runtime.checkpoint import save_checkpoint
-from livercad.segment.infer import Segmenter, segment_volume
-from tests.benchmarks.test_accept_real import BENCHMARKS, _realdata
+from livercad.segment.infer import Segmenter
+from tests.benchmarks.test_accept_real import BENCHMARKS, crop_dice
 
 
 def _bn_state(seg: Segmenter) -> list[torch.Tensor]:
     return [b.clone() for name, b in seg.model.named_buffers() if name.endswith(("running_mean", "running_var"))]
 
 
-def test_levers_on_a_random_segmenter(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.syspath_prepend(str(BENCHMARKS))
-    import accept_real
+def test_levers_on_a_random_segmenter(measuring: tuple[Path, Path]) -> None:
     import real_test_time
 
-    monkeypatch.setattr(accept_real, "PHANTOM_SHAPE", (48, 48, 16))  # phantom_test_case reads it there
-    seg = Segmenter.random(image_size=32, encoder="resnet18")
-    save_checkpoint(tmp_path / "bundle" / "segmenter.pt", seg.model.state_dict(), seg.meta)
-    _realdata(tmp_path / "realdata")
-    out = real_test_time.main(["--model", str(tmp_path / "bundle"), "--realdata", str(tmp_path / "realdata"),
+    bundle, realdata = measuring
+    out = real_test_time.main(["--model", str(bundle), "--realdata", str(realdata),
                                "--sizes", "32", "48", "--phantom", "1", "--no-save"])
     crop = out["real"]["ct_crop"]
     assert set(crop) == {"size_32", "size_48", "mean_32+48", "adabn", "adabn_half", "no_fill"}
     assert all(0.0 <= v["dice"] <= 1.0 and np.isfinite(v["volume_error_rel"]) for v in crop.values())
-    vol = load_volume(tmp_path / "realdata" / "ct_abdomen_3mm_crop.nii.gz")
-    ref = load_mask(tmp_path / "realdata" / "ct_abdomen_3mm_crop_totalseg.nii.gz", vol, liver_labels=[5])
-    loaded = Segmenter.load(tmp_path / "bundle" / "segmenter.pt", precision="fp32", backend="torch")
-    pred = segment_volume(loaded, vol, modality="ct", coarse_to_fine=True).segmentation.mask > 0
-    dice = 2 * float((pred & ref).sum()) / max(float(pred.sum() + ref.sum()), 1.0)
-    assert crop["size_32"]["dice"] == pytest.approx(dice, abs=1e-4)
+    assert crop["size_32"]["dice"] == pytest.approx(crop_dice(bundle, realdata, coarse_to_fine=True), abs=1e-4)
     assert out["real"]["ct"]["status"] == "skipped" and out["real"]["mr"]["status"] == "refused"
     assert set(out["phantom"]) == {"ct_0"} and out["sizes"] == [32, 48]
 

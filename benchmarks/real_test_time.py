@@ -45,11 +45,10 @@ from livercad.segment.postprocess import postprocess_mask
 from livercad.types import Volume
 
 
-def canonical_probability(seg: Segmenter, vol: Volume, modality: str) -> tuple[Prepared, np.ndarray]:
-    """The volume prepared at ``seg``'s size and its liver probability on the canonical full-resolution grid."""
-    prepared = seg.prepare(vol, modality)
+def canonical_probability(seg: Segmenter, prepared: Prepared) -> np.ndarray:
+    """The liver probability of a volume prepared at ``seg``'s size, on the canonical full-resolution grid."""
     prob = segment_prepared(seg, prepared, batch_size=4, coarse_to_fine=True)
-    return prepared, np.asarray(prepared.to_canonical(prob), dtype=np.float32)
+    return np.asarray(prepared.to_canonical(prob), dtype=np.float32)
 
 
 def figures(seg: Segmenter, prepared: Prepared, prob: np.ndarray, ref: np.ndarray,
@@ -90,16 +89,17 @@ def levers(segs: dict[int, Segmenter], base: int, vol: Volume, ref: np.ndarray,
            modality: str) -> dict[str, dict[str, float]]:
     """Every variant (module docstring) of one case; ``base``: the model's own size (AdaBN runs there)."""
     truth = ref.astype(bool)
-    runs = {size: canonical_probability(seg, vol, modality) for size, seg in segs.items()}
-    out = {f"size_{size}": figures(segs[size], prepared, prob, truth) for size, (prepared, prob) in runs.items()}
+    prepared = {size: seg.prepare(vol, modality) for size, seg in segs.items()}
+    probs = {size: canonical_probability(seg, prepared[size]) for size, seg in segs.items()}
+    out = {f"size_{size}": figures(segs[size], prepared[size], prob, truth) for size, prob in probs.items()}
     unfilled = segs[base].postprocess.model_copy(update={"fill_holes": False})
-    out["no_fill"] = figures(segs[base], *runs[base], truth, unfilled)
-    if len(runs) > 1:
-        mean = np.mean([prob for _, prob in runs.values()], axis=0, dtype=np.float32)
-        out["mean_" + "+".join(str(s) for s in runs)] = figures(segs[base], runs[base][0], mean, truth)
+    out["no_fill"] = figures(segs[base], prepared[base], probs[base], truth, unfilled)
+    if len(probs) > 1:
+        mean = np.mean(list(probs.values()), axis=0, dtype=np.float32)
+        out["mean_" + "+".join(str(s) for s in probs)] = figures(segs[base], prepared[base], mean, truth)
     for name, weight in (("adabn", 1.0), ("adabn_half", 0.5)):
-        adapted = adabn(segs[base], runs[base][0], weight)
-        out[name] = figures(adapted, *canonical_probability(adapted, vol, modality), truth)
+        adapted = adabn(segs[base], prepared[base], weight)
+        out[name] = figures(adapted, prepared[base], canonical_probability(adapted, prepared[base]), truth)
     return out
 
 

@@ -170,9 +170,6 @@ class SegmentConfig(_Section):
     crop_size: int | None = Field(None, ge=16)  # train on random square crops of this size (None = whole slice)
     # random gamma, histogram remapping and blur of the normalised slices (segment.data.intensity_augment)
     intensity_augment: bool = False
-    # training loss: MONAI's DiceCELoss (soft Dice over the batch + binary cross-entropy), or its cross-entropy
-    # term alone ("ce": DiceCELoss with lambda_dice 0)
-    loss: Literal["dice_ce", "ce"] = "dice_ce"
     # decay of an exponential moving average of the weights (e.g. 0.999): validation and the exported
     # segmenter use the averaged weights, which swing less from one checkpoint to the next; None = off
     ema: float | None = Field(None, gt=0, lt=1)

@@ -42,7 +42,7 @@ class SegmentationModule(L.LightningModule):
         # (no gradients: the optimiser never sees it, and DDP must not wait for its gradients)
         self.ema = (AveragedModel(self.model, multi_avg_fn=get_ema_multi_avg_fn(cfg.segment.ema), use_buffers=True)
                     .requires_grad_(False) if cfg.segment.ema else None)
-        self.loss_fn = DiceCELoss(sigmoid=True, batch=True, lambda_dice=0.0 if cfg.segment.loss == "ce" else 1.0)
+        self.loss_fn = DiceCELoss(sigmoid=True, batch=True)
         self.history: list[dict[str, float]] = []
         self.best: dict[str, Any] = {"dice": -1.0, "epoch": None, "step": None, "state": None}
         self._sums = torch.zeros(3, n_val_cases)

@@ -3,15 +3,19 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pytest
 
 from livercad.io.nifti import load_mask, load_volume, save_volume
-from livercad.runtime.checkpoint import save_checkpoint
+from livercad.metrics.segmentation import dice
 from livercad.segment.infer import Segmenter, segment_volume
 
 BENCHMARKS = Path(__file__).resolve().parents[2] / "benchmarks"
+
+if TYPE_CHECKING:  # the fixture's type; conftest imports this package's helpers
+    from tests.benchmarks.conftest import Measuring
 
 
 def _realdata(folder: Path) -> int:
@@ -44,19 +48,15 @@ def crop_dice(bundle: Path, realdata: Path, *, coarse_to_fine: bool = False) -> 
     ref = load_mask(realdata / "ct_abdomen_3mm_crop_totalseg.nii.gz", vol, liver_labels=[5])
     loaded = Segmenter.load(bundle / "segmenter.pt", precision="fp32", backend="torch")
     pred = segment_volume(loaded, vol, modality="ct", coarse_to_fine=coarse_to_fine).segmentation.mask > 0
-    return 2 * float((pred & ref).sum()) / max(float(pred.sum() + ref.sum()), 1.0)
+    return dice(pred, ref > 0, empty="zero")
 
 
-def test_real_and_phantom_cases_on_a_random_segmenter(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+def test_real_and_phantom_cases_on_a_random_segmenter(measuring: Measuring,
                                                        capsys: pytest.CaptureFixture[str]) -> None:
-    monkeypatch.syspath_prepend(str(BENCHMARKS))
     import accept_real
 
-    monkeypatch.setattr(accept_real, "PHANTOM_SHAPE", (48, 48, 16))  # the real run uses 128 x 128 x 48
-    seg = Segmenter.random(image_size=32, encoder="resnet18")
-    save_checkpoint(tmp_path / "bundle" / "segmenter.pt", seg.model.state_dict(), seg.meta)
-    n_liver = _realdata(tmp_path / "realdata")
-    out = accept_real.main(["--model", str(tmp_path / "bundle"), "--realdata", str(tmp_path / "realdata"),
+    bundle, realdata, n_liver = measuring
+    out = accept_real.main(["--model", str(bundle), "--realdata", str(realdata),
                             "--phantom", "1", "--backend", "torch", "--precision", "fp32", "--no-save"])
     assert '"benchmark": "accept_real"' in capsys.readouterr().out
     real = out["real"]

@@ -3,18 +3,21 @@ sweep gives the Dice that prediction gives; refused and skipped cases say so."""
 
 from __future__ import annotations
 
-from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pytest
 
 from tests.benchmarks.test_accept_real import crop_dice
 
+if TYPE_CHECKING:  # the fixture's type; conftest imports this package's helpers
+    from tests.benchmarks.conftest import Measuring
 
-def test_sweep_matches_prediction_at_the_model_threshold(measuring: tuple[Path, Path]) -> None:
+
+def test_sweep_matches_prediction_at_the_model_threshold(measuring: Measuring) -> None:
     import real_thresholds
 
-    bundle, realdata = measuring
+    bundle, realdata, _ = measuring
     out = real_thresholds.main(["--model", str(bundle), "--realdata", str(realdata),
                                 "--thresholds", "0.2", "0.5", "--phantom", "1", "--no-save"])
     crop = out["real"]["ct_crop"]
